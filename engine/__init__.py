@@ -1,0 +1,33 @@
+"""Reverse face image search: MTCNN detection, FaceNet / VGG16 embeddings, k-NN over saved features."""
+
+from engine.core import Engine
+from engine.errors import (
+    BadImageError,
+    BadInputError,
+    EngineError,
+    FetchError,
+    GalleryError,
+    IndexUnavailableError,
+    ModelUnavailableError,
+)
+from engine.settings import MODEL_NAMES, EngineSettings
+from engine.types import FaceResult, IndexInfo, IndexProgress, IndexReport, Match, SearchResult
+
+__all__ = [
+    "MODEL_NAMES",
+    "BadImageError",
+    "BadInputError",
+    "Engine",
+    "EngineError",
+    "EngineSettings",
+    "FaceResult",
+    "FetchError",
+    "GalleryError",
+    "IndexInfo",
+    "IndexProgress",
+    "IndexReport",
+    "IndexUnavailableError",
+    "Match",
+    "ModelUnavailableError",
+    "SearchResult",
+]

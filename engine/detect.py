@@ -1,0 +1,119 @@
+"""Face detection (the `mtcnn` package), prominence ranking and aligned crops."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import defaultdict
+
+import numpy as np
+from PIL import Image
+
+from engine.types import DetectedFace
+
+# MTCNN's own pyramid is only correct at min_face_size=20 (mtcnn 1.0 keeps the level
+# count fixed, so larger values push the last levels below 12 px and it finds nothing).
+# We therefore always run it at 20 and express a larger minimum by scaling the photo down.
+_MTCNN_MIN_FACE = 20
+
+
+class FaceDetector:
+    """MTCNN, loaded once; `detect` takes a batch of RGB arrays and returns faces per image."""
+
+    def __init__(self, *, max_side: int, min_face_size: int, confidence: float, batch_size: int = 16):
+        self.max_side = max_side
+        self.min_face_size = min_face_size
+        self.confidence = confidence
+        self.batch_size = batch_size
+        self._mtcnn = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        with self._lock:
+            if self._mtcnn is None:
+                from mtcnn import MTCNN  # imports TensorFlow: deferred until a detector is needed
+
+                self._mtcnn = MTCNN(device="CPU:0")
+                self._run([np.zeros((64, 64, 3), np.uint8)])  # warm up
+
+    def detection_scale(self, height: int, width: int) -> float:
+        """How much a photo is shrunk for detection: to `max_side`, and so that `min_face_size` becomes 20 px."""
+        return min(1.0, self.max_side / max(height, width), _MTCNN_MIN_FACE / self.min_face_size)
+
+    def detect(self, images: list[np.ndarray]) -> list[list[DetectedFace]]:
+        """Faces per image, most prominent first. Same-size photos are run as one MTCNN batch."""
+        self.load()
+        results: list[list[DetectedFace]] = [[] for _ in images]
+        scaled: list[tuple[np.ndarray, float]] = []
+        for image in images:
+            scale = self.detection_scale(*image.shape[:2])
+            if scale < 1.0:
+                height, width = image.shape[:2]
+                size = (max(12, round(width * scale)), max(12, round(height * scale)))
+                small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+                scale_xy = (width / size[0], height / size[1])
+            else:
+                small, scale_xy = image, (1.0, 1.0)
+            scaled.append((small, scale_xy))
+
+        by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for position, (small, _) in enumerate(scaled):
+            by_shape[small.shape].append(position)
+        for positions in by_shape.values():
+            for start in range(0, len(positions), self.batch_size):
+                chunk = positions[start : start + self.batch_size]
+                rows = self._run([scaled[p][0] for p in chunk])
+                for row in rows:
+                    position = chunk[int(row[0])]
+                    face = _face_from_row(row, scaled[position][1], images[position].shape)
+                    if face.confidence >= self.confidence and face.box[2] >= 4 and face.box[3] >= 4:
+                        results[position].append(face)
+        return [rank_by_prominence(faces, image.shape) for faces, image in zip(results, images)]
+
+    def _run(self, batch: list[np.ndarray]) -> np.ndarray:
+        """Raw MTCNN rows: [image index, x1, y1, x2, y2, confidence, 5 landmark x, 5 landmark y]."""
+        rows = self._mtcnn.detect_faces(batch, output_type="numpy", box_format="xyxy", min_face_size=_MTCNN_MIN_FACE)
+        return np.asarray(rows, dtype=np.float64).reshape(-1, 16)
+
+
+def _face_from_row(row: np.ndarray, scale_xy: tuple[float, float], shape: tuple[int, ...]) -> DetectedFace:
+    sx, sy = scale_xy
+    height, width = shape[:2]
+    x1, y1 = max(0.0, row[1] * sx), max(0.0, row[2] * sy)
+    x2, y2 = min(float(width), row[3] * sx), min(float(height), row[4] * sy)
+    landmarks = np.stack([row[6:11] * sx, row[11:16] * sy], axis=1)
+    box = (int(round(x1)), int(round(y1)), int(round(x2 - x1)), int(round(y2 - y1)))
+    return DetectedFace(box=box, confidence=float(row[5]), landmarks=landmarks.astype(np.float32))
+
+
+def rank_by_prominence(faces: list[DetectedFace], shape: tuple[int, ...]) -> list[DetectedFace]:
+    """Largest and most central first (box area minus twice the squared offset from the centre)."""
+    height, width = shape[:2]
+
+    def score(face: DetectedFace) -> float:
+        x, y, w, h = face.box
+        offset_sq = (x + w / 2 - width / 2) ** 2 + (y + h / 2 - height / 2) ** 2
+        return w * h - 2.0 * offset_sq
+
+    return sorted(faces, key=score, reverse=True)
+
+
+def crop_face(image: np.ndarray, face: DetectedFace, *, size: int, margin: float, align: bool) -> np.ndarray:
+    """A square `size`×`size` crop around the face with `margin`, rotated so the eyes are level if `align`."""
+    x, y, w, h = face.box
+    side = max(w, h) * (1.0 + margin)
+    center_x, center_y = x + w / 2, y + h / 2
+    angle = 0.0
+    if align:
+        (left_x, left_y), (right_x, right_y) = face.landmarks[0], face.landmarks[1]
+        angle = math.atan2(right_y - left_y, right_x - left_x)
+    step = side / size
+    cos, sin = math.cos(angle) * step, math.sin(angle) * step
+    half = size / 2
+    # Output pixel (u, v) samples the source at centre + R(angle) · ((u, v) − half) · step.
+    coefficients = (
+        cos, -sin, center_x - cos * half + sin * half,
+        sin, cos, center_y - sin * half - cos * half,
+    )  # fmt: skip
+    crop = Image.fromarray(image).transform((size, size), Image.AFFINE, coefficients, resample=Image.BILINEAR)
+    return np.asarray(crop, dtype=np.uint8)

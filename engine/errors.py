@@ -1,0 +1,37 @@
+"""Typed errors: callers (the CLI, the bot) turn these into user messages."""
+
+
+class EngineError(Exception):
+    """Base class: anything the engine refuses or cannot do, with a message fit for a user."""
+
+    exit_code = 1
+
+
+class BadInputError(EngineError):
+    """The caller gave something unusable (a bad argument, an unknown model, k out of range)."""
+
+    exit_code = 2
+
+
+class BadImageError(BadInputError):
+    """The bytes are not a decodable image, or the image is too large."""
+
+
+class ModelUnavailableError(EngineError):
+    """The weights for a model are missing or do not match; the message says how to get them."""
+
+    exit_code = 2
+
+
+class IndexUnavailableError(EngineError):
+    """No index for this model yet, or one built with other weights."""
+
+    exit_code = 2
+
+
+class GalleryError(BadInputError):
+    """The gallery folder is missing or holds no images."""
+
+
+class FetchError(EngineError):
+    """Downloading or verifying weights failed (offline, checksum mismatch)."""

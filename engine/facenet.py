@@ -1,0 +1,186 @@
+"""FaceNet (Inception-ResNet v1, Keras 2.1 `facenet_keras.h5`) rebuilt for Keras 3.
+
+The h5 stores its Lambda layers as Python 3.6 bytecode, which Keras 3 cannot load.
+We rebuild the graph from the h5's JSON config, replace each Lambda with `ScaleSum`
+(`a + b * scale`, which is all those lambdas do), and copy the weights in by layer name.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+
+from engine.errors import ModelUnavailableError
+
+FACENET_INPUT_SIZE = 160
+FACENET_DIM = 128
+
+
+class ScaleSum(keras.layers.Layer):
+    """Residual scaling of Inception-ResNet: `inputs[0] + inputs[1] * scale`."""
+
+    def __init__(self, scale: float, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+
+    def call(self, inputs):
+        shortcut, residual = inputs
+        return shortcut + residual * self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
+def _make_layer(class_name: str, config: dict) -> keras.layers.Layer:
+    """One Keras 3 layer from a Keras 2.1 layer config (only the kinds FaceNet uses)."""
+    name = config["name"]
+    if class_name == "Conv2D":
+        return keras.layers.Conv2D(
+            filters=config["filters"],
+            kernel_size=tuple(config["kernel_size"]),
+            strides=tuple(config["strides"]),
+            padding=config["padding"],
+            activation=config["activation"],
+            use_bias=config["use_bias"],
+            name=name,
+        )
+    if class_name == "BatchNormalization":
+        return keras.layers.BatchNormalization(
+            axis=config["axis"],
+            momentum=config["momentum"],
+            epsilon=config["epsilon"],
+            center=config["center"],
+            scale=config["scale"],
+            name=name,
+        )
+    if class_name == "Activation":
+        return keras.layers.Activation(config["activation"], name=name)
+    if class_name == "MaxPooling2D":
+        return keras.layers.MaxPooling2D(
+            pool_size=tuple(config["pool_size"]), strides=tuple(config["strides"]), padding=config["padding"], name=name
+        )
+    if class_name == "Concatenate":
+        return keras.layers.Concatenate(axis=config["axis"], name=name)
+    if class_name == "Lambda":
+        return ScaleSum(scale=config["arguments"]["scale"], name=name)
+    if class_name == "GlobalAveragePooling2D":
+        return keras.layers.GlobalAveragePooling2D(name=name)
+    if class_name == "Dropout":
+        return keras.layers.Dropout(config["rate"], name=name)
+    if class_name == "Dense":
+        return keras.layers.Dense(
+            units=config["units"], activation=config["activation"], use_bias=config["use_bias"], name=name
+        )
+    raise ModelUnavailableError(f"facenet_keras.h5 holds an unexpected layer type {class_name!r}")
+
+
+def build_facenet(weights_path: Path) -> keras.Model:
+    """Rebuild the network from the h5's JSON config and load its weights by layer name."""
+    if not weights_path.is_file():
+        raise ModelUnavailableError(
+            f"FaceNet weights not found at {weights_path}. Fetch them with: python -m engine models fetch"
+        )
+    with h5py.File(weights_path, "r") as h5:
+        model_config = json.loads(h5.attrs["model_config"])["config"]
+        tensors: dict[str, keras.KerasTensor] = {}
+        layers: dict[str, keras.layers.Layer] = {}
+        for spec in model_config["layers"]:
+            name, class_name, config = spec["name"], spec["class_name"], spec["config"]
+            if class_name == "InputLayer":
+                tensors[name] = keras.Input(shape=tuple(config["batch_input_shape"][1:]), name=name)
+                continue
+            inbound = [tensors[node[0]] for node in spec["inbound_nodes"][0]]
+            layer = _make_layer(class_name, config)
+            tensors[name] = layer(inbound if len(inbound) > 1 else inbound[0])
+            layers[name] = layer
+        inputs = [tensors[name] for name, _, _ in model_config["input_layers"]]
+        outputs = [tensors[name] for name, _, _ in model_config["output_layers"]]
+        model = keras.Model(inputs=inputs[0], outputs=outputs[0], name="facenet")
+
+        weights_group = h5["model_weights"]
+        missing = []
+        for name, layer in layers.items():
+            if not layer.weights:
+                continue
+            if name not in weights_group:
+                missing.append(name)
+                continue
+            group = weights_group[name]
+            arrays = [np.asarray(group[weight_name]) for weight_name in group.attrs["weight_names"]]
+            if len(arrays) != len(layer.weights) or any(
+                a.shape != tuple(w.shape) for a, w in zip(arrays, layer.weights)
+            ):
+                missing.append(name)
+                continue
+            layer.set_weights(arrays)
+        if missing:
+            raise ModelUnavailableError(
+                f"{weights_path} does not match the FaceNet architecture: no weights for {missing[:5]}"
+            )
+    return model
+
+
+def prewhiten(faces: np.ndarray) -> np.ndarray:
+    """Per-image standardisation, as FaceNet was trained with."""
+    faces = faces.astype(np.float32)
+    axes = (1, 2, 3)
+    mean = faces.mean(axis=axes, keepdims=True)
+    std = faces.std(axis=axes, keepdims=True)
+    std_adjusted = np.maximum(std, 1.0 / np.sqrt(faces[0].size))
+    return (faces - mean) / std_adjusted
+
+
+def l2_normalize(features: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return (features / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class FaceNetEmbedder:
+    """Loads the network once (idempotent `load()`), then embeds batches of 160×160 face crops."""
+
+    name = "facenet"
+    dim = FACENET_DIM
+    input_size = FACENET_INPUT_SIZE
+
+    def __init__(self, weights_path: Path, batch_size: int = 32, flip_augment: bool = True):
+        self.weights_path = weights_path
+        self.batch_size = batch_size
+        self.flip_augment = flip_augment
+        self._model: keras.Model | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        with self._lock:
+            if self._model is None:
+                import tensorflow as tf
+
+                model = build_facenet(self.weights_path)
+                # One traced graph for any batch size: Keras' predict() retraces per shape.
+                self._predict = tf.function(
+                    lambda x: model(x, training=False),
+                    input_signature=[tf.TensorSpec([None, FACENET_INPUT_SIZE, FACENET_INPUT_SIZE, 3], tf.float32)],
+                )
+                self._predict(np.zeros((1, FACENET_INPUT_SIZE, FACENET_INPUT_SIZE, 3), np.float32))  # warm up
+                self._model = model
+
+    def embed(self, faces: np.ndarray) -> np.ndarray:
+        """(N, 160, 160, 3) uint8 crops → (N, 128) float32, L2-normalised. N may be 0."""
+        if len(faces) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        self.load()
+        batch = prewhiten(faces)
+        if self.flip_augment:
+            batch = np.concatenate([batch, batch[:, :, ::-1, :]])
+        outputs = []
+        for start in range(0, len(batch), self.batch_size):
+            chunk = batch[start : start + self.batch_size]
+            outputs.append(np.asarray(self._predict(chunk)))
+        features = np.concatenate(outputs)
+        if self.flip_augment:
+            features = l2_normalize(features[: len(faces)]) + l2_normalize(features[len(faces) :])
+        return l2_normalize(features)

@@ -1,0 +1,73 @@
+"""Image decoding with Pillow: bytes or a path in, an RGB uint8 array out, or a BadImageError."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from engine.errors import BadImageError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "image") -> np.ndarray:
+    """Decode `data` into an (H, W, 3) uint8 RGB array with EXIF orientation applied.
+
+    Truncated files, non-images and images over `max_pixels` (decompression bombs)
+    raise BadImageError instead of a Pillow exception or a huge allocation.
+    """
+    if not data:
+        raise BadImageError(f"{name}: the file is empty")
+    if len(data) > max_bytes:
+        raise BadImageError(f"{name}: the file is {len(data) / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise BadImageError(
+                    f"{name}: {width}x{height} pixels is over the limit of {max_pixels / 1e6:.0f} megapixels"
+                )
+            if getattr(image, "is_animated", False):
+                image.seek(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = ImageOps.exif_transpose(image)
+                rgb = image.convert("RGB")
+                rgb.load()
+    except BadImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise BadImageError(f"{name}: not a readable image ({error.__class__.__name__})") from error
+    except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt data
+        raise BadImageError(f"{name}: the image is corrupt or truncated ({error})") from error
+    array = np.asarray(rgb, dtype=np.uint8)
+    if array.ndim != 3 or min(array.shape[:2]) < 8:
+        raise BadImageError(f"{name}: the image is too small ({array.shape[1]}x{array.shape[0]})")
+    return array
+
+
+def read_image(path: Path, *, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """Read and decode one file; unreadable files raise BadImageError."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise BadImageError(f"{path}: cannot read ({error.strerror or error})") from error
+    return decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, name=str(path))
+
+
+def list_gallery_images(gallery: Path) -> list[Path]:
+    """Image files one level below `gallery` (one folder per person), sorted."""
+    return sorted(
+        path
+        for path in gallery.glob("*/*")
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    )
+
+
+def person_name(path: Path) -> str:
+    """The person a gallery photo shows: its folder name with `_` as space."""
+    return path.parent.name.replace("_", " ")

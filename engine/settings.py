@@ -1,0 +1,63 @@
+"""One settings object for the engine, read from the environment or `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ModelName = Literal["facenet", "vgg16"]
+MODEL_NAMES: tuple[str, ...] = ("facenet", "vgg16")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class EngineSettings(BaseSettings):
+    """Paths, detection and search parameters. Every field maps to an env var of the same name."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    data_dir: Path = Field(PROJECT_ROOT / "data", description="Indexes, database and reports live here.")
+    models_dir: Path = Field(PROJECT_ROOT / "models", description="Where weights are fetched to.")
+    gallery_dir: Path | None = Field(None, description="Gallery root (one folder per person). Default: DATA_DIR/sample-gallery.")
+
+    # detection
+    detect_max_side: int = Field(640, ge=64, description="Longest side a photo is scaled to for detection.")
+    min_face_size: int = Field(20, ge=8, description="Smallest face (pixels, at detection scale) MTCNN looks for.")
+    face_confidence: float = Field(0.90, ge=0.0, le=1.0, description="Minimum MTCNN confidence for a face.")
+    face_margin: float = Field(0.2, ge=0.0, le=1.0, description="Margin added around a face box, as a share of its size.")
+    align_faces: bool = Field(True, description="Rotate crops so the eyes are level (MTCNN landmarks).")
+    flip_augment: bool = Field(True, description="Average each face's embedding with its mirror image's.")
+    index_all_faces: bool = Field(False, description="Index every face of a gallery photo, not only the most prominent.")
+    detect_batch_size: int = Field(16, ge=1, description="Images per MTCNN batch when indexing.")
+    embed_batch_size: int = Field(32, ge=1, description="Faces per FaceNet batch.")
+
+    # input limits
+    max_image_bytes: int = Field(20_000_000, ge=1, description="Largest image file accepted.")
+    max_image_pixels: int = Field(50_000_000, ge=1, description="Largest decoded image (pixels); Pillow's bomb check.")
+
+    # search
+    default_k: int = Field(5, ge=1, description="Matches returned per face.")
+    max_k: int = Field(50, ge=1, description="Largest k accepted.")
+    ann_threshold: int = Field(50_000, ge=1, description="Gallery size from which a FAISS HNSW index is used.")
+    hnsw_m: int = Field(32, ge=4)
+    hnsw_ef_search: int = Field(128, ge=8)
+    vgg16_pca_components: int = Field(256, ge=0, description="PCA size for VGG16 features (0 disables PCA).")
+    vgg16_random_weights: bool = Field(False, description="Tests only: build VGG16 with random weights.")
+
+    def resolved_gallery(self) -> Path:
+        """The gallery folder to index when none is given."""
+        return self.gallery_dir if self.gallery_dir is not None else self.data_dir / "sample-gallery"
+
+    def index_dir(self, model: str) -> Path:
+        return self.data_dir / "index" / model
+
+    @property
+    def facenet_weights(self) -> Path:
+        return self.models_dir / "facenet_keras.h5"
+
+    @property
+    def vgg16_weights(self) -> Path:
+        return self.models_dir / "vgg16_weights_tf_dim_ordering_tf_kernels.h5"

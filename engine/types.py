@@ -1,0 +1,119 @@
+"""Typed outputs of the engine. Lists are empty, never None, when nothing was found."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    """A face in an image, in original-image pixel coordinates."""
+
+    box: tuple[int, int, int, int]  # x, y, width, height
+    confidence: float
+    landmarks: np.ndarray  # (5, 2): left eye, right eye, nose, mouth left, mouth right (x, y)
+
+    @property
+    def area(self) -> int:
+        return self.box[2] * self.box[3]
+
+
+@dataclass(frozen=True)
+class Match:
+    rank: int
+    name: str
+    path: str
+    similarity: float  # cosine similarity, 1 = identical
+    distance: float  # Euclidean distance between L2-normalised features
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One searched face (for VGG16: the whole image) and its matches, best first."""
+
+    box: tuple[int, int, int, int]
+    confidence: float
+    matches: list[Match]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    image: str
+    model: str
+    faces: list[FaceResult]
+    ms: dict[str, float] = field(default_factory=dict)  # detect / embed / search
+
+    def to_dict(self) -> dict:
+        return {
+            "image": self.image,
+            "model": self.model,
+            "faces": [
+                {
+                    "box": list(face.box),
+                    "confidence": round(face.confidence, 4),
+                    "matches": [
+                        {
+                            "rank": m.rank,
+                            "name": m.name,
+                            "path": m.path,
+                            "similarity": round(m.similarity, 4),
+                            "distance": round(m.distance, 4),
+                        }
+                        for m in face.matches
+                    ],
+                }
+                for face in self.faces
+            ],
+            "ms": {key: round(value, 1) for key, value in self.ms.items()},
+        }
+
+
+@dataclass(frozen=True)
+class IndexProgress:
+    done: int
+    total: int
+    elapsed_s: float
+
+    @property
+    def eta_s(self) -> float | None:
+        if self.done == 0:
+            return None
+        return self.elapsed_s / self.done * (self.total - self.done)
+
+
+@dataclass
+class IndexReport:
+    model: str
+    gallery: str
+    images: int = 0  # image files in the gallery
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: int = 0  # unreadable or not images
+    no_face: int = 0
+    faces_indexed: int = 0  # rows in the index after the run
+    embedded_images: int = 0  # images processed this run
+    seconds: float = 0.0
+    skipped_files: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded_images / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["images_per_second"] = round(self.images_per_second, 2)
+        return data
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    model: str
+    count: int
+    dim: int
+    built_at: str
+    gallery: str
+    ann: bool
