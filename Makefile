@@ -15,10 +15,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 
 setup: $(VENV)/.installed
 
-models/facenet_keras.h5: | setup
+weights: setup
 	$(BIN)/python -m engine models fetch
-
-weights: models/facenet_keras.h5
 
 run: weights
 	$(BIN)/python -m bot

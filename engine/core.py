@@ -185,11 +185,13 @@ class Engine:
         gallery: Path | None = None,
         *,
         index_dir: Path | None = None,
+        paths: list[Path] | None = None,
         progress: ProgressCallback | None = None,
         before_commit: Callable[[], None] | None = None,
     ) -> IndexReport:
         """Incrementally (re)build the index of `gallery`: embed new and changed files, drop deleted ones.
 
+        `paths` restricts the run to some of the gallery's images (evaluation subsets).
         Unreadable files are skipped and counted. The new index replaces the old one
         atomically, on disk and in memory; searches meanwhile use the old one.
         """
@@ -197,7 +199,7 @@ class Engine:
         gallery = Path(gallery or self.settings.resolved_gallery()).resolve()
         if not gallery.is_dir():
             raise GalleryError(f"gallery folder not found: {gallery}")
-        paths = list_gallery_images(gallery)
+        paths = list_gallery_images(gallery) if paths is None else paths
         if not paths:
             raise GalleryError(f"no images in {gallery} (expected one folder per person with photos in it)")
         index_dir = index_dir or self.settings.index_dir(model)

@@ -1,0 +1,103 @@
+"""Command line: `python -m engine {models,index,search,eval,demo}`.
+
+Exit codes: 0 success, 2 bad input (bad arguments, unreadable images, missing weights
+or index), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow C++ chatter; errors still raise
+
+from engine.errors import EngineError  # noqa: E402
+from engine.settings import MODEL_NAMES, EngineSettings  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="Reverse face image search engine.")
+    parser.add_argument("--data-dir", type=Path, help="override DATA_DIR")
+    parser.add_argument("--models-dir", type=Path, help="override MODELS_DIR")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    models = commands.add_parser("models", help="show or fetch model weights")
+    models_commands = models.add_subparsers(dest="models_command")
+    fetch = models_commands.add_parser("fetch", help="download weights (and the sample gallery) and verify them")
+    fetch.add_argument("which", nargs="?", default="facenet", choices=["facenet", "vgg16", "all"])
+
+    index = commands.add_parser("index", help="build or update the index of a gallery (incremental)")
+    index.add_argument("--gallery", type=Path, help="gallery folder, one sub-folder per person (default GALLERY_DIR)")
+    index.add_argument("--model", default="facenet", choices=[*MODEL_NAMES, "all"])
+    index.add_argument("--all-faces", action="store_true", help="index every face of a photo, not only the main one")
+
+    search = commands.add_parser("search", help="search the faces of one or more photos")
+    search.add_argument("images", nargs="+", type=Path)
+    search.add_argument("--model", default="facenet", help="facenet or vgg16")
+    search.add_argument("-k", type=int, help="matches per face (default DEFAULT_K)")
+    search.add_argument("--max-faces", type=int, help="search at most this many faces per photo")
+    search.add_argument("--json", action="store_true", help="one JSON object per image per line")
+
+    evaluate = commands.add_parser("eval", help="identification-by-retrieval (and verification) accuracy")
+    evaluate.add_argument("--gallery", type=Path, required=True)
+    evaluate.add_argument("--model", default="facenet", choices=MODEL_NAMES)
+    evaluate.add_argument("--pairs", type=Path, action="append", help="LFW pairs file(s) for verification accuracy")
+    evaluate.add_argument("--limit", type=int, help="use only the first N images (sorted path order)")
+    evaluate.add_argument("--out", type=Path, help="report folder (default DATA_DIR/reports)")
+
+    commands.add_parser("demo", help="index the sample gallery, search a few of its photos, write a contact sheet")
+    return parser
+
+
+def make_settings(args: argparse.Namespace) -> EngineSettings:
+    overrides = {}
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    if args.models_dir:
+        overrides["models_dir"] = args.models_dir
+    if getattr(args, "all_faces", False):
+        overrides["index_all_faces"] = True
+    return EngineSettings(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        settings = make_settings(args)
+        return run_command(args, settings)
+    except EngineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # last resort: an internal error, with its traceback
+        logging.getLogger("engine").exception("internal error: %s", error)
+        return 1
+
+
+def run_command(args: argparse.Namespace, settings: EngineSettings) -> int:
+    from engine import commands
+
+    if args.command == "models":
+        return commands.models(settings, args.models_command, getattr(args, "which", "facenet"))
+    if args.command == "index":
+        return commands.index(settings, args.gallery, args.model)
+    if args.command == "search":
+        return commands.search(settings, args.images, args.model, args.k, args.max_faces, args.json)
+    if args.command == "eval":
+        return commands.evaluate(settings, args.gallery, args.model, args.pairs or [], args.limit, args.out)
+    if args.command == "demo":
+        from engine.demo import run_demo
+
+        return run_demo(settings)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

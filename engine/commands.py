@@ -1,0 +1,111 @@
+"""What each CLI command does; printing lives here, not in the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from engine.core import Engine
+from engine.errors import BadInputError, EngineError
+from engine.settings import MODEL_NAMES, EngineSettings
+from engine.types import IndexProgress, IndexReport
+
+
+def models(settings: EngineSettings, subcommand: str | None, which: str) -> int:
+    from engine import fetch
+
+    if subcommand == "fetch":
+        if which in ("facenet", "all"):
+            fetch.fetch_facenet(settings.models_dir, settings.data_dir / "sample-gallery")
+        if which in ("vgg16", "all"):
+            fetch.fetch_vgg16(settings.models_dir)
+        return 0
+    engine = Engine(settings)
+    for model in MODEL_NAMES:
+        problem = engine.model_problem(model)
+        print(f"{model:8s} {'ready' if problem is None else 'unavailable: ' + problem}")
+    return 0
+
+
+def progress_bar(total_hint: str):
+    """A tqdm bar fed by the engine's progress callback (shown only on a terminal)."""
+    bar = None
+
+    def update(progress: IndexProgress) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=progress.total, unit="img", desc=total_hint, disable=not sys.stderr.isatty())
+        bar.update(progress.done - bar.n)
+        if progress.done >= progress.total:
+            bar.close()
+
+    return update
+
+
+def print_report(report: IndexReport) -> None:
+    print(
+        f"{report.model}: {report.images} images in {report.gallery}: {report.added} added, {report.updated} updated, "
+        f"{report.removed} removed, {report.unchanged} unchanged; {report.faces_indexed} faces indexed, "
+        f"{report.no_face} without a face, {report.skipped} skipped; {report.seconds:.1f} s, "
+        f"{report.images_per_second:.1f} images/s"
+    )
+    for line in report.skipped_files[:20]:
+        print(f"  skipped {line}")
+
+
+def index(settings: EngineSettings, gallery: Path | None, model: str) -> int:
+    engine = Engine(settings)
+    for name in MODEL_NAMES if model == "all" else (model,):
+        report = engine.build_index(name, gallery, progress=progress_bar(f"indexing ({name})"))
+        print_report(report)
+    return 0
+
+
+def search(settings: EngineSettings, images: list[Path], model: str, k: int | None, max_faces, as_json: bool) -> int:
+    engine = Engine(settings)
+    engine.check_model(model)
+    if k is not None:
+        engine.check_k(k)
+    if max_faces is not None and max_faces < 1:
+        raise BadInputError("--max-faces must be at least 1")
+    engine.load(model)
+    engine.loaded_index(model)
+    failures = 0
+    for path in images:
+        try:
+            result = engine.search_path(path, model=model, k=k, max_faces=max_faces)
+        except BadInputError as error:  # one bad photo does not stop the others
+            failures += 1
+            if as_json:
+                print(json.dumps({"image": str(path), "error": str(error)}), flush=True)
+            else:
+                print(f"{path}: {error}", file=sys.stderr)
+            continue
+        if as_json:
+            print(json.dumps(result.to_dict()), flush=True)
+            continue
+        if not result.faces:
+            print(f"{path}: no face found (try --model vgg16 to search the whole image)")
+        for number, face in enumerate(result.faces, start=1):
+            print(f"{path}: face {number} at {list(face.box)} (confidence {face.confidence:.2f})")
+            for match in face.matches:
+                print(f"  #{match.rank} {match.name}  similarity {match.similarity:.3f}  {match.path}")
+    return 2 if failures else 0
+
+
+def evaluate(settings, gallery: Path, model: str, pairs: list[Path], limit: int | None, out: Path | None) -> int:
+    from engine.evaluate import run_evaluation
+
+    report = run_evaluation(Engine(settings), gallery, model=model, pairs_files=pairs, limit=limit, out_dir=out)
+    summary = {key: report[key] for key in ("model", "queries", "rank1", "hit5", "map10") if key in report}
+    if "verification" in report:
+        summary["verification_accuracy"] = report["verification"]["accuracy"]
+    print(json.dumps(summary))
+    print(f"report: {report['files']['json']}\nplots:  {report['files']['plot']}  {report['files']['contact_sheet']}")
+    return 0
+
+
+__all__ = ["EngineError", "evaluate", "index", "models", "search"]

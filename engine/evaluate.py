@@ -1,0 +1,187 @@
+"""Identification by retrieval (rank-1, hit@5, mAP@10) and LFW verification accuracy.
+
+Protocol: every image of a person with at least two images is a query against all
+other images of the gallery; an image where no face was found counts as a miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engine.core import Engine
+from engine.errors import BadInputError
+from engine.images import list_gallery_images, person_name
+
+TOP = 10
+
+
+def eval_index_dir(engine: Engine, gallery: Path, model: str, limit: int | None) -> Path:
+    """Evaluation indexes live apart from the bot's (DATA_DIR/eval/<gallery>-<hash>[-N]/<model>)."""
+    tag = hashlib.sha1(str(gallery.resolve()).encode()).hexdigest()[:8]
+    suffix = f"-first{limit}" if limit else ""
+    return engine.settings.data_dir / "eval" / f"{gallery.name}-{tag}{suffix}" / model
+
+
+def retrieval_metrics(features: np.ndarray, row_people: list[str], row_images: list[str], queries: list[tuple[str, str]]):
+    """Per-query top-10 lists and the metrics; `queries` are (image, person), rows map to images."""
+    row_of_image: dict[str, int] = {}
+    for row, image in enumerate(row_images):
+        row_of_image.setdefault(image, row)
+    people = np.array(row_people)
+    rows_per_person: dict[str, int] = {}
+    for person in row_people:
+        rows_per_person[person] = rows_per_person.get(person, 0) + 1
+    image_ids = np.array(row_images)
+
+    query_rows = [row_of_image.get(image) for image, _ in queries]
+    found = [row for row in query_rows if row is not None]
+    tops: dict[int, np.ndarray] = {}
+    for start in range(0, len(found), 512):
+        block = found[start : start + 512]
+        similarities = features[block] @ features.T
+        for i, row in enumerate(block):
+            similarities[i, image_ids == image_ids[row]] = -np.inf  # never match the query image itself
+        k = min(TOP, features.shape[0] - 1)
+        top = np.argpartition(-similarities, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(similarities, top, axis=1), axis=1)
+        for i, row in enumerate(block):
+            tops[row] = top[i][order[i]]
+
+    rank1 = hit5 = ap_sum = 0.0
+    precision_at = np.zeros(TOP)
+    per_query = []
+    for (image, person), row in zip(queries, query_rows):
+        if row is None:
+            per_query.append({"image": image, "person": person, "top": []})
+            continue
+        relevant = people[tops[row]] == person
+        total_relevant = rows_per_person.get(person, 0) - 1  # every row of the person but the query's own
+        rank1 += float(relevant[:1].any())
+        hit5 += float(relevant[:5].any())
+        if total_relevant > 0:
+            hits = np.cumsum(relevant)
+            precisions = hits / np.arange(1, len(relevant) + 1)
+            ap_sum += float((precisions * relevant).sum() / min(total_relevant, TOP))
+        cumulative = np.cumsum(relevant)
+        padded = np.concatenate([cumulative, np.full(TOP - len(cumulative), cumulative[-1] if len(cumulative) else 0)])
+        precision_at += padded / np.arange(1, TOP + 1)
+        per_query.append({"image": image, "person": person, "top": [int(r) for r in tops[row]]})
+    n = len(queries)
+    metrics = {
+        "queries": n,
+        "queries_without_face": n - len(found),
+        "rank1": rank1 / n if n else 0.0,
+        "hit5": hit5 / n if n else 0.0,
+        "map10": ap_sum / n if n else 0.0,
+        "precision_at_k": [float(p) for p in precision_at / max(n, 1)],
+    }
+    return metrics, per_query
+
+
+def verification_accuracy(features: np.ndarray, row_of_image: dict[str, int], pairs: list[tuple[str, str, bool]], folds: int = 10):
+    """Accuracy of same/different decisions by a cosine threshold chosen on the other folds."""
+    scores = np.array(
+        [
+            float(features[row_of_image[a]] @ features[row_of_image[b]]) if a in row_of_image and b in row_of_image else -1.0
+            for a, b, _ in pairs
+        ]
+    )
+    labels = np.array([same for _, _, same in pairs])
+    order = np.random.default_rng(0).permutation(len(pairs))
+    fold_of = np.empty(len(pairs), int)
+    fold_of[order] = np.arange(len(pairs)) % folds
+    candidates = np.unique(scores)
+    accuracies, thresholds = [], []
+    for fold in range(folds):
+        train, test = fold_of != fold, fold_of == fold
+        train_acc = [((scores[train] >= t) == labels[train]).mean() for t in candidates]
+        threshold = float(candidates[int(np.argmax(train_acc))])
+        thresholds.append(threshold)
+        accuracies.append(float(((scores[test] >= threshold) == labels[test]).mean()))
+    return {
+        "pairs": len(pairs),
+        "pairs_missing_face": int((scores == -1.0).sum()),
+        "accuracy": float(np.mean(accuracies)),
+        "accuracy_std": float(np.std(accuracies)),
+        "threshold_mean": float(np.mean(thresholds)),
+    }
+
+
+def read_pairs(path: Path) -> list[tuple[str, str, bool]]:
+    """LFW pairs: `Name i j` (same person) or `Name1 i Name2 j` (different), as relative image paths."""
+    pairs = []
+    for line in path.read_text().splitlines():
+        parts = line.strip().split("\t")
+        if len(parts) == 3:
+            name, i, j = parts
+            pairs.append((f"{name}/{name}_{int(i):04d}.jpg", f"{name}/{name}_{int(j):04d}.jpg", True))
+        elif len(parts) == 4:
+            a, i, b, j = parts
+            pairs.append((f"{a}/{a}_{int(i):04d}.jpg", f"{b}/{b}_{int(j):04d}.jpg", False))
+    if not pairs:
+        raise BadInputError(f"{path}: no pairs found (expected LFW's tab-separated pairs format)")
+    return pairs
+
+
+def run_evaluation(
+    engine: Engine,
+    gallery: Path,
+    *,
+    model: str,
+    pairs_files: list[Path],
+    limit: int | None,
+    out_dir: Path | None,
+    index_dir: Path | None = None,
+) -> dict:
+    gallery = Path(gallery).resolve()
+    paths = list_gallery_images(gallery) if gallery.is_dir() else []
+    if limit:
+        paths = paths[:limit]
+    index_dir = index_dir or eval_index_dir(engine, gallery, model, limit)
+    started = time.perf_counter()
+    build = engine.build_index(model, gallery, index_dir=index_dir, paths=paths)
+    loaded = engine.open_index(model, index_dir)
+    features = loaded.search.features
+    rows = loaded.stored.rows
+    relative = [path.relative_to(gallery).as_posix() for path in paths]
+    images_of: dict[str, list[str]] = {}
+    for image in relative:
+        images_of.setdefault(person_name(Path(image)), []).append(image)
+    queries = [(image, person) for person, images in images_of.items() if len(images) >= 2 for image in images]
+    metrics, per_query = retrieval_metrics(features, [r["name"] for r in rows], [r["path"] for r in rows], queries)
+
+    report = {"model": model, "gallery": str(gallery), "images": len(paths), "people": len(images_of), **metrics}
+    report["pipeline"] = engine.pipeline_params(model)
+    report["index"] = {k: v for k, v in build.to_dict().items() if k != "skipped_files"}
+    if pairs_files:
+        row_of_image: dict[str, int] = {}
+        for row_number, row in enumerate(rows):
+            row_of_image.setdefault(row["path"], row_number)
+        pairs = [pair for file in pairs_files for pair in read_pairs(file)]
+        report["verification"] = verification_accuracy(features, row_of_image, pairs)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+
+    out_dir = Path(out_dir or engine.settings.data_dir / "reports")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"eval-{gallery.name}-{model}" + (f"-first{limit}" if limit else "")
+    files = {
+        "json": str(out_dir / f"{stem}.json"),
+        "plot": str(out_dir / f"{stem}-precision.png"),
+        "contact_sheet": str(out_dir / f"{stem}-contact-sheet.png"),
+    }
+    report["files"] = files
+    Path(files["json"]).write_text(json.dumps(report, indent=2))
+    from engine.plots import contact_sheet, precision_plot
+
+    precision_plot(metrics["precision_at_k"], f"{model} on {gallery.name}: precision at k", Path(files["plot"]))
+    examples = [q for q in per_query if q["top"]][:: max(1, len(per_query) // 6)][:6]
+    contact_sheet(
+        [(gallery / q["image"], q["person"], [(gallery / rows[r]["path"], rows[r]["name"]) for r in q["top"][:5]]) for q in examples],
+        Path(files["contact_sheet"]),
+    )
+    return report
