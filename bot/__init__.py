@@ -1,0 +1,1 @@
+"""Telegram front end of the face search engine: `python -m bot`."""

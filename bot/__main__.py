@@ -1,0 +1,28 @@
+"""`python -m bot`: run the Telegram bot, or the engine demo when BOT_TOKEN is not set."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from bot.settings import Settings
+
+
+def main() -> int:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    settings = Settings()
+    if not settings.bot_token:
+        print("BOT_TOKEN is not set: running the engine demo instead of the Telegram bot.", flush=True)
+        from engine.demo import run_demo
+
+        return run_demo(settings)
+    from bot.app import run
+
+    run(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""History and per-chat settings: SQLAlchemy 2.0 models and the repository the handlers use.
+
+The schema is owned by Alembic (`migrations/`); `upgrade()` applies it. Every method here is
+blocking: handlers call them through `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, create_engine, delete, func, select
+from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ChatSettings(Base):
+    __tablename__ = "chat_settings"
+
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    model: Mapped[str | None] = mapped_column(String(32))
+    k: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Query(Base):
+    __tablename__ = "queries"
+    __table_args__ = (Index("ix_queries_chat_user_created", "chat_id", "user_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    model: Mapped[str] = mapped_column(String(32))
+    k: Mapped[int] = mapped_column(Integer)
+    faces: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    photo_sha256: Mapped[str] = mapped_column(String(64))
+
+    matches: Mapped[list[MatchRow]] = relationship(
+        back_populates="query", cascade="all, delete-orphan", passive_deletes=True, order_by="MatchRow.id"
+    )
+
+
+class MatchRow(Base):
+    __tablename__ = "matches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    query_id: Mapped[int] = mapped_column(ForeignKey("queries.id", ondelete="CASCADE"), index=True)
+    face: Mapped[int] = mapped_column(Integer)
+    rank: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(String(1024))
+    similarity: Mapped[float] = mapped_column(Float)
+
+    query: Mapped[Query] = relationship(back_populates="matches")
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    created_at: datetime
+    model: str
+    faces: int
+    top_name: str | None
+    top_similarity: float | None
+
+
+@dataclass(frozen=True)
+class Stats:
+    queries: int
+    users: int
+    median_latency_ms: float | None
+
+
+def alembic_config(url: str):
+    """An Alembic Config that works from any working directory."""
+    from alembic.config import Config
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Store:
+    """Repository over one database."""
+
+    def __init__(self, url: str):
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: SAEngine = create_engine(url, pool_pre_ping=True)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- per-chat settings -------------------------------------------------------------
+
+    def chat_settings(self, chat_id: int) -> tuple[str | None, int | None]:
+        with self.sessions() as session:
+            row = session.get(ChatSettings, chat_id)
+            return (row.model, row.k) if row else (None, None)
+
+    def set_chat_model(self, chat_id: int, model: str) -> None:
+        self._update_chat(chat_id, model=model)
+
+    def set_chat_k(self, chat_id: int, k: int) -> None:
+        self._update_chat(chat_id, k=k)
+
+    def _update_chat(self, chat_id: int, **values) -> None:
+        with self.sessions.begin() as session:
+            row = session.get(ChatSettings, chat_id)
+            if row is None:
+                row = ChatSettings(chat_id=chat_id)
+                session.add(row)
+            for key, value in values.items():
+                setattr(row, key, value)
+            row.updated_at = utcnow()
+
+    # ---- queries -----------------------------------------------------------------------
+
+    def add_query(
+        self, *, chat_id: int, user_id: int, model: str, k: int, faces: int, latency_ms: float, photo_sha256: str,
+        matches: list[tuple[int, int, str, str, float]],
+    ) -> int:  # fmt: skip
+        """Record one search; `matches` holds (face number, rank, name, path, similarity)."""
+        with self.sessions.begin() as session:
+            query = Query(
+                chat_id=chat_id, user_id=user_id, created_at=utcnow(), model=model, k=k, faces=faces,
+                latency_ms=latency_ms, photo_sha256=photo_sha256,
+            )  # fmt: skip
+            query.matches = [
+                MatchRow(face=face, rank=rank, name=name, path=path, similarity=similarity)
+                for face, rank, name, path, similarity in matches
+            ]
+            session.add(query)
+            session.flush()
+            return query.id
+
+    def history(self, chat_id: int, user_id: int, limit: int = 10) -> list[HistoryItem]:
+        with self.sessions() as session:
+            queries = session.scalars(
+                select(Query)
+                .where(Query.chat_id == chat_id, Query.user_id == user_id)
+                .order_by(Query.created_at.desc(), Query.id.desc())
+                .limit(limit)
+            ).all()
+            items = []
+            for query in queries:
+                best = max(query.matches, key=lambda m: m.similarity, default=None)
+                created = query.created_at if query.created_at.tzinfo else query.created_at.replace(tzinfo=timezone.utc)
+                items.append(
+                    HistoryItem(
+                        created_at=created, model=query.model, faces=query.faces,
+                        top_name=best.name if best else None, top_similarity=best.similarity if best else None,
+                    )  # fmt: skip
+                )
+            return items
+
+    def forget(self, chat_id: int, user_id: int) -> int:
+        """Delete this user's queries in this chat (their matches go with them); returns how many."""
+        with self.sessions.begin() as session:
+            ids = session.scalars(select(Query.id).where(Query.chat_id == chat_id, Query.user_id == user_id)).all()
+            if ids:
+                session.execute(delete(MatchRow).where(MatchRow.query_id.in_(ids)))
+                session.execute(delete(Query).where(Query.id.in_(ids)))
+            return len(ids)
+
+    def stats(self) -> Stats:
+        with self.sessions() as session:
+            count = session.scalar(select(func.count(Query.id))) or 0
+            users = session.scalar(select(func.count(func.distinct(Query.user_id)))) or 0
+            latencies = session.scalars(select(Query.latency_ms).order_by(Query.id.desc()).limit(10_000)).all()
+            median = statistics.median(latencies) if latencies else None
+            return Stats(queries=count, users=users, median_latency_ms=median)

@@ -1,0 +1,72 @@
+"""Bot settings: the engine's settings plus Telegram, access, database and reply options."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from engine.settings import EngineSettings, ModelName
+
+TELEGRAM_API_URL = "https://api.telegram.org"
+
+
+class Settings(EngineSettings):
+    """Every field maps to an environment variable of the same name (upper case), or a line of `.env`."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    bot_token: str | None = Field(None, description="Bot token from @BotFather. Unset: `python -m bot` runs the engine demo.")
+    bot_api_url: str = Field(TELEGRAM_API_URL, description="Bot API server root (a local telegram-bot-api server, a fake one).")
+    webhook_url: str | None = Field(None, description="Public HTTPS URL: set to use a webhook instead of long polling.")
+    webhook_listen: str = Field("0.0.0.0", description="Address the webhook server listens on.")
+    webhook_port: int = Field(8443, ge=1, le=65535, description="Port the webhook server listens on.")
+    webhook_secret: str | None = Field(None, description="Secret token Telegram sends with each webhook call.")
+
+    admin_ids: Annotated[frozenset[int], NoDecode] = Field(frozenset(), description="User ids allowed /reindex and /stats.")
+    allowed_user_ids: Annotated[frozenset[int], NoDecode] = Field(
+        frozenset(), description="User ids allowed to use the bot; empty admits everyone."
+    )
+
+    database_url: str | None = Field(None, description="SQLAlchemy URL. Default: SQLite file DATA_DIR/bot.sqlite3.")
+
+    default_model: ModelName = Field("facenet", description="Backend a new chat starts with.")
+    max_faces: int = Field(5, ge=1, description="Faces searched per photo, largest first.")
+    match_threshold: float = Field(0.5, ge=-1.0, le=1.0, description="Similarity from which a match counts as confident.")
+    thumbnail_side: int = Field(512, ge=64, description="Longest side of gallery photos sent back (JPEG).")
+    thumbnail_cache_size: int = Field(512, ge=0, description="Downscaled gallery photos kept in memory.")
+    workers: int = Field(2, ge=1, description="Threads running detection/embedding (the bounded worker pool).")
+    progress_interval_s: float = Field(3.0, ge=0.0, description="Least time between two /reindex progress edits.")
+    build_missing_index: bool = Field(True, description="At start, build the index of a usable model that has none.")
+    history_size: int = Field(10, ge=1, description="Queries listed by /history.")
+
+    @field_validator("admin_ids", "allowed_user_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value):
+        if isinstance(value, str):
+            return frozenset(int(part) for part in value.replace(";", ",").split(",") if part.strip())
+        if isinstance(value, int):
+            return frozenset({value})
+        return value
+
+    @property
+    def base_url(self) -> str:
+        return self.bot_api_url.rstrip("/") + "/bot"
+
+    @property
+    def base_file_url(self) -> str:
+        return self.bot_api_url.rstrip("/") + "/file/bot"
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'bot.sqlite3').resolve()}"
+
+    def is_admin(self, user_id: int | None) -> bool:
+        return user_id is not None and user_id in self.admin_ids
+
+    def is_allowed(self, user_id: int | None) -> bool:
+        if not self.allowed_user_ids:
+            return True
+        return user_id is not None and (user_id in self.allowed_user_ids or user_id in self.admin_ids)

@@ -1,0 +1,365 @@
+"""A fake Telegram Bot API server for end-to-end tests: a real HTTP server on 127.0.0.1.
+
+It answers the methods python-telegram-bot calls (JSON, form and multipart bodies), records every
+call with its parameters and uploaded files, serves files for getFile downloads, and lets a test play
+users: `send_photo`, `send_document`, `send_text`, `send_sticker`, ... put updates in the queue that
+getUpdates serves; `wait_for` waits until the recorded calls satisfy a condition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+TOKEN = "123456:TEST-fake-token"
+BOT_USER = {"id": 123456, "is_bot": True, "first_name": "FaceSearch", "username": "facesearch_test_bot",
+            "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}  # fmt: skip
+
+
+@dataclass
+class Call:
+    """One Bot API request the bot made."""
+
+    method: str
+    params: dict[str, Any]
+    files: dict[str, bytes]
+    at: float
+    result: Any = None
+
+    @property
+    def chat_id(self) -> int | None:
+        value = self.params.get("chat_id")
+        try:
+            return int(value) if value is not None else None
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def text(self) -> str:
+        return str(self.params.get("text") or self.params.get("caption") or "")
+
+    def media(self) -> list[dict]:
+        """sendMediaGroup items, with `data` holding the uploaded bytes."""
+        items = []
+        for item in self.params.get("media") or []:
+            item = dict(item)
+            ref = str(item.get("media", ""))
+            if ref.startswith("attach://"):
+                item["data"] = self.files.get(ref.removeprefix("attach://"))
+            items.append(item)
+        return items
+
+    def uploaded(self, name: str = "photo") -> bytes | None:
+        value = self.params.get(name)
+        if isinstance(value, str) and value.startswith("attach://"):
+            return self.files.get(value.removeprefix("attach://"))
+        return self.files.get(name)
+
+
+@dataclass
+class FakeBotAPI:
+    token: str = TOKEN
+    host: str = "127.0.0.1"
+    port: int = 0
+    poll_wait: float = 0.5  # longest a getUpdates waits (long polling is capped to keep shutdown fast)
+    calls: list[Call] = field(default_factory=list)
+    updates: list[dict] = field(default_factory=list)
+    served_at: dict[int, float] = field(default_factory=dict)  # update_id -> time getUpdates handed it out
+    files: dict[str, bytes] = field(default_factory=dict)  # file_id -> bytes
+    file_sizes: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self._ids = itertools.count(1)
+        self._update_ids = itertools.count(1)
+        self._changed = asyncio.Condition()
+        self._new_update = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    # ---- server life cycle ------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> FakeBotAPI:
+        app = web.Application(client_max_size=100 * 1024 * 1024)
+        app.router.add_route("*", "/bot{token}/{method}", self._handle_method)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._handle_file)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> FakeBotAPI:
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    # ---- playing users ----------------------------------------------------------------------
+
+    def _user(self, user_id: int) -> dict:
+        return {"id": user_id, "is_bot": False, "first_name": f"User{user_id}", "username": f"user{user_id}", "language_code": "en"}
+
+    @staticmethod
+    def _chat(chat_id: int) -> dict:
+        if chat_id > 0:
+            return {"id": chat_id, "type": "private", "first_name": f"User{chat_id}"}
+        return {"id": chat_id, "type": "group", "title": f"Group {chat_id}"}
+
+    def _add_file(self, data: bytes, size: int | None = None) -> dict:
+        number = next(self._ids)
+        file_id = f"file-{number}"
+        self.files[file_id] = data
+        self.file_sizes[file_id] = len(data) if size is None else size
+        return {"file_id": file_id, "file_unique_id": f"u{number}", "file_size": self.file_sizes[file_id]}
+
+    def push_message(self, user_id: int, chat_id: int | None = None, **fields) -> int:
+        """Queue an update with a message from `user_id`; returns its update_id."""
+        chat_id = user_id if chat_id is None else chat_id
+        update_id = next(self._update_ids)
+        message = {"message_id": next(self._ids), "date": int(time.time()), "chat": self._chat(chat_id),
+                   "from": self._user(user_id), **fields}  # fmt: skip
+        self.updates.append({"update_id": update_id, "message": message})
+        self._new_update.set()
+        return update_id
+
+    def send_text(self, user_id: int, text: str, chat_id: int | None = None) -> int:
+        fields: dict[str, Any] = {"text": text}
+        if text.startswith("/"):
+            length = len(text.split()[0])
+            fields["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
+        return self.push_message(user_id, chat_id, **fields)
+
+    def send_photo(self, user_id: int, data: bytes, chat_id: int | None = None, caption: str | None = None) -> int:
+        small = self._add_file(data[:1000])  # a stand-in thumbnail; the bot should use the largest size
+        big = self._add_file(data)
+        photo = [{**small, "width": 90, "height": 90}, {**big, "width": 1024, "height": 1024}]
+        fields: dict[str, Any] = {"photo": photo}
+        if caption:
+            fields["caption"] = caption
+        return self.push_message(user_id, chat_id, **fields)
+
+    def send_document(self, user_id: int, data: bytes, file_name: str, mime_type: str | None = None,
+                      file_size: int | None = None, chat_id: int | None = None) -> int:  # fmt: skip
+        document = {**self._add_file(data, file_size), "file_name": file_name}
+        if mime_type:
+            document["mime_type"] = mime_type
+        return self.push_message(user_id, chat_id, document=document)
+
+    def send_sticker(self, user_id: int, chat_id: int | None = None) -> int:
+        sticker = {**self._add_file(b"RIFF....WEBP"), "width": 512, "height": 512, "is_animated": False,
+                   "is_video": False, "type": "regular", "emoji": "🙂"}  # fmt: skip
+        return self.push_message(user_id, chat_id, sticker=sticker)
+
+    def send_animation(self, user_id: int, chat_id: int | None = None) -> int:
+        info = self._add_file(b"GIF89a" + b"\0" * 100)
+        animation = {**info, "width": 320, "height": 240, "duration": 2, "file_name": "funny.gif", "mime_type": "image/gif"}
+        document = {**info, "file_name": "funny.gif", "mime_type": "image/gif"}
+        return self.push_message(user_id, chat_id, animation=animation, document=document)
+
+    def send_video(self, user_id: int, chat_id: int | None = None) -> int:
+        video = {**self._add_file(b"\0\0\0\x18ftypmp42"), "width": 640, "height": 360, "duration": 3, "mime_type": "video/mp4"}
+        return self.push_message(user_id, chat_id, video=video)
+
+    def send_voice(self, user_id: int, chat_id: int | None = None) -> int:
+        voice = {**self._add_file(b"OggS"), "duration": 2, "mime_type": "audio/ogg"}
+        return self.push_message(user_id, chat_id, voice=voice)
+
+    # ---- inspecting the bot's answers -------------------------------------------------------
+
+    def calls_to(self, chat_id: int, *methods: str, since: int = 0) -> list[Call]:
+        return [c for c in self.calls[since:] if c.chat_id == chat_id and (not methods or c.method in methods)]
+
+    async def wait_for(self, condition: Callable[[list[Call]], Any], timeout: float = 30.0) -> Any:
+        """Wait until `condition(calls)` is truthy and return its value; AssertionError on timeout."""
+        deadline = time.monotonic() + timeout
+        async with self._changed:
+            while True:
+                value = condition(self.calls)
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    recent = "\n".join(f"  {c.method} {c.chat_id}: {c.text[:120]!r}" for c in self.calls[-15:])
+                    raise AssertionError(f"timed out after {timeout} s waiting for the bot; last calls:\n{recent}")
+                try:
+                    await asyncio.wait_for(self._changed.wait(), timeout=min(left, 0.5))
+                except asyncio.TimeoutError:
+                    pass
+
+    async def wait_for_text(self, chat_id: int, fragment: str, since: int = 0, timeout: float = 30.0) -> Call:
+        """The first sendMessage/editMessageText to `chat_id` after call number `since` containing `fragment`."""
+
+        def found(calls):
+            for call in calls[since:]:
+                if call.chat_id == chat_id and call.method in ("sendMessage", "editMessageText") and fragment.lower() in call.text.lower():
+                    return call
+            return None
+
+        return await self.wait_for(found, timeout)
+
+    # ---- HTTP handlers ----------------------------------------------------------------------
+
+    async def _handle_file(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["token"] != self.token:
+            return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
+        file_id = request.match_info["path"].rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        if file_id not in self.files:
+            return web.Response(status=404, text="not found")
+        return web.Response(body=self.files[file_id], content_type="application/octet-stream")
+
+    async def _parse(self, request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:
+        params: dict[str, Any] = dict(request.query)
+        files: dict[str, bytes] = {}
+        ctype = request.content_type
+        if ctype == "application/json":
+            body = await request.read()
+            if body:
+                params.update(json.loads(body))
+        elif ctype.startswith("multipart/"):
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if part.filename is not None:
+                    files[part.name] = bytes(await part.read())
+                else:
+                    params[part.name] = _decode(await part.text())
+        elif request.can_read_body:
+            form = await request.post()
+            for key, value in form.items():
+                if hasattr(value, "file"):
+                    files[key] = value.file.read()
+                else:
+                    params[key] = _decode(value)
+        return params, files
+
+    async def _handle_method(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
+        method = request.match_info["method"]
+        params, files = await self._parse(request)
+        if method.lower() == "getupdates":
+            return web.json_response({"ok": True, "result": await self._get_updates(params)})
+        call = Call(method=method, params=params, files=files, at=time.monotonic())
+        handler = getattr(self, f"_api_{method.lower()}", None)
+        try:
+            call.result = handler(call) if handler else True
+        except _ApiError as error:
+            return web.json_response({"ok": False, "error_code": error.code, "description": error.description}, status=200)
+        async with self._changed:
+            self.calls.append(call)
+            self._changed.notify_all()
+        return web.json_response({"ok": True, "result": call.result})
+
+    async def _get_updates(self, params: dict) -> list[dict]:
+        offset = int(params.get("offset") or 0)
+        timeout = min(float(params.get("timeout") or 0), self.poll_wait)
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = [u for u in self.updates if u["update_id"] >= offset]
+            if offset:
+                self.updates = [u for u in self.updates if u["update_id"] >= offset]
+            if pending or time.monotonic() >= deadline:
+                now = time.monotonic()
+                for update in pending:
+                    self.served_at.setdefault(update["update_id"], now)
+                return pending[: int(params.get("limit") or 100)]
+            self._new_update.clear()
+            try:
+                await asyncio.wait_for(self._new_update.wait(), timeout=max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                pass
+
+    # ---- Bot API methods --------------------------------------------------------------------
+
+    def _bot_message(self, call: Call, **fields) -> dict:
+        chat_id = call.chat_id if call.chat_id is not None else 0
+        return {"message_id": next(self._ids), "date": int(time.time()), "chat": self._chat(chat_id), "from": BOT_USER, **fields}
+
+    def _photo_sizes(self, data: bytes | None) -> list[dict]:
+        info = self._add_file(data or b"")
+        return [{**info, "width": 512, "height": 512}]
+
+    def _api_getme(self, call: Call) -> dict:
+        return BOT_USER
+
+    def _api_getfile(self, call: Call) -> dict:
+        file_id = str(call.params.get("file_id"))
+        if file_id not in self.files:
+            raise _ApiError(400, "Bad Request: invalid file_id")
+        if self.file_sizes[file_id] > 20 * 1024 * 1024:
+            raise _ApiError(400, "Bad Request: file is too big")
+        return {"file_id": file_id, "file_unique_id": f"u-{file_id}", "file_size": self.file_sizes[file_id],
+                "file_path": f"documents/{file_id}.bin"}  # fmt: skip
+
+    def _api_sendmessage(self, call: Call) -> dict:
+        if not str(call.params.get("text") or "").strip():
+            raise _ApiError(400, "Bad Request: message text is empty")
+        if len(str(call.params["text"])) > 4096:
+            raise _ApiError(400, "Bad Request: message is too long")
+        return self._bot_message(call, text=str(call.params["text"]))
+
+    def _api_editmessagetext(self, call: Call) -> dict:
+        fields = {"text": str(call.params.get("text") or ""), "edit_date": int(time.time())}
+        message = self._bot_message(call, **fields)
+        if call.params.get("message_id") is not None:
+            message["message_id"] = int(call.params["message_id"])
+        return message
+
+    def _api_sendphoto(self, call: Call) -> dict:
+        fields: dict[str, Any] = {"photo": self._photo_sizes(call.uploaded("photo"))}
+        if call.params.get("caption"):
+            fields["caption"] = str(call.params["caption"])
+        return self._bot_message(call, **fields)
+
+    def _api_sendmediagroup(self, call: Call) -> list[dict]:
+        media = call.media()
+        if not 2 <= len(media) <= 10:
+            raise _ApiError(400, "Bad Request: media group must contain 2 to 10 items")
+        group_id = str(next(self._ids))
+        messages = []
+        for item in media:
+            fields: dict[str, Any] = {"photo": self._photo_sizes(item.get("data")), "media_group_id": group_id}
+            if item.get("caption"):
+                fields["caption"] = item["caption"]
+            messages.append(self._bot_message(call, **fields))
+        return messages
+
+    def _api_getmycommands(self, call: Call) -> list:
+        for previous in reversed(self.calls):
+            if previous.method == "setMyCommands":
+                return previous.params.get("commands") or []
+        return []
+
+    def _api_getwebhookinfo(self, call: Call) -> dict:
+        return {"url": "", "has_custom_certificate": False, "pending_update_count": len(self.updates)}
+
+
+class _ApiError(Exception):
+    def __init__(self, code: int, description: str):
+        super().__init__(description)
+        self.code = code
+        self.description = description
+
+
+def _decode(value: str) -> Any:
+    """PTB sends nested objects as JSON strings in form/multipart bodies; plain strings stay strings."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
