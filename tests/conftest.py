@@ -1,0 +1,130 @@
+"""Shared pytest fixtures.
+
+Engine fixtures (session-scoped, so TensorFlow models load once and the sample gallery
+is indexed once): `sample_gallery`, `engine_settings`, `facenet_engine`, `sample_index`,
+`indexed_engine`, `make_engine`. They use the real FaceNet weights in models/ and the
+real sample gallery in data/sample-gallery/ (`python -m engine models fetch` creates
+both); they FAIL when those are missing. Engine data (indexes, reports) always goes to
+pytest tmp folders, never to the repository's data/.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+_TESTS_DIR = Path(__file__).resolve().parent
+_REPO_ROOT = _TESTS_DIR.parent
+for _path in (str(_REPO_ROOT), str(_TESTS_DIR)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+
+# ---- engine fixtures -------------------------------------------------------------------
+
+
+def _tree_snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    if not root.exists():
+        return {}
+    return {
+        str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in root.rglob("*")
+        if path.is_file()
+    }
+
+
+@pytest.fixture(scope="session")
+def repo_data_untouched():
+    """Fails the session at teardown if an engine test wrote into the repository's data/ folder."""
+    from helpers_engine import REPO_ROOT
+
+    before = _tree_snapshot(REPO_ROOT / "data")
+    yield
+    after = _tree_snapshot(REPO_ROOT / "data")
+    changed = sorted(set(before.items()) ^ set(after.items()))
+    assert not changed, f"engine tests modified the repository's data/ folder: {changed[:10]}"
+
+
+@pytest.fixture(scope="session")
+def sample_gallery() -> Path:
+    """The real 5-person sample gallery (118 photos). Missing: a failure, not a skip."""
+    from engine.images import list_gallery_images
+    from helpers_engine import FETCH_HINT, SAMPLE_GALLERY, SAMPLE_PEOPLE, SAMPLE_PHOTOS
+
+    assert SAMPLE_GALLERY.is_dir(), f"sample gallery missing at {SAMPLE_GALLERY}: {FETCH_HINT}"
+    photos = list_gallery_images(SAMPLE_GALLERY)
+    assert len(photos) == SAMPLE_PHOTOS, f"sample gallery has {len(photos)} photos, expected {SAMPLE_PHOTOS}: {FETCH_HINT}"
+    assert sorted({p.parent.name for p in photos}) == list(SAMPLE_PEOPLE)
+    return SAMPLE_GALLERY
+
+
+@pytest.fixture(scope="session")
+def facenet_weights() -> Path:
+    from helpers_engine import FACENET_WEIGHTS, FETCH_HINT
+
+    assert FACENET_WEIGHTS.is_file(), f"FaceNet weights missing at {FACENET_WEIGHTS}: {FETCH_HINT}"
+    return FACENET_WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def engine_settings(tmp_path_factory, sample_gallery, facenet_weights, repo_data_untouched):
+    """EngineSettings with DATA_DIR in a session tmp folder, the repo's models/ and the sample gallery."""
+    from engine import EngineSettings
+    from helpers_engine import MODELS_DIR
+
+    return EngineSettings(
+        data_dir=tmp_path_factory.mktemp("engine-data"), models_dir=MODELS_DIR, gallery_dir=sample_gallery
+    )
+
+
+@pytest.fixture(scope="session")
+def facenet_engine(engine_settings):
+    """One Engine for the session with MTCNN and FaceNet loaded (no index built by this fixture)."""
+    from engine import Engine
+
+    engine = Engine(engine_settings)
+    engine.load("facenet")
+    return engine
+
+
+@pytest.fixture(scope="session")
+def sample_index(facenet_engine):
+    """The IndexReport of indexing the whole sample gallery once, into the session DATA_DIR."""
+    return facenet_engine.build_index("facenet")
+
+
+@pytest.fixture(scope="session")
+def indexed_engine(facenet_engine, sample_index):
+    """The session Engine with the sample gallery's FaceNet index live. Tests must not rebuild it."""
+    return facenet_engine
+
+
+@pytest.fixture(scope="session")
+def make_engine(facenet_engine):
+    """Factory: `make_engine(data_dir=..., gallery_dir=..., **settings)` → a fresh Engine.
+
+    The fresh engine has its own settings and its own indexes, but reuses the session's
+    already-loaded MTCNN and FaceNet networks when the settings they depend on are the
+    same (loading them again costs seconds per engine).
+    """
+    from engine import Engine, EngineSettings
+
+    base = facenet_engine.settings
+    detector_fields = ("detect_max_side", "min_face_size", "face_confidence", "detect_batch_size")
+    facenet_fields = ("models_dir", "embed_batch_size", "flip_augment")
+
+    def make(**overrides) -> Engine:
+        settings = EngineSettings(**{**base.model_dump(), **overrides})
+        engine = Engine(settings)
+        if all(getattr(settings, f) == getattr(base, f) for f in detector_fields):
+            engine.detector = facenet_engine.detector
+        if all(getattr(settings, f) == getattr(base, f) for f in facenet_fields):
+            engine.facenet = facenet_engine.facenet
+        return engine
+
+    return make

@@ -1,0 +1,106 @@
+"""Shared constants and image builders for the engine tests (no mocks: real photos, real bytes)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = REPO_ROOT / "models"
+FACENET_WEIGHTS = MODELS_DIR / "facenet_keras.h5"
+SAMPLE_GALLERY = REPO_ROOT / "data" / "sample-gallery"
+SAMPLE_PEOPLE = ("Ben_Afflek", "Elton_John", "Jerry_Seinfeld", "Madonna", "Mindy_Kaling")
+SAMPLE_PHOTOS = 118
+FETCH_HINT = "run `python -m engine models fetch` (make test does) to get the FaceNet weights and the sample gallery"
+
+# Photos of the sample gallery with one clear, large, frontal face (MTCNN finds it).
+BEN = "Ben_Afflek/httpafilesbiographycomimageuploadcfillcssrgbdprgfacehqwMTENDgMDUODczNDcNTcjpg.jpg"
+ELTON = "Elton_John/httpmediapopsugarassetscomfilescbffewltonjpg.jpg"
+JERRY = "Jerry_Seinfeld/httpafilesbiographycomimageuploadcfillcssrgbdprgfacehqwMTIwNjANjMMDINzIxNjcjpg.jpg"
+MADONNA = "Madonna/httpimagegaladevcmseamadonnaprivatdetektivsquaretopsquarejpgv.jpg"
+MINDY = "Mindy_Kaling/httpafilesbiographycomimageuploadcfillcssrgbdprgfacehqwMTIOTcwODQNTUzNjQMzcjpg.jpg"
+CLEAR_FACES = {"Ben Afflek": BEN, "Elton John": ELTON, "Jerry Seinfeld": JERRY, "Madonna": MADONNA, "Mindy Kaling": MINDY}
+
+
+def sample(relative: str) -> Path:
+    return SAMPLE_GALLERY / relative
+
+
+def person_of(relative: str) -> str:
+    return relative.split("/", 1)[0].replace("_", " ")
+
+
+def copy_photos(gallery: Path, relatives: list[str]) -> list[Path]:
+    """Copy sample photos into `gallery`, keeping the <Person>/<file> layout."""
+    copied = []
+    for relative in relatives:
+        target = gallery / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sample(relative), target)
+        copied.append(target)
+    return copied
+
+
+def first_photos(person: str, count: int) -> list[str]:
+    """The first `count` photos (sorted) of a sample-gallery person, as relative paths."""
+    return [f"{person}/{p.name}" for p in sorted((SAMPLE_GALLERY / person).glob("*.jpg"))[:count]]
+
+
+def encode(image: Image.Image | np.ndarray, fmt: str = "JPEG", **options) -> bytes:
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def gradient_image(width: int = 320, height: int = 240) -> np.ndarray:
+    """A smooth colour gradient: a valid photo with no face in it."""
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    red = np.broadcast_to(x, (height, width))
+    green = np.broadcast_to(y, (height, width))
+    blue = (red + green) / 2
+    return np.stack([red, green, blue], axis=-1).astype(np.uint8)
+
+
+def side_by_side(left: Path, right: Path) -> Image.Image:
+    """Two photos pasted next to each other on one canvas (both scaled to the same height)."""
+    a = Image.open(left).convert("RGB")
+    b = Image.open(right).convert("RGB")
+    height = max(a.height, b.height)
+    a = a.resize((round(a.width * height / a.height), height))
+    b = b.resize((round(b.width * height / b.height), height))
+    canvas = Image.new("RGB", (a.width + b.width, height), (128, 128, 128))
+    canvas.paste(a, (0, 0))
+    canvas.paste(b, (a.width, 0))
+    return canvas
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares `width`×`height` pixels but carries one tiny IDAT: a decompression-bomb header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def bad_image_files() -> dict[str, bytes]:
+    """Files a gallery or an upload may hold that are not usable images (name → bytes)."""
+    photo = sample(BEN).read_bytes()
+    rng = np.random.default_rng(7)
+    return {
+        "truncated.jpg": photo[: len(photo) // 2],
+        "random.jpg": b"\xff\xd8\xff\xe0" + rng.integers(0, 256, 4000, dtype=np.uint8).tobytes(),
+        "text.jpg": b"this is a text file, renamed to .jpg\n" * 20,
+        "empty.jpg": b"",
+        "bomb-header.png": png_header_only(30_000, 30_000),  # 900 megapixels declared
+    }
