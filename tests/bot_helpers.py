@@ -1,0 +1,64 @@
+"""Fixtures' building blocks for the bot tests: settings, a running bot, photos."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from bot.app import build_application, running
+from bot.settings import Settings
+from engine import Engine
+from fake_bot_api import TOKEN, Call, FakeBotAPI
+from helpers_engine import CLEAR_FACES, encode, sample
+
+ADMIN = 1000
+USER = 2000
+
+
+def bot_settings(api: FakeBotAPI, engine: Engine, tmp_path: Path, **overrides) -> Settings:
+    """Bot settings over the engine's data/gallery, with the database in tmp_path."""
+    base = engine.settings.model_dump()
+    values = {
+        **base,
+        "bot_token": TOKEN,
+        "bot_api_url": api.url,
+        "database_url": f"sqlite:///{tmp_path / 'bot.sqlite3'}",
+        "admin_ids": {ADMIN},
+        "progress_interval_s": 0.05,
+        "build_missing_index": True,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_bot(api: FakeBotAPI, engine: Engine, tmp_path: Path, **overrides) -> AsyncIterator[Settings]:
+    settings = bot_settings(api, engine, tmp_path, **overrides)
+    async with running(build_application(settings, engine=engine)):
+        yield settings
+
+
+def person_photo(person: str = "Madonna") -> bytes:
+    """A clear photo of a gallery person, mirrored so it is not byte-identical to the gallery file."""
+    with Image.open(sample(CLEAR_FACES[person])) as image:
+        return encode(ImageOps.mirror(image.convert("RGB")), quality=90)
+
+
+def albums(api: FakeBotAPI, chat_id: int, since: int = 0) -> list[Call]:
+    return api.calls_to(chat_id, "sendMediaGroup", "sendPhoto", since=since)
+
+
+def captions(call: Call) -> list[str]:
+    if call.method == "sendMediaGroup":
+        return [item.get("caption", "") for item in call.media()]
+    return [call.text]
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "JPEG"
+        return image.size
