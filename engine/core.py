@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -254,15 +255,22 @@ class Engine:
         new_rows: list[dict] = []
         new_features: list[np.ndarray] = []
         chunk_size = self.settings.detect_batch_size
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start : start + chunk_size]
-            rows, features = self._embed_gallery_chunk(model, chunk, files, report)
-            new_rows.extend(rows)
-            if len(features):
-                new_features.append(features)
-            report.embedded_images += len(chunk)
-            if progress is not None:
-                progress(IndexProgress(done=min(start + chunk_size, len(todo)), total=len(todo), elapsed_s=time.perf_counter() - started))
+        chunks = [todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size)]
+        # Decoding and detection of the next chunk overlap with embedding of this one.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-prefetch") as prefetch:
+            pending = prefetch.submit(self._prepare_chunk, model, chunks[0]) if chunks else None
+            for number, chunk in enumerate(chunks):
+                prepared = pending.result()
+                if number + 1 < len(chunks):
+                    pending = prefetch.submit(self._prepare_chunk, model, chunks[number + 1])
+                rows, features = self._embed_chunk(model, prepared, files, report)
+                new_rows.extend(rows)
+                if len(features):
+                    new_features.append(features)
+                report.embedded_images += len(chunk)
+                if progress is not None:
+                    done = min((number + 1) * chunk_size, len(todo))
+                    progress(IndexProgress(done=done, total=len(todo), elapsed_s=time.perf_counter() - started))
 
         changed = report.added or report.updated or report.removed or previous is None
         if not changed:
@@ -302,35 +310,48 @@ class Engine:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _embed_gallery_chunk(self, model, chunk, files, report) -> tuple[list[dict], np.ndarray]:
-        images: list[np.ndarray] = []
-        decoded: list[tuple[str, str]] = []
+    def _prepare_chunk(self, model: str, chunk) -> list[tuple[str, str, str | None, list[tuple[np.ndarray, tuple]]]]:
+        """Decode, detect and crop one chunk: (relative path, sha, error or None, [(crop or image, box)])."""
+        decoded, images = [], []
         for relative, path, sha in chunk:
             try:
                 images.append(self._read(path))
-                decoded.append((relative, sha))
+                decoded.append((relative, sha, None))
             except BadInputError as error:
+                decoded.append((relative, sha, str(error)))
+        if model == "vgg16":
+            faces_per_image = [[(image, (0, 0, image.shape[1], image.shape[0]))] for image in images]
+        else:
+            faces_per_image = []
+            for image, faces in zip(images, self.detector.detect(images) if images else []):
+                chosen = faces if self.settings.index_all_faces else faces[:1]
+                faces_per_image.append([(self._crop(image, face), face.box) for face in chosen])
+        prepared, position = [], 0
+        for relative, sha, error in decoded:
+            if error is None:
+                prepared.append((relative, sha, None, faces_per_image[position]))
+                position += 1
+            else:
+                prepared.append((relative, sha, error, []))
+        return prepared
+
+    def _embed_chunk(self, model: str, prepared, files: dict, report: IndexReport) -> tuple[list[dict], np.ndarray]:
+        rows: list[dict] = []
+        inputs: list[np.ndarray] = []
+        for relative, sha, error, faces in prepared:
+            if error is not None:
                 report.skipped += 1
                 report.skipped_files.append(f"{relative}: {error}")
-        if not images:
-            return [], np.zeros((0, 1), np.float32)
-        rows: list[dict] = []
-        if model == "vgg16":
-            for (relative, sha), image in zip(decoded, images):
-                files[relative] = {"sha256": sha, "faces": 1}
-                rows.append(_row(relative, sha, (0, 0, image.shape[1], image.shape[0])))
-            return rows, self.vgg16.embed_images(images)
-        crops: list[np.ndarray] = []
-        for (relative, sha), image, faces in zip(decoded, images, self.detector.detect(images)):
-            chosen = faces if self.settings.index_all_faces else faces[:1]
-            files[relative] = {"sha256": sha, "faces": len(chosen)}
-            if not chosen:
+                continue
+            files[relative] = {"sha256": sha, "faces": len(faces)}
+            if not faces:
                 report.no_face += 1
-            for face in chosen:
-                crops.append(self._crop(image, face))
-                rows.append(_row(relative, sha, face.box))
-        features = self.facenet.embed(np.stack(crops)) if crops else np.zeros((0, self.facenet.dim), np.float32)
-        return rows, features
+            for pixels, box in faces:
+                inputs.append(pixels)
+                rows.append(_row(relative, sha, box))
+        if model == "vgg16":
+            return rows, self.vgg16.embed_images(inputs)
+        return rows, self.facenet.embed(np.stack(inputs)) if inputs else np.zeros((0, self.facenet.dim), np.float32)
 
     def _read(self, path: Path) -> np.ndarray:
         s = self.settings
