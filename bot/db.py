@@ -80,12 +80,22 @@ class Stats:
     median_latency_ms: float | None
 
 
+def migrations_dir() -> Path:
+    """`migrations/` next to the `bot` package (a checkout), else in the working directory (an install)."""
+    for root in (ROOT, Path.cwd()):
+        if (root / "migrations" / "env.py").is_file():
+            return (root / "migrations").resolve()
+    raise FileNotFoundError(f"no migrations/ folder in {ROOT} or {Path.cwd()}")
+
+
 def alembic_config(url: str):
-    """An Alembic Config that works from any working directory."""
+    """An Alembic Config with an absolute script_location: works from any working directory."""
     from alembic.config import Config
 
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    script_location = migrations_dir()
+    ini = script_location.parent / "alembic.ini"
+    config = Config(str(ini)) if ini.is_file() else Config()
+    config.set_main_option("script_location", str(script_location))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
