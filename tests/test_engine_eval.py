@@ -1,0 +1,87 @@
+"""Leave-one-out identification on the real sample gallery, and the report files it writes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.evaluate import eval_index_dir, read_pairs, retrieval_metrics, run_evaluation, verification_accuracy
+from engine.errors import BadInputError
+
+
+@pytest.fixture(scope="module")
+def evaluation(facenet_engine, sample_gallery, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("reports")
+    report = run_evaluation(facenet_engine, sample_gallery, model="facenet", pairs_files=[], limit=None, out_dir=out_dir)
+    return report, out_dir
+
+
+def test_sample_gallery_rank1_at_least_097(evaluation):
+    report, _ = evaluation
+    assert report["model"] == "facenet"
+    assert (report["images"], report["people"], report["queries"]) == (118, 5, 118)
+    assert report["queries_without_face"] <= 3
+    assert report["rank1"] >= 0.97, report["rank1"]
+    assert report["hit5"] >= report["rank1"]
+    assert 0.8 <= report["map10"] <= 1.0
+    precision = report["precision_at_k"]
+    assert len(precision) == 10 and precision[0] == pytest.approx(report["rank1"])
+    assert all(0.0 <= p <= 1.0 for p in precision)
+
+
+def test_eval_writes_report_and_plots(evaluation, facenet_engine, sample_gallery):
+    report, out_dir = evaluation
+    files = {key: out_dir / name for key, name in (
+        ("json", "eval-sample-gallery-facenet.json"),
+        ("plot", "eval-sample-gallery-facenet-precision.png"),
+        ("contact_sheet", "eval-sample-gallery-facenet-contact-sheet.png"),
+    )}  # fmt: skip
+    assert report["files"] == {key: str(path) for key, path in files.items()}
+    for path in files.values():
+        assert path.is_file() and path.stat().st_size > 1000, path
+    for key in ("plot", "contact_sheet"):
+        assert files[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads(files["json"].read_text())
+    assert saved["rank1"] == report["rank1"]
+    assert saved["index"]["images"] == 118
+    # the evaluation index lives in DATA_DIR/eval, apart from the search index
+    eval_dir = eval_index_dir(facenet_engine, sample_gallery, "facenet", None)
+    assert eval_dir.is_relative_to(facenet_engine.settings.data_dir / "eval")
+    assert (eval_dir / "CURRENT").is_file()
+
+
+def test_retrieval_metrics_on_a_hand_made_case():
+    # four unit vectors; b1 is nearer to a2 than to b2, so its rank-1 is a miss
+    features = np.array([[1, 0], [0.96, 0.28], [0.8, 0.6], [0, 1]], np.float32)
+    people = ["A", "A", "B", "B"]
+    images = ["a1", "a2", "b1", "b2"]
+    queries = [("a1", "A"), ("a2", "A"), ("b1", "B"), ("b2", "B"), ("missing", "B")]
+    metrics, per_query = retrieval_metrics(features, people, images, queries)
+    # a1 → a2 (hit), a2 → a1 (hit), b1 → a2 (miss), b2 → b1 (hit), missing → no face (miss)
+    assert metrics["queries"] == 5 and metrics["queries_without_face"] == 1
+    assert metrics["rank1"] == pytest.approx(3 / 5)
+    assert metrics["hit5"] == pytest.approx(4 / 5)
+    assert per_query[4]["top"] == []
+    assert per_query[0]["top"][0] == 1
+
+
+def test_verification_accuracy_separable_pairs():
+    features = np.array([[1, 0], [0.99, 0.141], [0, 1], [0.141, 0.99]], np.float32)
+    row_of = {"a": 0, "a2": 1, "b": 2, "b2": 3}
+    pairs = [("a", "a2", True), ("b", "b2", True), ("a", "b", False), ("a2", "b2", False)] * 5
+    result = verification_accuracy(features, row_of, pairs, folds=5)
+    assert result["accuracy"] == 1.0 and result["pairs"] == 20 and result["pairs_missing_face"] == 0
+
+
+def test_read_pairs(tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_text("10\t300\nAbel_Pacheco\t1\t4\nAbel_Pacheco\t2\tAaron_Peirsol\t3\n")
+    assert read_pairs(path) == [
+        ("Abel_Pacheco/Abel_Pacheco_0001.jpg", "Abel_Pacheco/Abel_Pacheco_0004.jpg", True),
+        ("Abel_Pacheco/Abel_Pacheco_0002.jpg", "Aaron_Peirsol/Aaron_Peirsol_0003.jpg", False),
+    ]
+    (tmp_path / "bad.txt").write_text("nothing here\n")
+    with pytest.raises(BadInputError, match="no pairs found"):
+        read_pairs(tmp_path / "bad.txt")
