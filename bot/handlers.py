@@ -133,9 +133,6 @@ async def reindex(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     svc, message = service(context), update.effective_message
     if not await refuse_non_admin(update, svc, "reindex"):
         return
-    if svc.reindex_job is not None:
-        await message.reply_text(f"A reindex is already running. {svc.reindex_job.text()}")
-        return
     arg = context.args[0].lower() if context.args else None
     if arg == "all":
         models = [name for name in MODEL_NAMES if svc.engine.model_problem(name) is None]
@@ -153,6 +150,9 @@ async def reindex(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             return
     if not models:
         await message.reply_text("No backend is available to reindex.")
+        return
+    if svc.reindex_job is not None:  # checked right before reindex() claims the slot: no await in between
+        await message.reply_text(f"A reindex is already running. {svc.reindex_job.text()}")
         return
     await svc.reindex(message, models)
 

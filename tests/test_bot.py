@@ -322,3 +322,15 @@ async def test_vgg16_whole_image_search(api, make_engine, tmp_path, tmp_path_fac
         assert captions(sent[0])[0].startswith("Face 1 · #1 ")
         api.send_photo(USER, encode(gradient_image(300, 300)))  # no face needed with vgg16
         await api.wait_for_text(USER, "likely", since=len(api.calls), timeout=TIMEOUT)
+
+
+async def test_unexpected_error_is_logged_and_answered(api, bot, bot_engine, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated engine crash")
+
+    monkeypatch.setattr(bot_engine, "search_bytes", broken)
+    api.send_photo(USER, person_photo("Madonna"))
+    await api.wait_for_text(USER, "something went wrong", timeout=TIMEOUT)
+    assert any(record.exc_info and "simulated engine crash" in str(record.exc_info[1]) for record in caplog.records)
+    monkeypatch.undo()
+    await search(api, USER, person_photo("Madonna"))  # the user is not left "still working"
