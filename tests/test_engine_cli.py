@@ -28,44 +28,59 @@ class Run:
     stderr: str
 
 
-@pytest.fixture(scope="module")
-def cli(indexed_engine, tmp_path_factory):
-    """Every CLI invocation of this module, run concurrently; name → Run."""
-    root = tmp_path_factory.mktemp("cli")
-    data_dir, models_dir, cwd = root / "data", root / "models", root / "cwd"
-    models_dir.mkdir()
-    cwd.mkdir()
-    (models_dir / FACENET_WEIGHTS.name).symlink_to(FACENET_WEIGHTS)  # FaceNet only: VGG16 stays unavailable
-    shutil.copytree(indexed_engine.settings.index_dir("facenet"), data_dir / "index" / "facenet")
-    not_an_image = cwd / "notes.jpg"
-    not_an_image.write_text("just text\n")
+@dataclass
+class CliPlace:
+    data_dir: Path
+    models_dir: Path
+    cwd: Path
+    env: dict[str, str]
 
-    env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
-    env.update(
-        DATA_DIR=str(data_dir),
-        MODELS_DIR=str(models_dir),
+
+@pytest.fixture(scope="module")
+def cli_place(indexed_engine, tmp_path_factory) -> CliPlace:
+    """DATA_DIR holding a copy of the sample index, MODELS_DIR with FaceNet only, an empty cwd."""
+    root = tmp_path_factory.mktemp("cli")
+    place = CliPlace(root / "data", root / "models", root / "cwd", {})
+    place.models_dir.mkdir()
+    place.cwd.mkdir()
+    (place.models_dir / FACENET_WEIGHTS.name).symlink_to(FACENET_WEIGHTS)  # VGG16 stays unavailable
+    shutil.copytree(indexed_engine.settings.index_dir("facenet"), place.data_dir / "index" / "facenet")
+    place.env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
+    place.env.update(
+        DATA_DIR=str(place.data_dir),
+        MODELS_DIR=str(place.models_dir),
         TF_CPP_MIN_LOG_LEVEL="3",
         PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
     )
+    return place
+
+
+@pytest.fixture(scope="module")
+def cli(cli_place) -> dict[str, Run]:
+    """Every subprocess invocation of this module (two at a time); name → Run."""
+    (cli_place.cwd / "notes.jpg").write_text("just text\n")
     jerry, madonna = str(sample(JERRY)), str(sample(MADONNA))
     commands = {
         "search_json": ["search", jerry, madonna, "--json", "-k", "3"],
         "search_bad": ["search", "notes.jpg", jerry, "-k", "2"],  # relative path: resolved against cwd
+        "k_zero": ["search", jerry, "-k", "0"],
+        "bad_model": ["search", jerry, "--model", "foo"],
         "unknown_command": ["frobnicate"],
+        "missing_gallery": ["index", "--gallery", "/nonexistent/gallery"],
         "models": ["models"],
     }
 
     def run(name: str) -> Run:
         args = commands[name]
         done = subprocess.run(
-            [sys.executable, "-m", "engine", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-        )
+            [sys.executable, "-m", "engine", *args],
+            cwd=cli_place.cwd, env=cli_place.env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
         return Run(args, done.returncode, done.stdout, done.stderr)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: TensorFlow imports are CPU-bound
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: TensorFlow start-up is CPU-bound
         runs = dict(zip(commands, pool.map(run, commands)))
-    assert not (cwd / "data").exists() and not (cwd / "models").exists()  # nothing relative to the cwd
-    runs["env"] = Run([], 0, json.dumps({"DATA_DIR": str(data_dir), "MODELS_DIR": str(models_dir), "cwd": str(cwd)}), "")
+    assert sorted(p.name for p in cli_place.cwd.iterdir()) == ["notes.jpg"]  # nothing written relative to the cwd
     return runs
 
 
@@ -102,30 +117,37 @@ def test_search_with_a_non_image_exits_2_but_prints_the_good_ones(cli):
     assert "#3" not in run.stdout  # -k 2
 
 
-def test_unknown_subcommand_exits_2(cli):
-    run = cli["unknown_command"]
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("k_zero", "error: k must be a whole number from 1 to 50, not 0"),
+        ("bad_model", "error: unknown model 'foo'"),
+        ("unknown_command", "invalid choice: 'frobnicate'"),
+        ("missing_gallery", "error: gallery folder not found: /nonexistent/gallery"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(cli, name, message):
+    run = cli[name]
     assert run.returncode == 2, (run.stdout, run.stderr)
-    assert "invalid choice: 'frobnicate'" in run.stderr
+    assert message in run.stderr
     assert run.stdout == ""
+    assert "Traceback" not in run.stderr
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["search", str(sample(JERRY)), "-k", "0"], "error: k must be a whole number from 1 to 50, not 0"),
-        (["search", str(sample(JERRY)), "--model", "foo"], "error: unknown model 'foo'"),
         (["search", str(sample(JERRY)), "--max-faces", "0"], "error: --max-faces must be at least 1"),
-        (["index", "--gallery", "/nonexistent/gallery"], "error: gallery folder not found: /nonexistent/gallery"),
+        (["search", str(sample(JERRY)), "-k", "51"], "error: k must be a whole number from 1 to 50, not 51"),
     ],
 )
-def test_bad_arguments_exit_2_with_a_message(cli, monkeypatch, capsys, args, message):
+def test_main_in_process_exits_2_with_a_message(cli_place, monkeypatch, capsys, args, message):
     """The same `main()` the subprocesses run, called in-process (a TensorFlow start-up per case saved)."""
     from engine.__main__ import main
 
-    paths = json.loads(cli["env"].stdout)
-    monkeypatch.setenv("DATA_DIR", paths["DATA_DIR"])
-    monkeypatch.setenv("MODELS_DIR", paths["MODELS_DIR"])
-    monkeypatch.chdir(paths["cwd"])
+    monkeypatch.setenv("DATA_DIR", str(cli_place.data_dir))
+    monkeypatch.setenv("MODELS_DIR", str(cli_place.models_dir))
+    monkeypatch.chdir(cli_place.cwd)
     assert main(args) == 2
     captured = capsys.readouterr()
     assert message in captured.err
