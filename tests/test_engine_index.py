@@ -257,3 +257,27 @@ def test_reindex_with_an_unchanged_corrupt_file_is_a_no_op(make_engine, tmp_path
     assert again.added + again.updated + again.unchanged + again.skipped == again.images == 3
     assert (again.added, again.embedded_images) == (0, 0)
     assert current_version_dir(engine.settings.index_dir("facenet")) == version
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=IndexUnavailableError,
+    reason="ENGINE BUG: an index built with other weights can never be rebuilt: build_index() calls load(), "
+    "which raises IndexUnavailableError for the stale index before _build() can rebuild it from scratch, "
+    "so the remedy the message names (`python -m engine index --model facenet`) fails the same way",
+)
+def test_index_built_with_other_weights_can_be_rebuilt(make_engine, tmp_path):
+    gallery = tmp_path / "gallery"
+    copy_photos(gallery, [BEN, JERRY])
+    data_dir = tmp_path / "data"
+    make_engine(data_dir=data_dir, gallery_dir=gallery).build_index("facenet")
+    manifest_path = current_version_dir(data_dir / "index" / "facenet") / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["weights_sha256"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+
+    fresh = make_engine(data_dir=data_dir, gallery_dir=gallery)
+    report = fresh.build_index("facenet")  # the documented remedy: rebuild
+    assert (report.added, report.unchanged, report.faces_indexed) == (2, 0, 2)
+    assert load_index(data_dir / "index" / "facenet").manifest["weights_sha256"] == fresh.weights_checksum("facenet")
+    assert fresh.search_path(sample(JERRY), k=1).faces[0].matches[0].name == "Jerry Seinfeld"
