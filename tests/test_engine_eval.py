@@ -14,7 +14,9 @@ from engine.errors import BadInputError
 @pytest.fixture(scope="module")
 def evaluation(facenet_engine, sample_gallery, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("reports")
-    report = run_evaluation(facenet_engine, sample_gallery, model="facenet", pairs_files=[], limit=None, out_dir=out_dir)
+    report = run_evaluation(
+        facenet_engine, sample_gallery, model="facenet", pairs_files=[], limit=None, out_dir=out_dir
+    )
     return report, out_dir
 
 
