@@ -91,6 +91,14 @@ class Engine:
 
     def load(self, model: str) -> None:
         """Load the model's networks and its index (if one was built). Idempotent."""
+        self.load_networks(model)
+        if model not in self._indexes:
+            loaded = self._load_index(model, self.settings.index_dir(model))
+            if loaded is not None:
+                self._indexes[model] = loaded
+
+    def load_networks(self, model: str) -> None:
+        """Load the model's networks once (and the detector for FaceNet)."""
         problem = self.model_problem(model)
         if problem:
             raise ModelUnavailableError(problem)
@@ -99,10 +107,6 @@ class Engine:
             self.facenet.load()
         else:
             self.vgg16.load()
-        if model not in self._indexes:
-            loaded = self._load_index(model, self.settings.index_dir(model))
-            if loaded is not None:
-                self._indexes[model] = loaded
 
     def weights_checksum(self, model: str) -> str:
         if model not in self._weights_sha:
@@ -196,7 +200,7 @@ class Engine:
         Unreadable files are skipped and counted. The new index replaces the old one
         atomically, on disk and in memory; searches meanwhile use the old one.
         """
-        self.load(model)
+        self.load_networks(model)  # not the old index: one built with other weights is rebuilt, not refused
         gallery = Path(gallery or self.settings.resolved_gallery()).resolve()
         if not gallery.is_dir():
             raise GalleryError(f"gallery folder not found: {gallery}")
@@ -239,17 +243,17 @@ class Engine:
                 continue
             known = previous_files.get(relative)
             if known is not None and known["sha256"] == sha:
-                report.unchanged += 1
                 files[relative] = known
                 keep_rows.extend(previous_rows.get(relative, []))
+                if known.get("error"):
+                    report.skipped += 1
+                    report.skipped_files.append(f"{relative}: {known['error']} (unchanged since last run)")
+                    continue
+                report.unchanged += 1
                 if known["faces"] == 0:
                     report.no_face += 1
                 continue
-            if known is None:
-                report.added += 1
-            else:
-                report.updated += 1
-            todo.append((relative, path, sha))
+            todo.append((relative, path, sha, "added" if known is None else "updated"))
         report.removed = len(set(previous_files) - {p.relative_to(gallery).as_posix() for p in paths})
 
         new_rows: list[dict] = []
@@ -272,7 +276,7 @@ class Engine:
                     done = min((number + 1) * chunk_size, len(todo))
                     progress(IndexProgress(done=done, total=len(todo), elapsed_s=time.perf_counter() - started))
 
-        changed = report.added or report.updated or report.removed or previous is None
+        changed = todo or report.removed or previous is None
         if not changed:
             report.faces_indexed = len(previous.rows)
             report.seconds = time.perf_counter() - started
@@ -310,15 +314,15 @@ class Engine:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _prepare_chunk(self, model: str, chunk) -> list[tuple[str, str, str | None, list[tuple[np.ndarray, tuple]]]]:
-        """Decode, detect and crop one chunk: (relative path, sha, error or None, [(crop or image, box)])."""
+    def _prepare_chunk(self, model: str, chunk) -> list[tuple]:
+        """Decode, detect and crop one chunk: (relative path, sha, change, error or None, [(crop or image, box)])."""
         decoded, images = [], []
-        for relative, path, sha in chunk:
+        for relative, path, sha, change in chunk:
             try:
                 images.append(self._read(path))
-                decoded.append((relative, sha, None))
+                decoded.append((relative, sha, change, None))
             except BadInputError as error:
-                decoded.append((relative, sha, str(error)))
+                decoded.append((relative, sha, change, str(error)))
         if model == "vgg16":
             faces_per_image = [[(image, (0, 0, image.shape[1], image.shape[0]))] for image in images]
         else:
@@ -327,23 +331,26 @@ class Engine:
                 chosen = faces if self.settings.index_all_faces else faces[:1]
                 faces_per_image.append([(self._crop(image, face), face.box) for face in chosen])
         prepared, position = [], 0
-        for relative, sha, error in decoded:
+        for relative, sha, change, error in decoded:
             if error is None:
-                prepared.append((relative, sha, None, faces_per_image[position]))
+                prepared.append((relative, sha, change, None, faces_per_image[position]))
                 position += 1
             else:
-                prepared.append((relative, sha, error, []))
+                prepared.append((relative, sha, change, error, []))
         return prepared
 
     def _embed_chunk(self, model: str, prepared, files: dict, report: IndexReport) -> tuple[list[dict], np.ndarray]:
         rows: list[dict] = []
         inputs: list[np.ndarray] = []
-        for relative, sha, error, faces in prepared:
+        for relative, sha, change, error, faces in prepared:
             if error is not None:
+                # Remembered with its checksum, so an unchanged broken file is not retried every run.
+                files[relative] = {"sha256": sha, "faces": 0, "error": error}
                 report.skipped += 1
                 report.skipped_files.append(f"{relative}: {error}")
                 continue
             files[relative] = {"sha256": sha, "faces": len(faces)}
+            setattr(report, change, getattr(report, change) + 1)
             if not faces:
                 report.no_face += 1
             for pixels, box in faces:

@@ -92,7 +92,8 @@ class IndexReport:
     updated: int = 0
     removed: int = 0
     unchanged: int = 0
-    skipped: int = 0  # unreadable or not images
+    # skipped and no_face describe the whole gallery after this run; added/updated/removed this run's changes.
+    skipped: int = 0  # unreadable files or not images
     no_face: int = 0
     faces_indexed: int = 0  # rows in the index after the run
     embedded_images: int = 0  # images processed this run
