@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -19,7 +18,7 @@ from engine.facenet import FACENET_INPUT_SIZE, FaceNetEmbedder
 from engine.images import decode_image, list_gallery_images, person_name
 from engine.search import Projection, VectorSearch, similarity_to_distance
 from engine.settings import MODEL_NAMES, EngineSettings
-from engine.store import StoredIndex, load_index, new_manifest, write_index
+from engine.store import StoredIndex, file_sha256, load_index, new_manifest, write_index
 from engine.types import DetectedFace, FaceResult, IndexInfo, IndexProgress, IndexReport, Match, SearchResult
 from engine.vgg16 import VGG16Embedder
 
@@ -40,14 +39,6 @@ class LoadedIndex:
     @property
     def count(self) -> int:
         return self.search.count
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Engine:

