@@ -34,19 +34,40 @@ class FaceDetector:
                 from mtcnn import MTCNN  # imports TensorFlow: deferred until a detector is needed
 
                 self._mtcnn = MTCNN(device="CPU:0")
+                _trace_networks(self._mtcnn)
                 self._run([np.zeros((64, 64, 3), np.uint8)])  # warm up
 
-    def detection_scale(self, height: int, width: int) -> float:
+    def detection_scale(self, height: int, width: int, *, for_min_face: bool = True) -> float:
         """How much a photo is shrunk for detection: to `max_side`, and so that `min_face_size` becomes 20 px."""
-        return min(1.0, self.max_side / max(height, width), _MTCNN_MIN_FACE / self.min_face_size)
+        scale = min(1.0, self.max_side / max(height, width))
+        return min(scale, _MTCNN_MIN_FACE / self.min_face_size) if for_min_face else scale
 
     def detect(self, images: list[np.ndarray]) -> list[list[DetectedFace]]:
-        """Faces per image, most prominent first. Same-size photos are run as one MTCNN batch."""
+        """Faces per image, most prominent first. Same-size photos are run as one MTCNN batch.
+
+        mtcnn's pyramid stops a level or two short on small photos, so a close-up face can
+        be missed once the photo is shrunk for `min_face_size`; photos where the fast pass
+        finds nothing get a second pass at the larger `max_side` scale.
+        """
         self.load()
+        results = self._detect_scaled(images, for_min_face=True)
+        retry = [
+            position
+            for position, (faces, image) in enumerate(zip(results, images))
+            if not faces
+            and self.detection_scale(*image.shape[:2], for_min_face=False)
+            > self.detection_scale(*image.shape[:2], for_min_face=True)
+        ]
+        if retry:
+            for position, faces in zip(retry, self._detect_scaled([images[p] for p in retry], for_min_face=False)):
+                results[position] = faces
+        return [rank_by_prominence(faces, image.shape) for faces, image in zip(results, images)]
+
+    def _detect_scaled(self, images: list[np.ndarray], *, for_min_face: bool) -> list[list[DetectedFace]]:
         results: list[list[DetectedFace]] = [[] for _ in images]
-        scaled: list[tuple[np.ndarray, float]] = []
+        scaled: list[tuple[np.ndarray, tuple[float, float]]] = []
         for image in images:
-            scale = self.detection_scale(*image.shape[:2])
+            scale = self.detection_scale(*image.shape[:2], for_min_face=for_min_face)
             if scale < 1.0:
                 height, width = image.shape[:2]
                 size = (max(12, round(width * scale)), max(12, round(height * scale)))
@@ -68,12 +89,27 @@ class FaceDetector:
                     face = _face_from_row(row, scaled[position][1], images[position].shape)
                     if face.confidence >= self.confidence and face.box[2] >= 4 and face.box[3] >= 4:
                         results[position].append(face)
-        return [rank_by_prominence(faces, image.shape) for faces, image in zip(results, images)]
+        return results
 
     def _run(self, batch: list[np.ndarray]) -> np.ndarray:
         """Raw MTCNN rows: [image index, x1, y1, x2, y2, confidence, 5 landmark x, 5 landmark y]."""
         rows = self._mtcnn.detect_faces(batch, output_type="numpy", box_format="xyxy", min_face_size=_MTCNN_MIN_FACE)
         return np.asarray(rows, dtype=np.float64).reshape(-1, 16)
+
+
+def _trace_networks(mtcnn) -> None:
+    """Run MTCNN's three networks as traced TensorFlow graphs instead of eager Keras calls.
+
+    On small photos the per-layer Python overhead of eager calls (PNet runs once per pyramid
+    level) costs more than the convolutions. `reduce_retracing` keeps one graph per network
+    with dynamic sizes. Stages without a `_model` (another mtcnn version) are left as they are.
+    """
+    import tensorflow as tf
+
+    for stage in getattr(mtcnn, "stages", []):
+        model = getattr(stage, "_model", None)
+        if model is not None and not isinstance(model, tf.types.experimental.GenericFunction):
+            stage._model = tf.function(model, reduce_retracing=True)
 
 
 def _face_from_row(row: np.ndarray, scale_xy: tuple[float, float], shape: tuple[int, ...]) -> DetectedFace:
