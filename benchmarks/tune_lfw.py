@@ -32,6 +32,8 @@ def main() -> int:
     parser.add_argument("--variant", default="deepfunneled")
     parser.add_argument("--limit", type=int, default=3000)
     parser.add_argument("--min-face-size", type=int, default=32)
+    parser.add_argument("--margins", default="0.1,0.2,0.3", help="comma-separated crop margins to try")
+    parser.add_argument("--align", default="false,true", help="alignment settings to try")
     args = parser.parse_args()
     gallery = REPO.parent / "shared" / "data" / "lfw" / args.variant
     if not gallery.is_dir():
@@ -55,9 +57,8 @@ def main() -> int:
     queries = [(img, person) for person, imgs in images_of.items() if len(imgs) >= 2 for img in imgs]
     row_images = [relative[i] for i in found]
     row_people = [person_name(Path(relative[i])) for i in found]
-    engine.facenet.flip_augment = False
-    for align in (False, True):
-        for margin in (0.1, 0.2, 0.3):
+    for align in [value.strip() == "true" for value in args.align.split(",")]:
+        for margin in [float(value) for value in args.margins.split(",")]:
             crops = np.stack([crop_face(images[i], faces[i][0], size=160, margin=margin, align=align) for i in found])
             plain = engine.facenet.embed(crops)
             flipped = engine.facenet.embed(crops[:, :, ::-1, :].copy())

@@ -52,9 +52,7 @@ class Engine:
             confidence=settings.face_confidence,
             batch_size=settings.detect_batch_size,
         )
-        self.facenet = FaceNetEmbedder(
-            settings.facenet_weights, batch_size=settings.embed_batch_size, flip_augment=settings.flip_augment
-        )
+        self.facenet = FaceNetEmbedder(settings.facenet_weights, batch_size=settings.embed_batch_size)
         self.vgg16 = VGG16Embedder(settings.vgg16_weights, random_weights=settings.vgg16_random_weights)
         self._indexes: dict[str, LoadedIndex] = {}
         self._weights_sha: dict[str, str] = {}
@@ -119,7 +117,7 @@ class Engine:
             "face_confidence": s.face_confidence,
             "face_margin": s.face_margin,
             "align_faces": s.align_faces,
-            "flip_augment": s.flip_augment,
+            "flip_gallery": s.flip_gallery,
             "index_all_faces": s.index_all_faces,
         }
 
@@ -349,7 +347,9 @@ class Engine:
                 rows.append(_row(relative, sha, box))
         if model == "vgg16":
             return rows, self.vgg16.embed_images(inputs)
-        return rows, self.facenet.embed(np.stack(inputs)) if inputs else np.zeros((0, self.facenet.dim), np.float32)
+        if not inputs:
+            return rows, np.zeros((0, self.facenet.dim), np.float32)
+        return rows, self.facenet.embed(np.stack(inputs), flip=self.settings.flip_gallery)
 
     def _read(self, path: Path) -> np.ndarray:
         s = self.settings
@@ -400,7 +400,7 @@ class Engine:
             boxes = [(face.box, face.confidence) for face in faces]
             started = time.perf_counter()
             crops = np.stack([self._crop(image, face) for face in faces]) if faces else np.zeros((0, 160, 160, 3), np.uint8)
-            queries = self.facenet.embed(crops)
+            queries = self.facenet.embed(crops, flip=self.settings.flip_queries)
         else:
             ms["detect"] = 0.0
             boxes = [((0, 0, image.shape[1], image.shape[0]), 1.0)]

@@ -87,7 +87,7 @@ class FaceDetector:
                 for row in rows:
                     position = chunk[int(row[0])]
                     face = _face_from_row(row, scaled[position][1], images[position].shape)
-                    if face.confidence >= self.confidence and face.box[2] >= 4 and face.box[3] >= 4:
+                    if face.confidence >= self.confidence and max(face.box[2], face.box[3]) >= self.min_face_size:
                         results[position].append(face)
         return results
 

@@ -147,10 +147,9 @@ class FaceNetEmbedder:
     dim = FACENET_DIM
     input_size = FACENET_INPUT_SIZE
 
-    def __init__(self, weights_path: Path, batch_size: int = 32, flip_augment: bool = True):
+    def __init__(self, weights_path: Path, batch_size: int = 32):
         self.weights_path = weights_path
         self.batch_size = batch_size
-        self.flip_augment = flip_augment
         self._model: keras.Model | None = None
         self._lock = threading.Lock()
 
@@ -168,19 +167,22 @@ class FaceNetEmbedder:
                 self._predict(np.zeros((1, FACENET_INPUT_SIZE, FACENET_INPUT_SIZE, 3), np.float32))  # warm up
                 self._model = model
 
-    def embed(self, faces: np.ndarray) -> np.ndarray:
-        """(N, 160, 160, 3) uint8 crops → (N, 128) float32, L2-normalised. N may be 0."""
+    def embed(self, faces: np.ndarray, *, flip: bool = False) -> np.ndarray:
+        """(N, 160, 160, 3) uint8 crops → (N, 128) float32, L2-normalised. N may be 0.
+
+        With `flip`, each embedding is averaged with that of the mirrored crop (twice the work).
+        """
         if len(faces) == 0:
             return np.zeros((0, self.dim), np.float32)
         self.load()
         batch = prewhiten(faces)
-        if self.flip_augment:
+        if flip:
             batch = np.concatenate([batch, batch[:, :, ::-1, :]])
         outputs = []
         for start in range(0, len(batch), self.batch_size):
             chunk = batch[start : start + self.batch_size]
             outputs.append(np.asarray(self._predict(chunk)))
         features = np.concatenate(outputs)
-        if self.flip_augment:
+        if flip:
             features = l2_normalize(features[: len(faces)]) + l2_normalize(features[len(faces) :])
         return l2_normalize(features)

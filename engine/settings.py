@@ -25,11 +25,12 @@ class EngineSettings(BaseSettings):
 
     # detection
     detect_max_side: int = Field(640, ge=64, description="Longest side a photo is scaled to for detection.")
-    min_face_size: int = Field(32, ge=20, description="Smallest face (pixels) looked for; photos are scaled so it becomes 20 px for MTCNN.")
+    min_face_size: int = Field(20, ge=20, description="Smallest face (pixels) looked for; photos are scaled so it becomes 20 px for MTCNN.")
     face_confidence: float = Field(0.90, ge=0.0, le=1.0, description="Minimum MTCNN confidence for a face.")
     face_margin: float = Field(0.1, ge=0.0, le=1.0, description="Margin added around a face box, as a share of its size.")
     align_faces: bool = Field(True, description="Rotate crops so the eyes are level (MTCNN landmarks).")
-    flip_augment: bool = Field(True, description="Average each face's embedding with its mirror image's.")
+    flip_queries: bool = Field(True, description="Average each query face's embedding with its mirror image's.")
+    flip_gallery: bool = Field(False, description="The same for gallery faces (doubles indexing time, no measured gain).")
     index_all_faces: bool = Field(False, description="Index every face of a gallery photo, not only the most prominent.")
     detect_batch_size: int = Field(16, ge=1, description="Images per MTCNN batch when indexing.")
     embed_batch_size: int = Field(32, ge=1, description="Faces per FaceNet batch.")

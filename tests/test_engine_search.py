@@ -54,7 +54,9 @@ def test_search_a_gallery_photo_finds_its_person(indexed_engine, person):
     top = face.matches[0]
     assert top.name == person
     assert top.path == str(path)  # the photo itself is in the gallery
-    assert top.similarity > 0.99 and top.distance < 0.15
+    # the query is flip-averaged and the gallery entry is not, so "itself" is close to, not exactly, 1
+    assert top.similarity > 0.97 and top.distance < 0.25
+    assert top.similarity > face.matches[1].similarity
     # the best match that is another photo is also of this person
     assert face.matches[1].name == person
     assert face.matches[1].path != str(path)
