@@ -351,6 +351,41 @@ class Engine:
             return rows, np.zeros((0, self.facenet.dim), np.float32)
         return rows, self.facenet.embed(np.stack(inputs), flip=self.settings.flip_gallery)
 
+    def _query_embeddings(self, model: str, images: list[np.ndarray], faces: list[list[DetectedFace]], loaded: LoadedIndex):
+        """Query vectors as search compares them: FaceNet, one per face, flip-averaged if FLIP_QUERIES;
+        VGG16, one per whole image, projected by the index's PCA."""
+        if model == "vgg16":
+            vectors = self.vgg16.embed_images(images)
+            return loaded.projection.apply(vectors) if loaded.projection is not None else vectors
+        crops = [self._crop(image, face) for image, image_faces in zip(images, faces) for face in image_faces]
+        if not crops:
+            return np.zeros((0, self.facenet.dim), np.float32)
+        return self.facenet.embed(np.stack(crops), flip=self.settings.flip_queries)
+
+    def main_face_vectors(self, model: str, paths: list[Path], loaded: LoadedIndex) -> list[np.ndarray | None]:
+        """Each photo's most prominent face as a query vector (None: unreadable or no face). For evaluation."""
+        images: list[np.ndarray] = []
+        readable: list[int] = []
+        for position, path in enumerate(paths):
+            try:
+                images.append(self._read(path))
+                readable.append(position)
+            except BadInputError:
+                continue
+        vectors: list[np.ndarray | None] = [None] * len(paths)
+        if not images:
+            return vectors
+        if model == "vgg16":
+            for position, vector in zip(readable, self._query_embeddings(model, images, [], loaded)):
+                vectors[position] = vector
+            return vectors
+        main_faces = [faces[:1] for faces in self.detector.detect(images)]
+        embedded = iter(self._query_embeddings(model, images, main_faces, loaded))
+        for position, faces in zip(readable, main_faces):
+            if faces:
+                vectors[position] = next(embedded)
+        return vectors
+
     def _read(self, path: Path) -> np.ndarray:
         s = self.settings
         try:
@@ -393,21 +428,15 @@ class Engine:
         ms: dict[str, float] = {}
         started = time.perf_counter()
         if model == "facenet":
-            faces = self.detector.detect([image])[0]
-            if max_faces is not None:
-                faces = faces[:max_faces]
-            ms["detect"] = (time.perf_counter() - started) * 1000
+            faces = self.detector.detect([image])[0][:max_faces]
             boxes = [(face.box, face.confidence) for face in faces]
-            started = time.perf_counter()
-            crops = np.stack([self._crop(image, face) for face in faces]) if faces else np.zeros((0, 160, 160, 3), np.uint8)
-            queries = self.facenet.embed(crops, flip=self.settings.flip_queries)
-        else:
-            ms["detect"] = 0.0
+            ms["detect"] = (time.perf_counter() - started) * 1000
+        else:  # VGG16 searches the whole image: no detection
+            faces = []
             boxes = [((0, 0, image.shape[1], image.shape[0]), 1.0)]
-            started = time.perf_counter()
-            queries = self.vgg16.embed_images([image])
-            if loaded.projection is not None:
-                queries = loaded.projection.apply(queries)
+            ms["detect"] = 0.0
+        started = time.perf_counter()
+        queries = self._query_embeddings(model, [image], [faces], loaded)
         ms["embed"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
         similarities, indices = loaded.search.search(queries, k)

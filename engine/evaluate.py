@@ -27,60 +27,83 @@ def eval_index_dir(engine: Engine, gallery: Path, model: str, limit: int | None)
     return engine.settings.data_dir / "eval" / f"{gallery.name}-{tag}{suffix}" / model
 
 
-def retrieval_metrics(features: np.ndarray, row_people: list[str], row_images: list[str], queries: list[tuple[str, str]]):
-    """Per-query top-10 lists and the metrics; `queries` are (image, person), rows map to images."""
-    row_of_image: dict[str, int] = {}
-    for row, image in enumerate(row_images):
-        row_of_image.setdefault(image, row)
+def retrieval_metrics(
+    features: np.ndarray,
+    row_people: list[str],
+    row_images: list[str],
+    queries: list[tuple[str, str]],
+    query_features: dict[str, np.ndarray] | None = None,
+):
+    """Per-query top-10 lists and the metrics.
+
+    `queries` are (image, person); gallery rows map to images, and a query never matches
+    rows of its own image. `query_features` (image → vector) are the query embeddings as
+    search computes them; by default a query uses its own gallery row. A query with no
+    vector (no face found) is a miss.
+    """
+    if query_features is None:
+        query_features = {}
+        for row, image in enumerate(row_images):
+            query_features.setdefault(image, features[row])
     people = np.array(row_people)
     rows_per_person: dict[str, int] = {}
     for person in row_people:
         rows_per_person[person] = rows_per_person.get(person, 0) + 1
     image_ids = np.array(row_images)
 
-    query_rows = [row_of_image.get(image) for image, _ in queries]
-    found = [row for row in query_rows if row is not None]
-    tops: dict[int, np.ndarray] = {}
-    for start in range(0, len(found), 512):
-        block = found[start : start + 512]
-        similarities = features[block] @ features.T
-        for i, row in enumerate(block):
-            similarities[i, image_ids == image_ids[row]] = -np.inf  # never match the query image itself
-        k = min(TOP, features.shape[0] - 1)
+    answered = [image for image, _ in queries if image in query_features]
+    tops: dict[str, np.ndarray] = {}
+    k = min(TOP, max(features.shape[0] - 1, 1))
+    for start in range(0, len(answered), 512):
+        block = answered[start : start + 512]
+        similarities = np.stack([query_features[image] for image in block]) @ features.T
+        for i, image in enumerate(block):
+            similarities[i, image_ids == image] = -np.inf  # never match the query image itself
         top = np.argpartition(-similarities, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(similarities, top, axis=1), axis=1)
-        for i, row in enumerate(block):
-            tops[row] = top[i][order[i]]
+        for i, image in enumerate(block):
+            tops[image] = top[i][order[i]]
 
     rank1 = hit5 = ap_sum = 0.0
     precision_at = np.zeros(TOP)
     per_query = []
-    for (image, person), row in zip(queries, query_rows):
-        if row is None:
+    for image, person in queries:
+        if image not in tops:
             per_query.append({"image": image, "person": person, "top": []})
             continue
-        relevant = people[tops[row]] == person
-        total_relevant = rows_per_person.get(person, 0) - 1  # every row of the person but the query's own
+        relevant = people[tops[image]] == person
+        own_rows = int(((image_ids == image) & (people == person)).sum())
+        total_relevant = rows_per_person.get(person, 0) - own_rows
         rank1 += float(relevant[:1].any())
         hit5 += float(relevant[:5].any())
         if total_relevant > 0:
-            hits = np.cumsum(relevant)
-            precisions = hits / np.arange(1, len(relevant) + 1)
+            precisions = np.cumsum(relevant) / np.arange(1, len(relevant) + 1)
             ap_sum += float((precisions * relevant).sum() / min(total_relevant, TOP))
         cumulative = np.cumsum(relevant)
         padded = np.concatenate([cumulative, np.full(TOP - len(cumulative), cumulative[-1] if len(cumulative) else 0)])
         precision_at += padded / np.arange(1, TOP + 1)
-        per_query.append({"image": image, "person": person, "top": [int(r) for r in tops[row]]})
+        per_query.append({"image": image, "person": person, "top": [int(r) for r in tops[image]]})
     n = len(queries)
     metrics = {
         "queries": n,
-        "queries_without_face": n - len(found),
+        "queries_without_face": n - len(answered),
         "rank1": rank1 / n if n else 0.0,
         "hit5": hit5 / n if n else 0.0,
         "map10": ap_sum / n if n else 0.0,
         "precision_at_k": [float(p) for p in precision_at / max(n, 1)],
     }
     return metrics, per_query
+
+
+def query_vectors(engine: Engine, model: str, gallery: Path, images: list[str], loaded, batch: int = 16) -> dict[str, np.ndarray]:
+    """Each query image's main-face vector computed as search computes it, in batches."""
+    vectors: dict[str, np.ndarray] = {}
+    for start in range(0, len(images), batch):
+        names = images[start : start + batch]
+        for name, vector in zip(names, engine.main_face_vectors(model, [gallery / name for name in names], loaded)):
+            if vector is not None:
+                vectors[name] = vector
+    return vectors
 
 
 def verification_accuracy(features: np.ndarray, row_of_image: dict[str, int], pairs: list[tuple[str, str, bool]], folds: int = 10):
@@ -153,7 +176,8 @@ def run_evaluation(
     for image in relative:
         images_of.setdefault(person_name(Path(image)), []).append(image)
     queries = [(image, person) for person, images in images_of.items() if len(images) >= 2 for image in images]
-    metrics, per_query = retrieval_metrics(features, [r["name"] for r in rows], [r["path"] for r in rows], queries)
+    vectors = query_vectors(engine, model, gallery, [image for image, _ in queries], loaded)
+    metrics, per_query = retrieval_metrics(features, [r["name"] for r in rows], [r["path"] for r in rows], queries, vectors)
 
     report = {"model": model, "gallery": str(gallery), "images": len(paths), "people": len(images_of), **metrics}
     report["pipeline"] = engine.pipeline_params(model)

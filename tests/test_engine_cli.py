@@ -105,7 +105,7 @@ def test_search_json_lines(cli):
             assert Path(match["path"]).is_file()
         assert face["matches"][0]["name"] == person
         assert face["matches"][0]["path"] == str(sample(relative))
-        assert face["matches"][0]["similarity"] > 0.99
+        assert face["matches"][0]["similarity"] > 0.97  # itself; only the query is flip-averaged
 
 
 def test_search_with_a_non_image_exits_2_but_prints_the_good_ones(cli):

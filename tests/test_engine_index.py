@@ -79,7 +79,7 @@ def test_incremental_reindex(make_engine, tmp_path):
     assert report.faces_indexed == 10
     top = engine.search_path(sample(ELTON), k=1).faces[0].matches[0]
     assert top.path == str((gallery / changed).resolve())
-    assert top.similarity > 0.99
+    assert top.similarity > 0.97  # the same photo; only the query is flip-averaged
     stored = load_index(index_dir)
     [row] = rows_by_path(stored)[changed]
     assert row["sha256"] == stored.files[changed]["sha256"]
