@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from engine.core import Engine  # noqa: E402
 from engine.detect import crop_face  # noqa: E402
 from engine.evaluate import retrieval_metrics  # noqa: E402
-from engine.facenet import l2_normalize  # noqa: E402
+from engine.search import l2_normalize  # noqa: E402
 from engine.images import list_gallery_images, person_name, read_image  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
 

@@ -94,7 +94,7 @@ class BotService:
                 log.error("cannot prepare %s: %s", model, error)
 
     def _prepare_model(self, model: str) -> None:
-        self.engine.load(model)
+        self.engine.warm_up(model)
         if self.engine.index_info(model) is None and self.settings.build_missing_index:
             log.info("no %s index: building it from %s", model, self.settings.resolved_gallery())
             report = self.engine.build_index(model, self.settings.resolved_gallery())

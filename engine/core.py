@@ -52,7 +52,7 @@ class Engine:
             confidence=settings.face_confidence,
             batch_size=settings.detect_batch_size,
         )
-        self.facenet = FaceNetEmbedder(settings.facenet_weights, batch_size=settings.embed_batch_size)
+        self.facenet = FaceNetEmbedder(settings.facenet_weights, batch_size=settings.embed_batch_size, xla=settings.xla)
         self.vgg16 = VGG16Embedder(settings.vgg16_weights, random_weights=settings.vgg16_random_weights)
         self._indexes: dict[str, LoadedIndex] = {}
         self._weights_sha: dict[str, str] = {}
@@ -96,6 +96,12 @@ class Engine:
             self.facenet.load()
         else:
             self.vgg16.load()
+
+    def warm_up(self, model: str) -> None:
+        """Load `model` and compile the batch sizes of photos with up to four faces (a service's start)."""
+        self.load(model)
+        if model == "facenet":
+            self.facenet.warm_up((4, 8))
 
     def weights_checksum(self, model: str) -> str:
         if model not in self._weights_sha:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.facenet import l2_normalize
+
+def l2_normalize(features: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), as float32."""
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return (features / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 class VectorSearch:

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from engine.errors import ModelUnavailableError
-from engine.facenet import l2_normalize
+from engine.search import l2_normalize
 
 VGG16_INPUT_SIZE = 224
 VGG16_DIM = 4096
