@@ -20,6 +20,7 @@ from engine.search import l2_normalize
 
 FACENET_INPUT_SIZE = 160
 FACENET_DIM = 128
+XLA_MAX_BATCH = 8  # query-sized batches (up to four faces with their mirror images)
 
 
 class ScaleSum(keras.layers.Layer):
@@ -157,18 +158,17 @@ class FaceNetEmbedder:
 
                 model = build_facenet(self.weights_path)
 
-                # One graph for any batch size (Keras' predict() retraces per shape). With XLA,
-                # small batches run ~1.5x faster on a CPU, but each batch size compiles once:
-                # batches are padded to powers of two so there are only a few.
+                # One graph for any batch size (Keras' predict() retraces per shape), and, for the
+                # small batches of a query, an XLA-compiled one: ~1.5x faster there, but slower than
+                # the plain graph on indexing batches, and it compiles once per batch size, so small
+                # batches are padded to powers of two.
                 @tf.autograph.experimental.do_not_convert
                 def forward(x):
                     return model(x, training=False)
 
-                self._predict = tf.function(
-                    forward,
-                    input_signature=[tf.TensorSpec([None, FACENET_INPUT_SIZE, FACENET_INPUT_SIZE, 3], tf.float32)],
-                    jit_compile=self.xla,
-                )
+                signature = [tf.TensorSpec([None, FACENET_INPUT_SIZE, FACENET_INPUT_SIZE, 3], tf.float32)]
+                self._predict = tf.function(forward, input_signature=signature)
+                self._predict_small = tf.function(forward, input_signature=signature, jit_compile=True)
                 self._model = model
                 self._compile((1, 2))  # a query face, and a query face with its mirror image
 
@@ -182,12 +182,14 @@ class FaceNetEmbedder:
             self._forward(np.zeros((size, FACENET_INPUT_SIZE, FACENET_INPUT_SIZE, 3), np.float32))
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
-        """Run the network on at most `batch_size` prewhitened crops, padded to a power of two."""
+        """Run the network on at most `batch_size` prewhitened crops."""
         count = len(batch)
-        padded_size = min(1 << (count - 1).bit_length(), max(self.batch_size, count)) if self.xla else count
+        if not self.xla or count > XLA_MAX_BATCH:
+            return np.asarray(self._predict(batch))
+        padded_size = 1 << (count - 1).bit_length()
         if padded_size > count:
             batch = np.concatenate([batch, np.zeros((padded_size - count, *batch.shape[1:]), batch.dtype)])
-        return np.asarray(self._predict(batch))[:count]
+        return np.asarray(self._predict_small(batch))[:count]
 
     def embed(self, faces: np.ndarray, *, flip: bool = False) -> np.ndarray:
         """(N, 160, 160, 3) uint8 crops → (N, 128) float32, L2-normalised. N may be 0.

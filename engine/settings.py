@@ -34,7 +34,7 @@ class EngineSettings(BaseSettings):
     index_all_faces: bool = Field(False, description="Index every face of a gallery photo, not only the most prominent.")
     detect_batch_size: int = Field(16, ge=1, description="Images per MTCNN batch when indexing.")
     embed_batch_size: int = Field(32, ge=1, description="Faces per FaceNet batch.")
-    xla: bool = Field(True, description="Compile FaceNet with XLA (faster on CPU; each batch size compiles once).")
+    xla: bool = Field(True, description="Run query-sized FaceNet batches through XLA (faster on CPU, compiled once per size).")
 
     # input limits
     max_image_bytes: int = Field(20_000_000, ge=1, description="Largest image file accepted.")
