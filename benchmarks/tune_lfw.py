@@ -66,7 +66,7 @@ def main() -> int:
                 features = l2_normalize(plain + flipped) if flip else plain
                 metrics, _ = retrieval_metrics(features, row_people, row_images, queries)
                 print(
-                    f"align={align!s:5} margin={margin:.1f} flip={flip!s:5} rank1={metrics['rank1']:.4f} "
+                    f"align={align!s:5} margin={margin:.2f} flip={flip!s:5} rank1={metrics['rank1']:.4f} "
                     f"hit5={metrics['hit5']:.4f} map10={metrics['map10']:.4f} queries={metrics['queries']}",
                     flush=True,
                 )

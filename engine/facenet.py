@@ -149,6 +149,7 @@ class FaceNetEmbedder:
         self.batch_size = batch_size
         self.xla = xla
         self._model: keras.Model | None = None
+        self._xla_sizes: set[int] = set()
         self._lock = threading.Lock()
 
     def load(self) -> None:
@@ -160,8 +161,8 @@ class FaceNetEmbedder:
 
                 # One graph for any batch size (Keras' predict() retraces per shape), and, for the
                 # small batches of a query, an XLA-compiled one: ~1.5x faster there, but slower than
-                # the plain graph on indexing batches, and it compiles once per batch size, so small
-                # batches are padded to powers of two.
+                # the plain graph on indexing batches, and it compiles (~2 s) once per batch size, so
+                # small batches are padded to powers of two and only warmed-up sizes use it.
                 @tf.autograph.experimental.do_not_convert
                 def forward(x):
                     return model(x, training=False)
@@ -179,14 +180,23 @@ class FaceNetEmbedder:
 
     def _compile(self, sizes: tuple[int, ...]) -> None:
         for size in sizes:
-            self._forward(np.zeros((size, FACENET_INPUT_SIZE, FACENET_INPUT_SIZE, 3), np.float32))
+            zeros = np.zeros((size, FACENET_INPUT_SIZE, FACENET_INPUT_SIZE, 3), np.float32)
+            if self.xla and size <= XLA_MAX_BATCH:
+                self._predict_small(zeros)
+                self._xla_sizes.add(size)
+            else:
+                self._predict(zeros)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
-        """Run the network on at most `batch_size` prewhitened crops."""
+        """Run the network on at most `batch_size` prewhitened crops.
+
+        Batches that pad to an already compiled XLA size take the XLA graph; all others the
+        plain one, so no request ever waits for a compilation.
+        """
         count = len(batch)
-        if not self.xla or count > XLA_MAX_BATCH:
-            return np.asarray(self._predict(batch))
         padded_size = 1 << (count - 1).bit_length()
+        if padded_size not in self._xla_sizes:
+            return np.asarray(self._predict(batch))
         if padded_size > count:
             batch = np.concatenate([batch, np.zeros((padded_size - count, *batch.shape[1:]), batch.dtype)])
         return np.asarray(self._predict_small(batch))[:count]
