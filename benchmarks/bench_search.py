@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from engine.search import l2_normalize  # noqa: E402
-from engine.search import VectorSearch, exact_top_k  # noqa: E402
+from engine.search import VectorSearch  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
 
 

@@ -7,7 +7,6 @@ or index), 1 internal error.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys

@@ -19,7 +19,7 @@ from engine import (
 from engine.errors import EngineError
 from engine.facenet import build_facenet
 from engine.images import decode_image
-from helpers_engine import BEN, MADONNA, MODELS_DIR, bad_image_files, copy_photos, encode, png_header_only, sample
+from helpers_engine import BEN, MADONNA, bad_image_files, copy_photos, encode, png_header_only, sample
 
 LIMITS = {"max_bytes": 20_000_000, "max_pixels": 50_000_000}
 

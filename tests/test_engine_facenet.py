@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from engine.facenet import FACENET_DIM, FACENET_INPUT_SIZE, FaceNetEmbedder, prewhiten
+from engine.facenet import FACENET_DIM, FACENET_INPUT_SIZE, prewhiten
 from helpers_engine import CLEAR_FACES, FACENET_WEIGHTS, sample
 
 
