@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
-from bot.settings import Settings
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ warnings; errors still raise
+
+from bot.settings import Settings  # noqa: E402
 
 
 def main() -> int:
