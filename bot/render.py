@@ -7,6 +7,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from engine import FaceResult, Match
@@ -47,10 +48,9 @@ def summary(faces: list[FaceResult], threshold: float) -> str:
     return "\n".join(lines)
 
 
-def draw_boxes(data: bytes, boxes: list[tuple[int, int, int, int]], max_side: int = 1280) -> bytes:
-    """The photo with a numbered rectangle on each face, as JPEG."""
-    with Image.open(io.BytesIO(data)) as opened:
-        image = ImageOps.exif_transpose(opened).convert("RGB")
+def draw_boxes(pixels: np.ndarray, boxes: list[tuple[int, int, int, int]], max_side: int = 1280) -> bytes:
+    """The photo (the engine's decoded RGB array) with a numbered rectangle on each face, as JPEG."""
+    image = Image.fromarray(pixels)
     scale = min(1.0, max_side / max(image.size))
     if scale < 1.0:
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 
+import numpy as np
 from telegram import Bot, InputMediaPhoto, Message, User
 from telegram.constants import ChatAction
 
@@ -167,9 +168,7 @@ class BotService:
             return
         data = bytes(await (await bot.get_file(attachment.file_id)).download_as_bytearray())
         try:
-            result: SearchResult = await self._run(
-                self.engine.search_bytes, data, model=model, k=k, max_faces=self.settings.max_faces, name=name
-            )
+            image, result = await self._run(self._search, data, model=model, k=k, name=name)
         except IndexUnavailableError:
             await message.reply_text(f"There is no {model} index yet — an admin can build it with /reindex {model}.")
             return
@@ -185,12 +184,17 @@ class BotService:
             return
         await message.reply_chat_action(ChatAction.UPLOAD_PHOTO)
         if len(result.faces) > 1:
-            boxed = await asyncio.to_thread(render.draw_boxes, data, [face.box for face in result.faces])
+            boxed = await asyncio.to_thread(render.draw_boxes, image, [face.box for face in result.faces])
             await message.reply_photo(boxed, caption=f"I found {len(result.faces)} faces; their numbers match the captions below.")
         for number, face in enumerate(result.faces, start=1):
             await self._send_matches(message, number, face.matches)
         await self._record(message, user, model, k, result, data, started)
         await message.reply_text(render.summary(result.faces, self.settings.match_threshold))
+
+    def _search(self, data: bytes, *, model: str, k: int, name: str) -> tuple[np.ndarray, SearchResult]:
+        """Decode once (the boxes photo is drawn on the same upright pixels) and search; runs in the pool."""
+        image = self.engine.decode(data, name=name)
+        return image, self.engine.search_image(image, model=model, k=k, max_faces=self.settings.max_faces, name=name)
 
     async def _send_matches(self, message: Message, number: int, matches) -> None:
         if not matches:

@@ -242,7 +242,7 @@ class Engine:
                 keep_rows.extend(previous_rows.get(relative, []))
                 if known.get("error"):
                     report.skipped += 1
-                    report.skipped_files.append(f"{relative}: {known['error']} (unchanged since last run)")
+                    report.skipped_files.append(f"{known['error']} (unchanged since last run)")
                     continue
                 report.unchanged += 1
                 if known["faces"] == 0:
@@ -314,7 +314,7 @@ class Engine:
         decoded, images = [], []
         for relative, path, sha, change in chunk:
             try:
-                images.append(self._read(path))
+                images.append(self._read(path, name=relative))
                 decoded.append((relative, sha, change, None))
             except BadInputError as error:
                 decoded.append((relative, sha, change, str(error)))
@@ -342,7 +342,7 @@ class Engine:
                 # Remembered with its checksum, so an unchanged broken file is not retried every run.
                 files[relative] = {"sha256": sha, "faces": 0, "error": error}
                 report.skipped += 1
-                report.skipped_files.append(f"{relative}: {error}")
+                report.skipped_files.append(error)  # the message starts with the file's gallery path
                 continue
             files[relative] = {"sha256": sha, "faces": len(faces)}
             setattr(report, change, getattr(report, change) + 1)
@@ -392,13 +392,12 @@ class Engine:
                 vectors[position] = next(embedded)
         return vectors
 
-    def _read(self, path: Path) -> np.ndarray:
-        s = self.settings
+    def _read(self, path: Path, name: str | None = None) -> np.ndarray:
         try:
             data = path.read_bytes()
         except OSError as error:
-            raise BadInputError(f"cannot read {path}: {error.strerror or error}") from error
-        return decode_image(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, name=path.name)
+            raise BadInputError(f"{name or path}: cannot read ({error.strerror or error})") from error
+        return self.decode(data, name=name or path.name)
 
     def _crop(self, image: np.ndarray, face: DetectedFace) -> np.ndarray:
         return crop_face(
@@ -416,9 +415,12 @@ class Engine:
         self, data: bytes, *, model: str = "facenet", k: int | None = None, max_faces: int | None = None, name: str = "photo"
     ) -> SearchResult:
         """Decode an uploaded photo and search it (see `search_image`)."""
+        return self.search_image(self.decode(data, name=name), model=model, k=k, max_faces=max_faces, name=name)
+
+    def decode(self, data: bytes, name: str = "photo") -> np.ndarray:
+        """An uploaded photo as an upright RGB array, within the size and pixel limits (else BadImageError)."""
         s = self.settings
-        image = decode_image(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, name=name)
-        return self.search_image(image, model=model, k=k, max_faces=max_faces, name=name)
+        return decode_image(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, name=name)
 
     def search_path(self, path: Path, **kwargs) -> SearchResult:
         return self.search_image(self._read(Path(path)), name=str(path), **kwargs)

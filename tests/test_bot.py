@@ -334,7 +334,7 @@ async def test_unexpected_error_is_logged_and_answered(api, bot, bot_engine, mon
     def broken(*args, **kwargs):
         raise RuntimeError("simulated engine crash")
 
-    monkeypatch.setattr(bot_engine, "search_bytes", broken)
+    monkeypatch.setattr(bot_engine, "search_image", broken)
     api.send_photo(USER, person_photo("Madonna"))
     await api.wait_for_text(USER, "something went wrong", timeout=TIMEOUT)
     assert any(record.exc_info and "simulated engine crash" in str(record.exc_info[1]) for record in caplog.records)
