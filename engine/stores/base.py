@@ -1,0 +1,120 @@
+"""The vector store seam: what the index builder writes and the searcher reads.
+
+Two backends implement `VectorStore` (chosen by `VECTOR_STORE_URI`, see `engine.stores.open_store`):
+the local store (FAISS segments + SQLite rows under DATA_DIR, no server) and Milvus
+(Milvus Lite at a `*.db` path, or a Milvus server at an http(s) URI).
+
+A store holds one model's gallery: one vector per indexed face, its `FaceRow`, and a
+`FileRecord` for every gallery file seen (faces may be 0, or an error), so the builder
+can tell what changed. Vectors are stored as given (the builder L2-normalises and
+projects them first); similarity is the inner product.
+
+Writers change a store only through `apply()`, one atomic, durable step: a reader sees
+the state before it or after it, never in between. Writers in several processes are
+serialised by the store itself (a cross-process lock for the local store).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FaceRow:
+    """One indexed face: the gallery file (path relative to the gallery root), the person, the face box."""
+
+    path: str
+    name: str
+    box: tuple[int, int, int, int]  # x, y, width, height in the gallery photo
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What the builder knew about one gallery file when it last looked at it."""
+
+    path: str  # relative to the gallery root, POSIX separators
+    size: int
+    mtime_ns: int
+    sha256: str
+    faces: int  # faces indexed from it (0: no face found, or an error)
+    error: str | None = None  # why it could not be read (remembered so it is not retried until it changes)
+
+
+@dataclass(frozen=True)
+class StoreHeader:
+    """Identity of the pipeline that made a store's vectors: a store made by another one is refused or rebuilt."""
+
+    model: str
+    dim: int
+    fingerprint: str  # hash of weights checksum + settings that change the vectors
+    gallery: str  # absolute gallery root the paths are relative to
+
+
+@dataclass(frozen=True)
+class Hit:
+    similarity: float  # inner product of unit vectors: cosine similarity, 1 = identical
+    row: FaceRow
+
+
+@dataclass
+class Changes:
+    """One atomic write: drop every row and record of `remove_paths`, apply `moves`, then add
+    `rows`/`vectors` and `records`.
+
+    A file that changed is re-added by naming it in `remove_paths` and adding its new rows.
+    `meta` sets small named blobs kept with the store (for example a PCA projection).
+    """
+
+    remove_paths: set[str] = field(default_factory=set)
+    rows: list[FaceRow] = field(default_factory=list)
+    vectors: np.ndarray | None = None  # (len(rows), dim) float32, L2-normalised
+    records: list[FileRecord] = field(default_factory=list)
+    meta: dict[str, bytes] = field(default_factory=dict)
+    # old path -> (new path, new person name): the file was moved or renamed in the gallery; its rows
+    # and record follow it with their vectors unchanged (no re-embedding).
+    moves: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not (self.remove_paths or self.rows or self.records or self.meta or self.moves)
+
+
+class VectorStore(Protocol):
+    """One model's gallery index. Implementations: `LocalStore`, `MilvusStore`."""
+
+    header: StoreHeader | None  # None: nothing was ever written
+
+    def initialise(self, header: StoreHeader) -> None:
+        """Make the store empty and owned by `header` (a store of another pipeline is dropped: a rebuild)."""
+
+    def apply(self, changes: Changes) -> None:
+        """Apply one change set atomically and durably (see `Changes`)."""
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        """The k best hits per query (fewer when the store holds fewer), best first."""
+
+    def files(self) -> dict[str, FileRecord]:
+        """Every gallery file the store knows, by relative path."""
+
+    def people(self) -> dict[str, int]:
+        """Person name -> number of gallery files with an indexed face."""
+
+    def get_meta(self, key: str) -> bytes | None: ...
+
+    @property
+    def count(self) -> int:
+        """Faces (vectors) searchable now."""
+
+    @property
+    def version(self) -> str:
+        """Changes with every apply(); equal versions mean equal contents."""
+
+    def refresh(self) -> bool:
+        """Pick up what other processes wrote since this object last looked; True if something changed.
+
+        Searches running meanwhile keep answering from the state they started with.
+        """
+
+    def close(self) -> None: ...
