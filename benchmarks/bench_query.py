@@ -22,7 +22,6 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from engine.core import Engine  # noqa: E402
-from engine.evaluate import eval_index_dir  # noqa: E402
 from engine.images import list_gallery_images  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
 
@@ -36,10 +35,10 @@ def main() -> int:
     if not gallery.is_dir():
         print(f"{gallery} not found: this benchmark needs ../shared")
         return 0
-    engine = Engine(EngineSettings())
-    index_dir = eval_index_dir(engine, gallery, "facenet", None)
-    report = engine.build_index("facenet", gallery, index_dir=index_dir)
-    engine._indexes["facenet"] = engine.open_index("facenet", index_dir)  # serve the A-L index
+    base = EngineSettings()
+    # the A-L index lives apart from the bot's: DATA_DIR/bench/<variant> as this engine's DATA_DIR
+    engine = Engine(base.model_copy(update={"data_dir": base.data_dir / "bench" / args.variant, "gallery_dir": gallery}))
+    report = engine.build_index("facenet", gallery)
     print(f"index: {engine.index_info('facenet').count} faces ({report.unchanged} images unchanged, {report.added} added)")
     paths = list_gallery_images(gallery)[:: max(1, 8000 // args.queries)][: args.queries]
     payloads = [p.read_bytes() for p in paths]

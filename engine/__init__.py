@@ -7,6 +7,7 @@ from engine.errors import (
     EngineError,
     FetchError,
     GalleryError,
+    IndexBusyError,
     IndexUnavailableError,
     ModelUnavailableError,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "FaceResult",
     "FetchError",
     "GalleryError",
+    "IndexBusyError",
     "IndexInfo",
     "IndexProgress",
     "IndexReport",

@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--gallery", type=Path, help="gallery folder, one sub-folder per person (default GALLERY_DIR)")
     index.add_argument("--model", default="facenet", choices=[*MODEL_NAMES, "all"])
     index.add_argument("--all-faces", action="store_true", help="index every face of a photo, not only the main one")
+    index.add_argument("--json", action="store_true", help="print the final report as one JSON object")
+    index.add_argument("--no-wait", action="store_true", help="fail at once if another index run holds the lock")
 
     search = commands.add_parser("search", help="search the faces of one or more photos")
     search.add_argument("images", nargs="+", type=Path)
@@ -86,7 +88,7 @@ def run_command(args: argparse.Namespace, settings: EngineSettings) -> int:
     if args.command == "models":
         return commands.models(settings, args.models_command, getattr(args, "which", "facenet"))
     if args.command == "index":
-        return commands.index(settings, args.gallery, args.model)
+        return commands.index(settings, args.gallery, args.model, as_json=args.json, wait=not args.no_wait)
     if args.command == "search":
         return commands.search(settings, args.images, args.model, args.k, args.max_faces, args.json)
     if args.command == "eval":

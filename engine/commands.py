@@ -48,19 +48,31 @@ def progress_bar(total_hint: str):
 def print_report(report: IndexReport) -> None:
     print(
         f"{report.model}: {report.images} images in {report.gallery}: {report.added} added, {report.updated} updated, "
-        f"{report.removed} removed, {report.unchanged} unchanged; {report.faces_indexed} faces indexed, "
+        f"{report.removed} removed, {report.moved} moved, {report.unchanged} unchanged; {report.faces_indexed} faces indexed, "
         f"{report.no_face} without a face, {report.skipped} skipped; {report.seconds:.1f} s, "
         f"{report.images_per_second:.1f} images/s"
     )
+    if report.rebuilt:
+        print("  (the index held vectors of other weights, settings or gallery: rebuilt from scratch)")
     for line in report.skipped_files[:20]:
         print(f"  skipped {line}")
 
 
-def index(settings: EngineSettings, gallery: Path | None, model: str) -> int:
+def index(settings: EngineSettings, gallery: Path | None, model: str, *, as_json: bool = False, wait: bool = True) -> int:
+    """Index each model; with `as_json`, the final report of each as one JSON object per line."""
+    if not wait:
+        settings = settings.model_copy(update={"index_lock_wait_s": 0.0})
     engine = Engine(settings)
+
+    def waiting(message: str) -> None:
+        print(message + " ...", file=sys.stderr, flush=True)
+
     for name in MODEL_NAMES if model == "all" else (model,):
-        report = engine.build_index(name, gallery, progress=progress_bar(f"indexing ({name})"))
-        print_report(report)
+        report = engine.build_index(name, gallery, progress=progress_bar(f"indexing ({name})"), on_wait=waiting)
+        if as_json:
+            print(json.dumps(report.to_dict()), flush=True)
+        else:
+            print_report(report)
     return 0
 
 
@@ -72,7 +84,7 @@ def search(settings: EngineSettings, images: list[Path], model: str, k: int | No
     if max_faces is not None and max_faces < 1:
         raise BadInputError("--max-faces must be at least 1")
     engine.load(model)
-    engine.loaded_index(model)
+    engine.searcher(model).check_store()
     failures = 0
     for path in images:
         try:

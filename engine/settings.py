@@ -40,6 +40,16 @@ class EngineSettings(BaseSettings):
     max_image_bytes: int = Field(20_000_000, ge=1, description="Largest image file accepted.")
     max_image_pixels: int = Field(50_000_000, ge=1, description="Largest decoded image (pixels); Pillow's bomb check.")
 
+    # index and store
+    vector_store_uri: str | None = Field(
+        None,
+        description="Where vectors live: unset = the local store under DATA_DIR/index; a path ending in .db = Milvus Lite; "
+        "http(s)://host:19530 = a Milvus server shared by several machines.",
+    )
+    index_commit_every: int = Field(1000, ge=1, description="Photos embedded between two durable commits of an index run.")
+    index_lock_wait_s: float = Field(3600.0, ge=0, description="How long an index run waits for another one's writer lock.")
+    index_refresh_s: float = Field(2.0, gt=0, description="How often a running service looks for index versions other processes wrote.")
+
     # search
     default_k: int = Field(5, ge=1, description="Matches returned per face.")
     max_k: int = Field(50, ge=1, description="Largest k accepted.")

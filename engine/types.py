@@ -91,6 +91,7 @@ class IndexReport:
     added: int = 0
     updated: int = 0
     removed: int = 0
+    moved: int = 0  # files that moved to another path or person folder: vectors kept, not re-embedded
     unchanged: int = 0
     # skipped and no_face describe the whole gallery after this run; added/updated/removed this run's changes.
     skipped: int = 0  # unreadable files or not images
@@ -98,6 +99,8 @@ class IndexReport:
     faces_indexed: int = 0  # rows in the index after the run
     embedded_images: int = 0  # images processed this run
     seconds: float = 0.0
+    rebuilt: bool = False  # the store held another model's, settings' or gallery's vectors and was emptied
+    stopped: bool = False  # asked to stop before the end: what was embedded is committed, the rest waits
     skipped_files: list[str] = field(default_factory=list)
 
     @property
@@ -113,8 +116,8 @@ class IndexReport:
 @dataclass(frozen=True)
 class IndexInfo:
     model: str
-    count: int
+    count: int  # faces searchable now
     dim: int
-    built_at: str
     gallery: str
-    ann: bool
+    store: str  # which store holds it ("local DATA_DIR/index/facenet", "milvus http://...")
+    version: str  # changes with every write

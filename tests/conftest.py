@@ -127,10 +127,11 @@ def make_engine(facenet_engine):
     def make(**overrides) -> Engine:
         settings = EngineSettings(**{**base.model_dump(), **overrides})
         engine = Engine(settings)
+        mine, loaded = engine.backends["facenet"], facenet_engine.backends["facenet"]
         if all(getattr(settings, f) == getattr(base, f) for f in detector_fields):
-            engine.detector = facenet_engine.detector
+            mine.detector = loaded.detector
         if all(getattr(settings, f) == getattr(base, f) for f in facenet_fields):
-            engine.facenet = facenet_engine.facenet
+            mine.network = loaded.network
         return engine
 
     return make

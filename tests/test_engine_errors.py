@@ -148,11 +148,11 @@ def test_missing_facenet_weights(tmp_path):
 
 def test_missing_vgg16_weights(tmp_path):
     engine = Engine(EngineSettings(data_dir=tmp_path / "data", models_dir=tmp_path))
-    assert engine.vgg16.available() is False
+    assert engine.backend("vgg16").network.available() is False
     with pytest.raises(ModelUnavailableError, match="python -m engine models fetch vgg16"):
         engine.load("vgg16")
     with pytest.raises(ModelUnavailableError, match="python -m engine models fetch vgg16"):
-        engine.vgg16.load()
+        engine.backend("vgg16").network.load()
 
 
 def test_search_without_an_index(make_engine, tmp_path):
@@ -161,10 +161,8 @@ def test_search_without_an_index(make_engine, tmp_path):
     assert engine.index_info("facenet") is None
     with pytest.raises(IndexUnavailableError, match="python -m engine index --model facenet"):
         engine.search_bytes(sample(BEN).read_bytes())
-    with pytest.raises(IndexUnavailableError):
-        engine.loaded_index("facenet")
     with pytest.raises(IndexUnavailableError, match="no facenet index"):
-        engine.open_index("facenet", tmp_path / "nowhere")
+        engine.searcher("facenet").check_store()
 
 
 def test_empty_or_missing_gallery(make_engine, tmp_path):

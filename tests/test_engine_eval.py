@@ -51,29 +51,45 @@ def test_eval_writes_report_and_plots(evaluation, facenet_engine, sample_gallery
     # the evaluation index lives in DATA_DIR/eval, apart from the search index
     eval_dir = eval_index_dir(facenet_engine, sample_gallery, "facenet", None)
     assert eval_dir.is_relative_to(facenet_engine.settings.data_dir / "eval")
-    assert (eval_dir / "CURRENT").is_file()
+    assert eval_dir.is_dir() and any(eval_dir.iterdir())
+
+
+def exact_search(features, rows):
+    """A stand-in for a store's search over a few hand-made vectors (exact inner product)."""
+    from engine.stores.base import Hit
+
+    def search(queries, k):
+        similarities = queries @ features.T
+        order = np.argsort(-similarities, axis=1)[:, :k]
+        return [[Hit(float(similarities[q, r]), rows[r]) for r in order[q]] for q in range(len(queries))]
+
+    return search
 
 
 def test_retrieval_metrics_on_a_hand_made_case():
+    from engine.stores.base import FaceRow
+
     # four unit vectors; b1 is nearer to a2 than to b2, so its rank-1 is a miss
     features = np.array([[1, 0], [0.96, 0.28], [0.8, 0.6], [0, 1]], np.float32)
-    people = ["A", "A", "B", "B"]
-    images = ["a1", "a2", "b1", "b2"]
+    rows = [FaceRow(path, person, (0, 0, 1, 1)) for path, person in [("a1", "A"), ("a2", "A"), ("b1", "B"), ("b2", "B")]]
     queries = [("a1", "A"), ("a2", "A"), ("b1", "B"), ("b2", "B"), ("missing", "B")]
-    metrics, per_query = retrieval_metrics(features, people, images, queries)
+    vectors = {row.path: features[i] for i, row in enumerate(rows)}
+    metrics, per_query = retrieval_metrics(
+        exact_search(features, rows), {"A": 2, "B": 2}, {row.path: 1 for row in rows}, queries, vectors
+    )
     # a1 → a2 (hit), a2 → a1 (hit), b1 → a2 (miss), b2 → b1 (hit), missing → no face (miss)
     assert metrics["queries"] == 5 and metrics["queries_without_face"] == 1
     assert metrics["rank1"] == pytest.approx(3 / 5)
     assert metrics["hit5"] == pytest.approx(4 / 5)
     assert per_query[4]["top"] == []
-    assert per_query[0]["top"][0] == 1
+    assert per_query[0]["top"][0] == ("a2", "A")  # its own image is never its match
 
 
 def test_verification_accuracy_separable_pairs():
     features = np.array([[1, 0], [0.99, 0.141], [0, 1], [0.141, 0.99]], np.float32)
-    row_of = {"a": 0, "a2": 1, "b": 2, "b2": 3}
+    vectors = dict(zip(["a", "a2", "b", "b2"], features))
     pairs = [("a", "a2", True), ("b", "b2", True), ("a", "b", False), ("a2", "b2", False)] * 5
-    result = verification_accuracy(features, row_of, pairs, folds=5)
+    result = verification_accuracy(vectors, pairs, folds=5)
     assert result["accuracy"] == 1.0 and result["pairs"] == 20 and result["pairs_missing_face"] == 0
 
 

@@ -18,21 +18,21 @@ def face_crops(facenet_engine):
     crops = []
     for relative in CLEAR_FACES.values():
         image = read_image(sample(relative), max_bytes=10**8, max_pixels=10**8)
-        faces = facenet_engine.detector.detect([image])[0]
+        faces = facenet_engine.backends["facenet"].detector.detect([image])[0]
         assert faces, f"no face found in {relative}"
-        crops.append(facenet_engine._crop(image, faces[0]))
+        crops.append(facenet_engine.backends["facenet"].crop(image, faces[0]).pixels)
     return np.stack(crops)
 
 
 def test_model_output_is_128_d_for_160px_input(facenet_engine):
-    model = facenet_engine.facenet._model
+    model = facenet_engine.backends["facenet"].network._model
     assert model is not None
     assert tuple(model.input_shape) == (None, FACENET_INPUT_SIZE, FACENET_INPUT_SIZE, 3)
     assert tuple(model.output_shape) == (None, FACENET_DIM)
 
 
 def test_every_weighted_layer_is_loaded_from_the_h5(facenet_engine):
-    model = facenet_engine.facenet._model
+    model = facenet_engine.backends["facenet"].network._model
     weighted = [layer for layer in model.layers if layer.weights]
     with h5py.File(FACENET_WEIGHTS, "r") as h5:
         group = h5["model_weights"]
@@ -54,7 +54,7 @@ def test_every_weighted_layer_is_loaded_from_the_h5(facenet_engine):
 
 
 def test_embeddings_are_l2_normalised_and_distinct(facenet_engine, face_crops):
-    features = facenet_engine.facenet.embed(face_crops)
+    features = facenet_engine.backends["facenet"].network.embed(face_crops)
     assert features.shape == (len(face_crops), FACENET_DIM)
     assert features.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
@@ -64,27 +64,27 @@ def test_embeddings_are_l2_normalised_and_distinct(facenet_engine, face_crops):
 
 
 def test_embedding_of_the_same_crop_is_deterministic(facenet_engine, face_crops):
-    first = facenet_engine.facenet.embed(face_crops[:1])
-    again = facenet_engine.facenet.embed(face_crops[:1])
-    in_batch = facenet_engine.facenet.embed(face_crops)[:1]
+    first = facenet_engine.backends["facenet"].network.embed(face_crops[:1])
+    again = facenet_engine.backends["facenet"].network.embed(face_crops[:1])
+    in_batch = facenet_engine.backends["facenet"].network.embed(face_crops)[:1]
     np.testing.assert_allclose(first, again, rtol=0, atol=1e-6)
     np.testing.assert_allclose(first, in_batch, rtol=0, atol=1e-5)
 
 
 def test_empty_batch_gives_empty_features(facenet_engine):
-    features = facenet_engine.facenet.embed(np.zeros((0, 160, 160, 3), np.uint8))
+    features = facenet_engine.backends["facenet"].network.embed(np.zeros((0, 160, 160, 3), np.uint8))
     assert features.shape == (0, FACENET_DIM)
 
 
 def test_flip_averaging_changes_the_vector_a_little(facenet_engine, face_crops):
-    with_flip = facenet_engine.facenet.embed(face_crops, flip=True)
-    without = facenet_engine.facenet.embed(face_crops)
+    with_flip = facenet_engine.backends["facenet"].network.embed(face_crops, flip=True)
+    without = facenet_engine.backends["facenet"].network.embed(face_crops)
     np.testing.assert_allclose(np.linalg.norm(without, axis=1), 1.0, atol=1e-5)
     cosine = np.sum(with_flip * without, axis=1)
     assert np.all(cosine > 0.85), cosine  # close: the same face
     assert np.all(cosine < 0.9999), cosine  # but not the same vector
     # and the flip-averaged vector is exactly the normalised mean of the face and its mirror
-    mirrored = facenet_engine.facenet.embed(face_crops[:, :, ::-1, :])
+    mirrored = facenet_engine.backends["facenet"].network.embed(face_crops[:, :, ::-1, :])
     expected = without + mirrored
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(with_flip, expected, atol=1e-4)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.store import load_index
 from helpers_engine import copy_photos, first_photos, sample
 
 TINY = first_photos("Ben_Afflek", 2) + first_photos("Madonna", 2) + first_photos("Mindy_Kaling", 2)
@@ -25,21 +24,32 @@ def test_vgg16_index_with_pca(vgg16_engine):
     engine, report, gallery = vgg16_engine
     assert engine.model_problem("vgg16") is None  # random weights need no file
     assert (report.model, report.images, report.added, report.skipped, report.faces_indexed) == ("vgg16", 6, 6, 0, 6)
-    stored = load_index(engine.settings.index_dir("vgg16"))
-    assert stored.features.shape == (6, 4096)  # raw fc2 features are kept ...
-    assert (stored.directory / "pca.npz").is_file()  # ... and the PCA fitted on them stored next to them
-    assert stored.pca["components"].shape == (5, 4096)  # at most n-1 components for 6 rows
-    assert stored.pca["mean"].shape == (4096,)
-    assert stored.manifest["dim"] == 5 and stored.manifest["weights_sha256"] == "random-weights"
-    assert stored.manifest["pipeline"] == {"pca_components": 256}
+    store = engine.searcher("vgg16").store
+    assert store.header.dim == 256  # PCA size from the settings (6 photos fit 5 components, the rest padded)
+    projection = np.load(__import__("io").BytesIO(store.get_meta("projection")))
+    assert projection["components"].shape == (256, 4096) and projection["mean"].shape == (4096,)
+    assert np.count_nonzero(np.abs(projection["components"]).sum(axis=1)) == 5  # at most n-1 components for 6 rows
     info = engine.index_info("vgg16")
-    assert (info.count, info.dim, info.ann) == (6, 5, False)
-    searchable = engine.loaded_index("vgg16").search.features
-    np.testing.assert_allclose(np.linalg.norm(searchable, axis=1), 1.0, atol=1e-5)
+    assert (info.count, info.dim) == (6, 256)
+    assert engine.backend("vgg16").weights_sha256() == "random-weights"
+    assert engine.pipeline_params("vgg16") == {"pca_components": 256}
     # whole-image rows: the box is the full photo
-    for row in stored.rows:
-        width_height = row["box"][2:]
-        assert row["box"][:2] == [0, 0] and min(width_height) > 100
+    hits = store.search(engine.searcher("vgg16").query_vectors([engine.read(gallery / TINY[0])], None)[1], 6)[0]
+    assert len(hits) == 6
+    for hit in hits:
+        assert hit.row.box[:2] == (0, 0) and min(hit.row.box[2:]) > 100
+
+
+def test_vgg16_index_grows_incrementally_with_the_same_projection(vgg16_engine, tmp_path):
+    engine, _, gallery = vgg16_engine
+    store = engine.searcher("vgg16").store
+    projection = store.get_meta("projection")
+    copy_photos(gallery, first_photos("Jerry_Seinfeld", 1))
+    report = engine.build_index("vgg16")
+    assert (report.added, report.unchanged, report.faces_indexed) == (1, 6, 7)
+    assert store.get_meta("projection") == projection  # fitted once, on the first write
+    query = gallery / first_photos("Jerry_Seinfeld", 1)[0]
+    assert engine.search_path(query, model="vgg16", k=1).faces[0].matches[0].path == str(query.resolve())
 
 
 def test_vgg16_search_returns_the_whole_image_with_k_matches(vgg16_engine):
@@ -57,4 +67,4 @@ def test_vgg16_search_returns_the_whole_image_with_k_matches(vgg16_engine):
     assert face.matches[0].path == str(query.resolve())  # the photo itself, through the same PCA
     assert face.matches[0].similarity > 0.999
     assert result.ms["detect"] == 0.0
-    assert len(engine.search_path(sample(TINY[0]), model="vgg16", k=50).faces[0].matches) == 6  # k capped by size
+    assert len(engine.search_path(sample(TINY[0]), model="vgg16", k=50).faces[0].matches) == engine.index_info("vgg16").count

@@ -16,6 +16,7 @@ serialised by the store itself (a cross-process lock for the local store).
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -76,9 +77,12 @@ class Changes:
     # old path -> (new path, new person name): the file was moved or renamed in the gallery; its rows
     # and record follow it with their vectors unchanged (no re-embedding).
     moves: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # records to update without touching the file's rows: its content is unchanged (same sha256), only
+    # its size/mtime were seen anew (a copied or touched gallery is not re-embedded). Applied last.
+    touched: list[FileRecord] = field(default_factory=list)
 
     def is_empty(self) -> bool:
-        return not (self.remove_paths or self.rows or self.records or self.meta or self.moves)
+        return not (self.remove_paths or self.rows or self.records or self.meta or self.moves or self.touched)
 
 
 class VectorStore(Protocol):
@@ -88,6 +92,12 @@ class VectorStore(Protocol):
 
     def initialise(self, header: StoreHeader) -> None:
         """Make the store empty and owned by `header` (a store of another pipeline is dropped: a rebuild)."""
+
+    def writer(self, timeout: float | None = None) -> AbstractContextManager:
+        """Hold the store's writer lock (across processes where the backend can) for a whole index run.
+
+        Raises IndexBusyError when `timeout` passes first (None: wait as long as it takes).
+        """
 
     def apply(self, changes: Changes) -> None:
         """Apply one change set atomically and durably (see `Changes`)."""

@@ -1,0 +1,79 @@
+"""FaceNet backend: MTCNN faces, aligned crops, 128-d embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engine.backends.base import ModelBackend, Region
+from engine.detect import FaceDetector, crop_face
+from engine.facenet import FACENET_DIM, FACENET_INPUT_SIZE, FaceNetEmbedder
+from engine.types import DetectedFace
+
+
+class FaceNetBackend(ModelBackend):
+    name = "facenet"
+    dim = FACENET_DIM
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.detector = FaceDetector(
+            max_side=settings.detect_max_side,
+            min_face_size=settings.min_face_size,
+            confidence=settings.face_confidence,
+            batch_size=settings.detect_batch_size,
+        )
+        self.network = FaceNetEmbedder(settings.facenet_weights, batch_size=settings.embed_batch_size, xla=settings.xla)
+
+    def weights_path(self) -> Path:
+        return self.settings.facenet_weights
+
+    def problem(self) -> str | None:
+        if not self.weights_path().is_file():
+            return f"FaceNet weights missing ({self.weights_path()}); fetch them with: python -m engine models fetch"
+        return None
+
+    def load(self) -> None:
+        self.detector.load()
+        self.network.load()
+
+    def warm_up(self) -> None:
+        self.require()
+        self.network.warm_up((4, 8))  # photos with up to four faces, with their mirror images
+
+    def pipeline_params(self) -> dict:
+        s = self.settings
+        return {
+            "detect_max_side": s.detect_max_side,
+            "min_face_size": s.min_face_size,
+            "face_confidence": s.face_confidence,
+            "face_margin": s.face_margin,
+            "align_faces": s.align_faces,
+            "flip_gallery": s.flip_gallery,
+            "index_all_faces": s.index_all_faces,
+        }
+
+    def find_faces(self, images: list[np.ndarray]) -> list[list[DetectedFace]]:
+        """Faces per image, most prominent (largest, most central) first."""
+        self.require()
+        return self.detector.detect(images) if images else []
+
+    def crop(self, image: np.ndarray, face: DetectedFace) -> Region:
+        pixels = crop_face(
+            image, face, size=FACENET_INPUT_SIZE, margin=self.settings.face_margin, align=self.settings.align_faces
+        )
+        return Region(pixels=pixels, box=tuple(int(v) for v in face.box), confidence=float(face.confidence))
+
+    def gallery_regions(self, images: list[np.ndarray]) -> list[list[Region]]:
+        chosen = slice(None) if self.settings.index_all_faces else slice(0, 1)
+        return [[self.crop(image, face) for face in faces[chosen]] for image, faces in zip(images, self.find_faces(images))]
+
+    def query_regions(self, images: list[np.ndarray], max_faces: int | None) -> list[list[Region]]:
+        return [[self.crop(image, face) for face in faces[:max_faces]] for image, faces in zip(images, self.find_faces(images))]
+
+    def embed(self, regions: list[Region], *, query: bool) -> np.ndarray:
+        if not regions:
+            return np.zeros((0, self.dim), np.float32)
+        flip = self.settings.flip_queries if query else self.settings.flip_gallery
+        return self.network.embed(np.stack([region.pixels for region in regions]), flip=flip)

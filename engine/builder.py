@@ -1,0 +1,279 @@
+"""The index builder: find what changed in a gallery, embed only that, write it through a store.
+
+Changes are found by size and mtime before any hashing; a file whose content hash did not
+change is not re-embedded (a touched or copied gallery), and a file that moved to another
+folder (a renamed person) keeps its vectors. Embedded work is committed every
+`INDEX_COMMIT_EVERY` photos, each commit one atomic store write, so a killed run resumes
+from its last commit and searches never see a half-written state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.backends.base import ModelBackend
+from engine.errors import BadInputError, GalleryError, IndexBusyError
+from engine.images import decode_image, file_sha256, list_gallery_images, person_name
+from engine.settings import EngineSettings
+from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader, VectorStore
+from engine.types import IndexProgress, IndexReport
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[IndexProgress], None]
+PROJECTION_KEY = "projection"
+
+
+@dataclass(frozen=True)
+class GalleryFile:
+    """A gallery photo to embed: its path relative to the gallery root, and where it is."""
+
+    path: str
+    file: Path
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass
+class EmbeddedImage:
+    """One photo's outcome: an error, or its faces (empty: no face) with raw vectors."""
+
+    item: GalleryFile
+    error: str | None = None
+    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+    vectors: np.ndarray | None = None  # (len(boxes), raw dim)
+
+
+@dataclass
+class GalleryDiff:
+    todo: list[tuple[GalleryFile, str]]  # (file, "added" | "updated")
+    removed: set[str]
+    moves: dict[str, tuple[str, str]]
+    touched: list[FileRecord]
+
+
+class IndexBuilder:
+    """Builds one model's index in one store. Embedding runs on this thread; decoding and detection
+    of the next chunk overlap with it."""
+
+    def __init__(self, backend: ModelBackend, settings: EngineSettings):
+        self.backend = backend
+        self.settings = settings
+
+    def build(
+        self,
+        store: VectorStore,
+        gallery: Path,
+        paths: list[Path] | None = None,
+        *,
+        progress: ProgressCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> IndexReport:
+        """Bring `store` up to date with `gallery` (or with `paths`, a subset of it: evaluation).
+
+        A second run on the same store waits for the first (`on_wait` is told why), up to
+        INDEX_LOCK_WAIT_S. `should_stop` is checked between chunks: what was embedded so far is
+        committed and the report says `stopped`.
+        """
+        self.backend.require()
+        gallery = Path(gallery).resolve()
+        if not gallery.is_dir():
+            raise GalleryError(f"gallery folder not found: {gallery}")
+        paths = list_gallery_images(gallery) if paths is None else paths
+        if not paths:
+            raise GalleryError(f"no images in {gallery} (expected one folder per person with photos in it)")
+        try:
+            lock = store.writer(timeout=0)
+            lock.__enter__()
+        except IndexBusyError:
+            message = f"another index run is writing the {self.backend.name} index; waiting for it to finish"
+            log.warning(message)
+            if on_wait is not None:
+                on_wait(message)
+            lock = store.writer(timeout=self.settings.index_lock_wait_s)
+            lock.__enter__()
+        try:
+            return self._build(store, gallery, paths, progress, should_stop)
+        finally:
+            lock.__exit__(None, None, None)
+
+    def _build(self, store, gallery, paths, progress, should_stop) -> IndexReport:
+        started = time.perf_counter()
+        report = IndexReport(model=self.backend.name, gallery=str(gallery), images=len(paths))
+        store.refresh()
+        header = StoreHeader(
+            model=self.backend.name, dim=self.backend.dim, fingerprint=self.backend.fingerprint(), gallery=str(gallery)
+        )
+        if store.header != header:
+            if store.header is not None:
+                log.warning("the %s index was built with other weights, settings or gallery: rebuilding it", header.model)
+            store.initialise(header)
+            report.rebuilt = True
+        diff = self._diff(store.files(), gallery, paths, report)
+        report.removed, report.moved = len(diff.removed), len(diff.moves)
+
+        pending = Changes(remove_paths=diff.removed, moves=diff.moves, touched=diff.touched)
+        pending_vectors: list[np.ndarray] = []
+        pending_images = 0
+        projection = store.get_meta(PROJECTION_KEY)
+
+        def commit() -> None:
+            nonlocal pending, pending_vectors, pending_images, projection
+            if pending.is_empty():
+                return
+            raw = np.concatenate(pending_vectors) if pending_vectors else np.zeros((0, 0), np.float32)
+            if len(raw) and projection is None:
+                projection = self.backend.fit_projection(raw)
+                if projection is not None:
+                    pending.meta[PROJECTION_KEY] = projection
+            pending.vectors = self.backend.project(raw, projection) if len(raw) else np.zeros((0, header.dim), np.float32)
+            store.apply(pending)
+            pending, pending_vectors, pending_images = Changes(), [], 0
+
+        done = 0
+        for chunk in self._embedded(diff.todo):
+            for result, change in chunk:
+                self._count(result, change, report)
+                pending.records.append(_record(result.item, len(result.boxes), result.error))
+                if result.boxes:
+                    pending.rows.extend(FaceRow(result.item.path, person_name(Path(result.item.path)), box) for box in result.boxes)
+                    pending_vectors.append(result.vectors)
+            done += len(chunk)
+            pending_images += len(chunk)
+            report.embedded_images = done
+            if pending_images >= self.settings.index_commit_every:
+                commit()
+            if progress is not None:
+                progress(IndexProgress(done=done, total=len(diff.todo), elapsed_s=time.perf_counter() - started))
+            if should_stop is not None and should_stop() and done < len(diff.todo):
+                report.stopped = True
+                break
+        commit()
+        store.refresh()
+        report.faces_indexed = store.count
+        report.seconds = time.perf_counter() - started
+        return report
+
+    # ---- what changed -------------------------------------------------------------------
+    def _diff(self, known: dict[str, FileRecord], gallery: Path, paths: list[Path], report: IndexReport) -> GalleryDiff:
+        todo: list[tuple[GalleryFile, str]] = []
+        touched: list[FileRecord] = []
+        listed: set[str] = set()
+        for path in paths:
+            relative = path.relative_to(gallery).as_posix()
+            listed.add(relative)
+            try:
+                stat = path.stat()
+            except OSError as error:
+                report.skipped += 1
+                report.skipped_files.append(f"{relative}: {error.strerror or error}")
+                continue
+            record = known.get(relative)
+            if record is not None and record.size == stat.st_size and record.mtime_ns == stat.st_mtime_ns:
+                self._count_unchanged(record, report)
+                continue
+            try:
+                sha = file_sha256(path)
+            except OSError as error:
+                report.skipped += 1
+                report.skipped_files.append(f"{relative}: {error.strerror or error}")
+                continue
+            item = GalleryFile(relative, path, stat.st_size, stat.st_mtime_ns, sha)
+            if record is not None and record.sha256 == sha:  # touched or copied: same content
+                touched.append(_record(item, record.faces, record.error))
+                self._count_unchanged(record, report)
+                continue
+            todo.append((item, "added" if record is None else "updated"))
+        removed = {path for path in known if path not in listed}
+
+        # A removed file whose content reappears under a new path was moved (a renamed person):
+        # its rows follow it instead of being embedded again.
+        removed_by_sha = {known[path].sha256: path for path in sorted(removed) if not known[path].error}
+        moves: dict[str, tuple[str, str]] = {}
+        still_todo = []
+        for item, change in todo:
+            old = removed_by_sha.pop(item.sha256, None) if change == "added" else None
+            if old is None:
+                still_todo.append((item, change))
+                continue
+            moves[old] = (item.path, person_name(Path(item.path)))
+            removed.discard(old)
+            touched.append(_record(item, known[old].faces, None))
+            self._count_unchanged(known[old], report)
+        return GalleryDiff(todo=still_todo, removed=removed, moves=moves, touched=touched)
+
+    @staticmethod
+    def _count_unchanged(record: FileRecord, report: IndexReport) -> None:
+        if record.error:
+            report.skipped += 1
+            report.skipped_files.append(f"{record.error} (unchanged since last run)")
+            return
+        report.unchanged += 1
+        if record.faces == 0:
+            report.no_face += 1
+
+    @staticmethod
+    def _count(result: EmbeddedImage, change: str, report: IndexReport) -> None:
+        if result.error is not None:
+            report.skipped += 1
+            report.skipped_files.append(result.error)  # the message starts with the file's gallery path
+            return
+        setattr(report, change, getattr(report, change) + 1)
+        if not result.boxes:
+            report.no_face += 1
+
+    # ---- embedding ----------------------------------------------------------------------
+    def _embedded(self, todo: list[tuple[GalleryFile, str]]) -> Iterator[list[tuple[EmbeddedImage, str]]]:
+        """Chunks of embedded photos, in order; the next chunk is decoded and detected meanwhile."""
+        size = self.settings.detect_batch_size
+        chunks = [todo[start : start + size] for start in range(0, len(todo), size)]
+        if not chunks:
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-prefetch") as prefetch:
+            pending = prefetch.submit(self._prepare, chunks[0])
+            for number, chunk in enumerate(chunks):
+                prepared = pending.result()
+                if number + 1 < len(chunks):
+                    pending = prefetch.submit(self._prepare, chunks[number + 1])
+                yield list(zip(self._embed(prepared), (change for _, change in chunk)))
+
+    def _prepare(self, chunk: list[tuple[GalleryFile, str]]):
+        """Decode and find the regions of one chunk: [(item, error, regions)]."""
+        s = self.settings
+        decoded, images = [], []
+        for item, _ in chunk:
+            try:
+                data = item.file.read_bytes()
+                images.append(decode_image(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, name=item.path))
+                decoded.append((item, None))
+            except OSError as error:
+                decoded.append((item, f"{item.path}: cannot read ({error.strerror or error})"))
+            except BadInputError as error:
+                decoded.append((item, str(error)))
+        regions = iter(self.backend.gallery_regions(images) if images else [])
+        return [(item, error, [] if error else next(regions)) for item, error in decoded]
+
+    def _embed(self, prepared) -> list[EmbeddedImage]:
+        all_regions = [region for _, _, regions in prepared for region in regions]
+        vectors = self.backend.embed(all_regions, query=False)
+        results, position = [], 0
+        for item, error, regions in prepared:
+            count = len(regions)
+            results.append(
+                EmbeddedImage(item, error, [r.box for r in regions], vectors[position : position + count] if count else None)
+            )
+            position += count
+        return results
+
+
+def _record(item: GalleryFile, faces: int, error: str | None) -> FileRecord:
+    return FileRecord(path=item.path, size=item.size, mtime_ns=item.mtime_ns, sha256=item.sha256, faces=faces, error=error)

@@ -1,0 +1,84 @@
+"""The searcher: query photo -> regions -> vectors -> store hits -> typed matches."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engine.backends.base import ModelBackend
+from engine.errors import IndexUnavailableError
+from engine.search import similarity_to_distance
+from engine.stores.base import Hit, VectorStore
+from engine.types import FaceResult, Match, SearchResult
+
+PROJECTION_KEY = "projection"
+
+
+class Searcher:
+    """Searches one model's store. Holds the store's projection (VGG16's PCA) per store version."""
+
+    def __init__(self, backend: ModelBackend, store: VectorStore):
+        self.backend = backend
+        self.store = store
+        self._projection: tuple[str, bytes | None] | None = None
+
+    def check_store(self) -> None:
+        """Refuse a store that is empty or holds another pipeline's vectors."""
+        header = self.store.header
+        model = self.backend.name
+        if header is None:
+            raise IndexUnavailableError(f"no {model} index yet; build it with: python -m engine index --model {model}")
+        if header.model != model or header.fingerprint != self.backend.fingerprint():
+            raise IndexUnavailableError(
+                f"the {model} index was built with other weights or settings; rebuild it with: python -m engine index --model {model}"
+            )
+
+    def projection(self) -> bytes | None:
+        version = self.store.version
+        if self._projection is None or self._projection[0] != version:
+            self._projection = (version, self.store.get_meta(PROJECTION_KEY))
+        return self._projection[1]
+
+    def query_vectors(self, images: list[np.ndarray], max_faces: int | None):
+        """(regions per image, their vectors as the store compares them)."""
+        regions = self.backend.query_regions(images, max_faces)
+        flat = [region for image_regions in regions for region in image_regions]
+        vectors = self.backend.embed(flat, query=True)
+        return regions, self.backend.project(vectors, self.projection()) if len(flat) else vectors
+
+    def search_image(self, image: np.ndarray, *, k: int, max_faces: int | None, name: str) -> SearchResult:
+        """Search every face of `image` (or the whole image, for whole-image models). No face: `faces` is empty."""
+        self.check_store()
+        ms: dict[str, float] = {}
+        started = time.perf_counter()
+        regions = self.backend.query_regions([image], max_faces)[0]
+        ms["detect"] = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        vectors = self.backend.embed(regions, query=True)
+        if len(regions):
+            vectors = self.backend.project(vectors, self.projection())
+        ms["embed"] = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        hits = self.store.search(vectors, k) if len(regions) else []
+        gallery = Path(self.store.header.gallery)
+        faces = [
+            FaceResult(box=region.box, confidence=region.confidence, matches=to_matches(face_hits, gallery))
+            for region, face_hits in zip(regions, hits)
+        ]
+        ms["search"] = (time.perf_counter() - started) * 1000
+        return SearchResult(image=name, model=self.backend.name, faces=faces, ms=ms)
+
+
+def to_matches(hits: list[Hit], gallery: Path) -> list[Match]:
+    return [
+        Match(
+            rank=rank,
+            name=hit.row.name,
+            path=str(gallery / hit.row.path),
+            similarity=float(hit.similarity),
+            distance=float(similarity_to_distance(hit.similarity)),
+        )
+        for rank, hit in enumerate(hits, start=1)
+    ]
