@@ -9,6 +9,7 @@ from engine.errors import (
     GalleryError,
     IndexUnavailableError,
     ModelUnavailableError,
+    StoreUnavailableError,
 )
 from engine.settings import MODEL_NAMES, EngineSettings
 from engine.types import FaceResult, IndexInfo, IndexProgress, IndexReport, Match, SearchResult
@@ -30,4 +31,5 @@ __all__ = [
     "Match",
     "ModelUnavailableError",
     "SearchResult",
+    "StoreUnavailableError",
 ]
