@@ -10,6 +10,7 @@ from engine.errors import (
     IndexBusyError,
     IndexUnavailableError,
     ModelUnavailableError,
+    StoreUnavailableError,
 )
 from engine.settings import MODEL_NAMES, EngineSettings
 from engine.types import FaceResult, IndexInfo, IndexProgress, IndexReport, Match, SearchResult
@@ -32,4 +33,5 @@ __all__ = [
     "Match",
     "ModelUnavailableError",
     "SearchResult",
+    "StoreUnavailableError",
 ]

@@ -29,6 +29,13 @@ class IndexUnavailableError(EngineError):
     exit_code = 2
 
 
+class StoreUnavailableError(EngineError):
+    """The vector store cannot be opened or written: a bad VECTOR_STORE_URI, a Milvus that does not answer,
+    a Milvus Lite file another process holds, or another index run holding the writer lock."""
+
+    exit_code = 2
+
+
 class GalleryError(BadInputError):
     """The gallery folder is missing or holds no images."""
 
