@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.backends.base import ModelBackend
-from engine.errors import BadInputError, GalleryError, IndexBusyError
+from engine.errors import BadInputError, GalleryError, IndexBusyError, ModelUnavailableError
 from engine.images import decode_image, file_sha256, list_gallery_images, person_name
 from engine.settings import EngineSettings
 from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader, VectorStore
@@ -84,7 +84,8 @@ class IndexBuilder:
         INDEX_LOCK_WAIT_S. `should_stop` is checked between chunks: what was embedded so far is
         committed and the report says `stopped`.
         """
-        self.backend.require()
+        if self.backend.problem():  # missing weights: said before any waiting for a lock
+            raise ModelUnavailableError(self.backend.problem())
         gallery = Path(gallery).resolve()
         if not gallery.is_dir():
             raise GalleryError(f"gallery folder not found: {gallery}")
@@ -102,6 +103,7 @@ class IndexBuilder:
             lock = store.writer(timeout=self.settings.index_lock_wait_s)
             lock.__enter__()
         try:
+            self.backend.require()
             return self._build(store, gallery, paths, progress, should_stop)
         finally:
             lock.__exit__(None, None, None)
@@ -116,8 +118,8 @@ class IndexBuilder:
         if store.header != header:
             if store.header is not None:
                 log.warning("the %s index was built with other weights, settings or gallery: rebuilding it", header.model)
+                report.rebuilt = True
             store.initialise(header)
-            report.rebuilt = True
         diff = self._diff(store.files(), gallery, paths, report)
         report.removed, report.moved = len(diff.removed), len(diff.moves)
 

@@ -34,6 +34,8 @@ class Engine:
         self.backends: dict[str, ModelBackend] = create_backends(settings)
         self._searchers: dict[str, Searcher] = {}
         self._lock = threading.Lock()
+        # one build at a time per model in this process (the store's lock serialises processes)
+        self._build_locks = {model: threading.Lock() for model in self.backends}
 
     # ---- models -------------------------------------------------------------------------
     @staticmethod
@@ -127,14 +129,15 @@ class Engine:
         store = self.open_store(model, index_dir) if index_dir is not None else self.searcher(model).store
         builder = IndexBuilder(self.backend(model), self.settings)
         try:
-            return builder.build(
-                store,
-                Path(gallery or self.settings.resolved_gallery()),
-                paths,
-                progress=progress,
-                should_stop=should_stop,
-                on_wait=on_wait,
-            )
+            with self._build_locks[model]:
+                return builder.build(
+                    store,
+                    Path(gallery or self.settings.resolved_gallery()),
+                    paths,
+                    progress=progress,
+                    should_stop=should_stop,
+                    on_wait=on_wait,
+                )
         finally:
             if index_dir is not None:
                 store.close()

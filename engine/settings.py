@@ -56,11 +56,6 @@ class EngineSettings(BaseSettings):
     ann_threshold: int = Field(50_000, ge=1, description="Gallery size from which a FAISS HNSW index is used.")
     hnsw_m: int = Field(32, ge=4)
     hnsw_ef_search: int = Field(128, ge=8)
-    vector_store_uri: str | None = Field(
-        None,
-        description="Where vectors live: unset = local FAISS+SQLite store under DATA_DIR/index/<model>; "
-        "a path ending in .db = Milvus Lite file; http(s)://host:19530 = Milvus server.",
-    )
     vgg16_pca_components: int = Field(256, ge=0, description="PCA size for VGG16 features (0 disables PCA).")
     vgg16_random_weights: bool = Field(False, description="Tests only: build VGG16 with random weights.")
 

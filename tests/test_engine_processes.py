@@ -86,25 +86,30 @@ def test_a_killed_index_run_resumes_where_it_stopped(place, make_engine):
 
 
 def test_a_second_index_run_waits_or_reports_the_first(place):
-    data_dir, models, gallery = place
-    first = start_index(data_dir, models, gallery, "--json", INDEX_COMMIT_EVERY=4, DETECT_BATCH_SIZE=4)
-    wait_for_faces(data_dir, 1, first)  # the first run holds the writer lock now
-    refused = start_index(data_dir, models, gallery, "--no-wait")
-    out, err = refused.communicate(timeout=240)
-    assert refused.returncode == 2, (out, err)
-    assert "another index run" in err
-
-    waiting = start_index(data_dir, models, gallery, "--json")
-    first_out, first_err = first.communicate(timeout=600)
-    assert first.returncode == 0, first_err
-    out, err = waiting.communicate(timeout=600)
-    assert waiting.returncode == 0, err
+    """This test process holds the store's writer lock, as a first index run would."""
     import json
 
-    first_report, second_report = json.loads(first_out), json.loads(out)
-    assert first_report["added"] == 32
-    assert (second_report["added"], second_report["unchanged"], second_report["embedded_images"]) == (0, 32, 0)
-    assert second_report["faces_indexed"] == first_report["faces_indexed"]
+    from engine.stores.local import LocalStore
+
+    data_dir, models, gallery = place
+    holder = LocalStore(data_dir / "index" / "facenet")
+    with holder.writer(timeout=0):
+        refused = start_index(data_dir, models, gallery, "--no-wait")
+        out, err = refused.communicate(timeout=240)
+        assert refused.returncode == 2, (out, err)
+        assert "another index run" in err
+
+        waiting = start_index(data_dir, models, gallery, "--json")
+        time.sleep(15)  # it starts, finds the lock held, and waits: nothing may be written meanwhile
+        assert waiting.poll() is None, waiting.communicate()
+        holder.refresh()
+        assert holder.count == 0 and holder.header is None
+    out, err = waiting.communicate(timeout=600)
+    holder.close()
+    assert waiting.returncode == 0, err
+    assert "another index run is writing the facenet index; waiting for it to finish" in err
+    report = json.loads(out)
+    assert (report["added"], report["faces_indexed"]) == (32, 32)
 
 
 def test_a_running_engine_picks_up_what_another_process_indexed(place, make_engine):

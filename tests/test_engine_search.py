@@ -8,7 +8,6 @@ from PIL import Image
 
 from engine import FaceResult, Match, SearchResult
 from engine.images import list_gallery_images
-from engine.search import exact_top_k
 from helpers_engine import (
     CLEAR_FACES,
     ELTON,

@@ -37,7 +37,7 @@ import numpy as np
 import sqlalchemy as sa
 from filelock import FileLock, Timeout
 
-from engine.errors import IndexUnavailableError, StoreUnavailableError
+from engine.errors import IndexBusyError, IndexUnavailableError
 from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader
 
 _metadata = sa.MetaData()
@@ -283,7 +283,7 @@ class LocalStore:
         try:
             self._file_lock.acquire(timeout=-1 if timeout is None else timeout)
         except Timeout:
-            raise StoreUnavailableError(
+            raise IndexBusyError(
                 f"another index run holds the lock on {self.root / 'write.lock'}; wait for it to finish or try again later"
             ) from None
         outer = self._lock_since is None
@@ -364,6 +364,12 @@ class LocalStore:
                             for f in changes.records
                         ],
                     )
+                for f in changes.touched:  # same content seen anew: the record changes, its rows stay
+                    conn.execute(
+                        _files.update()
+                        .where(_files.c.path == f.path)
+                        .values(size=f.size, mtime_ns=f.mtime_ns, sha256=f.sha256, faces=f.faces, error=f.error)
+                    )
                 for key, value in changes.meta.items():
                     conn.execute(_meta.delete().where(_meta.c.key == key))
                     conn.execute(_meta.insert().values(key=key, value=value))
@@ -375,7 +381,8 @@ class LocalStore:
                 if len(added):
                     conn.execute(_tombstones.insert(), [{"id": int(i)} for i in added])
                 conn.execute(_segments.delete())
-                conn.execute(_segments.insert(), [{"name": n, "kind": k, "vectors": v} for n, k, v in plan.segments])
+                if plan.segments:
+                    conn.execute(_segments.insert(), [{"name": n, "kind": k, "vectors": v} for n, k, v in plan.segments])
                 for key, value in (("version", uuid.uuid4().hex), ("next_id", str(next_id + len(new_ids))), ("count", str(count))):
                     conn.execute(_state.update().where(_state.c.key == key).values(value=value))
             self.refresh()
