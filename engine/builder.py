@@ -3,8 +3,8 @@
 Changes are found by size and mtime before any hashing; a file whose content hash did not
 change is not re-embedded (a touched or copied gallery), and a file that moved to another
 folder (a renamed person) keeps its vectors. Embedded work is committed every
-`INDEX_COMMIT_EVERY` photos, each commit one atomic store write, so a killed run resumes
-from its last commit and searches never see a half-written state.
+`INDEX_COMMIT_EVERY` photos or `INDEX_COMMIT_INTERVAL_S` seconds, each commit one atomic store
+write, so a killed run resumes from its last commit and searches never see a half-written state.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ class IndexBuilder:
             store.apply(pending)
             pending, pending_vectors, pending_images = Changes(), [], 0
 
-        done = 0
+        done, last_commit = 0, time.monotonic()
         for chunk in self._embedded(diff.todo):
             for result, change in chunk:
                 self._count(result, change, report)
@@ -152,8 +152,12 @@ class IndexBuilder:
             done += len(chunk)
             pending_images += len(chunk)
             report.embedded_images = done
-            if pending_images >= self.settings.index_commit_every:
+            if (
+                pending_images >= self.settings.index_commit_every
+                or time.monotonic() - last_commit >= self.settings.index_commit_interval_s
+            ):
                 commit()
+                last_commit = time.monotonic()
             if progress is not None:
                 progress(IndexProgress(done=done, total=len(diff.todo), elapsed_s=time.perf_counter() - started))
             if should_stop is not None and should_stop() and done < len(diff.todo):

@@ -47,6 +47,7 @@ class EngineSettings(BaseSettings):
         "http(s)://host:19530 = a Milvus server shared by several machines.",
     )
     index_commit_every: int = Field(1000, ge=1, description="Photos embedded between two durable commits of an index run.")
+    index_commit_interval_s: float = Field(10.0, gt=0, description="...or seconds between them, whichever comes first.")
     index_lock_wait_s: float = Field(3600.0, ge=0, description="How long an index run waits for another one's writer lock.")
     index_refresh_s: float = Field(2.0, gt=0, description="How often a running service looks for index versions other processes wrote.")
 

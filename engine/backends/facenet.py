@@ -8,8 +8,10 @@ import numpy as np
 
 from engine.backends.base import ModelBackend, Region
 from engine.detect import FaceDetector, crop_face
-from engine.facenet import FACENET_DIM, FACENET_INPUT_SIZE, FaceNetEmbedder
 from engine.types import DetectedFace
+
+FACENET_DIM = 128
+FACENET_INPUT_SIZE = 160
 
 
 class FaceNetBackend(ModelBackend):
@@ -24,7 +26,21 @@ class FaceNetBackend(ModelBackend):
             confidence=settings.face_confidence,
             batch_size=settings.detect_batch_size,
         )
-        self.network = FaceNetEmbedder(settings.facenet_weights, batch_size=settings.embed_batch_size, xla=settings.xla)
+        self._network = None
+
+    @property
+    def network(self):
+        """The FaceNet network wrapper, created on first use (importing Keras takes seconds)."""
+        if self._network is None:
+            from engine.facenet import FaceNetEmbedder
+
+            s = self.settings
+            self._network = FaceNetEmbedder(s.facenet_weights, batch_size=s.embed_batch_size, xla=s.xla)
+        return self._network
+
+    @network.setter
+    def network(self, network) -> None:
+        self._network = network
 
     def weights_path(self) -> Path:
         return self.settings.facenet_weights
