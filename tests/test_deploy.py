@@ -45,7 +45,9 @@ def compose() -> dict:
 
 
 def bot_env(compose: dict, service: str) -> dict[str, str]:
-    return {k: interpolate(str(v), {"BOT_DOMAIN": DOMAIN}) for k, v in compose["services"][service]["environment"].items()}
+    return {
+        k: interpolate(str(v), {"BOT_DOMAIN": DOMAIN}) for k, v in compose["services"][service]["environment"].items()
+    }
 
 
 def test_services_and_their_references(compose):
