@@ -46,7 +46,11 @@ def running_server() -> Iterator[str]:
             warnings.simplefilter("ignore")
             import pgserver
     except ImportError as error:
-        pytest.fail(f"cannot start PostgreSQL: {error}; {HINT}", pytrace=False)
+        problem = f"cannot start PostgreSQL: {error}; {HINT}"
+    else:
+        problem = None
+    if problem:
+        pytest.fail(problem, pytrace=False)
     # Not pytest's tmp_path: its root is private to the current user, and the server may run as another one.
     # A short path also keeps the socket's path under the OS limit (about 100 bytes).
     pgdata = Path(tempfile.mkdtemp(prefix="facesearch-pg-"))
