@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, create_engine, delete, func, select
 from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,14 +137,21 @@ class Store:
         self._update_chat(chat_id, k=k)
 
     def _update_chat(self, chat_id: int, **values) -> None:
-        with self.sessions.begin() as session:
-            row = session.get(ChatSettings, chat_id)
-            if row is None:
-                row = ChatSettings(chat_id=chat_id)
-                session.add(row)
-            for key, value in values.items():
-                setattr(row, key, value)
-            row.updated_at = utcnow()
+        """Update the chat's row, or add it; if another replica added it meanwhile, update theirs."""
+        for attempt in range(2):
+            try:
+                with self.sessions.begin() as session:
+                    row = session.get(ChatSettings, chat_id)
+                    if row is None:
+                        row = ChatSettings(chat_id=chat_id)
+                        session.add(row)
+                    for key, value in values.items():
+                        setattr(row, key, value)
+                    row.updated_at = utcnow()
+                return
+            except IntegrityError:  # the same new chat, inserted by another Store between our get and insert
+                if attempt:
+                    raise
 
     # ---- queries -----------------------------------------------------------------------
 

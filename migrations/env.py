@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import engine_from_config, pool
+from sqlalchemy import engine_from_config, pool, text
 
 config = context.config
 
@@ -38,15 +39,33 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+# Any constant: the key of the PostgreSQL advisory lock that one migration run at a time holds.
+MIGRATION_LOCK_KEY = 0x66616365  # "face"
+
+
 def run_migrations_online() -> None:
+    """Migrate, one process at a time: bot replicas starting together on a fresh database would both create tables.
+
+    PostgreSQL: a session advisory lock on the migration's own connection (released when it closes, also if the
+    process dies). SQLite: a file lock beside the database file. The process that waited then finds the schema at
+    head and has nothing to do.
+    """
     section = config.get_section(config.config_ini_section, {})
-    section["sqlalchemy.url"] = database_url()
-    if section["sqlalchemy.url"].startswith("sqlite:///"):
+    url = section["sqlalchemy.url"] = database_url()
+    file_lock = contextlib.nullcontext()
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         from pathlib import Path
 
-        Path(section["sqlalchemy.url"].removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        from filelock import FileLock
+
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_lock = FileLock(f"{path}.migrate.lock")
     connectable = engine_from_config(section, prefix="sqlalchemy.", poolclass=pool.NullPool)
-    with connectable.connect() as connection:
+    with file_lock, connectable.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            connection.commit()  # the lock is the session's; Alembic opens its own transaction next
         context.configure(connection=connection, target_metadata=target_metadata(), render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()

@@ -135,3 +135,27 @@ def make_engine(facenet_engine):
         return engine
 
     return make
+
+
+# ---- database fixtures -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """SQLAlchemy URL of the session's real PostgreSQL server (see tests/postgres_server.py); started on first use."""
+    from postgres_server import running_server
+
+    with running_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """An empty database, once as a real SQLite file and once as a fresh database on the real PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+        return
+    from postgres_server import fresh_database
+
+    with fresh_database(request.getfixturevalue("postgres_server")) as url:
+        yield url
