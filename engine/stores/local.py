@@ -277,9 +277,13 @@ class LocalStore:
             segment = loaded.get(name)
             if segment is None:
                 path = self.root / "segments" / f"{name}.faiss"
-                if not path.is_file():
-                    raise FileNotFoundError(path)
-                segment = _Segment(name, kind, faiss.read_index(str(path)))
+                try:
+                    index = faiss.read_index(str(path))
+                except RuntimeError:  # faiss says "could not open" for a missing file
+                    if not path.exists():
+                        raise FileNotFoundError(path) from None
+                    raise
+                segment = _Segment(name, kind, index)
             segments.append(segment)
         selector = None
         if len(deleted):
