@@ -5,6 +5,7 @@ Small random unit vectors (dim 16) keep it fast; every test runs against both ba
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,11 @@ HEADER = StoreHeader(model="facenet", dim=DIM, fingerprint="abc", gallery="/gall
 BACKENDS = ["local", "milvus-lite"]
 
 
-def _open(kind: str, root: Path):
-    if kind == "local":
-        # small thresholds so the tests go through merges and the HNSW sealed segment too
-        return LocalStore(root / "local", ann_threshold=40, merge_min=12, merge_ratio=0.1, max_growing=3)
+@pytest.fixture(scope="module")
+def milvus_db(tmp_path_factory) -> Path:
+    """One Milvus Lite file for the module (its server starts once); each test has its own collections."""
     pytest.importorskip("milvus_lite")
-    return open_store(str(root / "x.db"), data_dir=root, model="facenet")
+    return tmp_path_factory.mktemp("milvus") / "x.db"
 
 
 @pytest.fixture(params=BACKENDS)
@@ -35,8 +35,19 @@ def kind(request):
 
 
 @pytest.fixture
-def store(kind, tmp_path):
-    opened = _open(kind, tmp_path)
+def reopen(kind, tmp_path, request):
+    """Opens another store object on the same store as `store`."""
+    if kind == "local":
+        # small thresholds so the tests go through merges and the HNSW sealed segment too
+        return lambda: LocalStore(tmp_path / "local", ann_threshold=40, merge_min=12, merge_ratio=0.1, max_growing=3)
+    db = request.getfixturevalue("milvus_db")
+    model = "t" + hashlib.sha1(request.node.name.encode()).hexdigest()[:12]  # this test's collections
+    return lambda: open_store(str(db), data_dir=tmp_path, model=model)
+
+
+@pytest.fixture
+def store(reopen):
+    opened = reopen()
     yield opened
     opened.close()
 
@@ -76,11 +87,11 @@ def test_a_new_store_is_empty(store):
     assert store.search(unit(np.random.default_rng(1), 2), 5) == [[], []]
 
 
-def test_initialise_sets_the_header_and_reopening_reads_it(store, kind, tmp_path):
+def test_initialise_sets_the_header_and_reopening_reads_it(store, reopen):
     store.initialise(HEADER)
     assert store.header == HEADER and store.count == 0
     store.close()
-    again = _open(kind, tmp_path)
+    again = reopen()
     try:
         assert again.header == HEADER
     finally:
@@ -165,12 +176,12 @@ def test_meta_blobs(store):
     assert store.get_meta("pca") == b"short"
 
 
-def test_reopening_sees_the_same_store(store, kind, tmp_path):
+def test_reopening_sees_the_same_store(store, reopen):
     rows, vectors, records = filled(store)
     store.apply(Changes(remove_paths={rows[5].path}, meta={"k": b"v"}))
     before = (store.count, store.files(), store.people(), store.version, [paths_of(h) for h in store.search(vectors, 4)])
     store.close()
-    again = _open(kind, tmp_path)
+    again = reopen()
     try:
         after = (again.count, again.files(), again.people(), again.version, [paths_of(h) for h in again.search(vectors, 4)])
         assert after == before
@@ -197,9 +208,9 @@ def test_initialise_with_the_same_header_keeps_the_rows(store):
     assert store.count == len(rows)
 
 
-def test_refresh_sees_another_store_objects_writes(store, kind, tmp_path):
+def test_refresh_sees_another_store_objects_writes(store, reopen):
     rows, vectors, _ = filled(store)
-    second = _open(kind, tmp_path) if kind == "local" else store.__class__(store.uri, model="facenet")
+    second = reopen()
     try:
         assert second.count == len(rows)
         new = unit(np.random.default_rng(42), 1)
