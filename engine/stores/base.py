@@ -17,6 +17,7 @@ serialised by the store itself (a cross-process lock for the local store).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 import numpy as np
@@ -102,6 +103,13 @@ class VectorStore(Protocol):
         """Person name -> number of gallery files with an indexed face."""
 
     def get_meta(self, key: str) -> bytes | None: ...
+
+    def writer(self, timeout: float | None = None) -> AbstractContextManager["VectorStore"]:
+        """Hold the store's writer lock across several apply() calls (a whole index run).
+
+        Another holder: wait, or after `timeout` seconds raise StoreUnavailableError. The local store's
+        lock is cross-process; Milvus' serialises writers of this process only.
+        """
 
     @property
     def count(self) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import logging
 import threading
 import uuid
 from contextlib import contextmanager
@@ -36,6 +37,16 @@ from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader
 _CHUNK = 60_000  # base64 characters per meta row (VARCHAR max 65,535)
 _MAX_PATH = 4096
 _DUMMY = [0.0, 0.0]
+
+
+class _NoMvccWarning(logging.Filter):
+    """Milvus Lite has no MVCC timestamp for iterators; pymilvus warns on every files()/people() call."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "mvccTs" not in record.getMessage()
+
+
+logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_NoMvccWarning())
 
 
 class MilvusStore:
