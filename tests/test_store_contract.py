@@ -301,17 +301,27 @@ def test_open_store_forms(tmp_path):
 
 
 def test_milvus_lite_file_open_in_another_process_is_a_clear_error(tmp_path):
+    """Milvus Lite: one process per file. Another process gets a clear error; once the holder exits, it reads its data."""
     pytest.importorskip("milvus_lite")
     import subprocess
     import sys
     import time
 
     db = tmp_path / "held.db"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"from pymilvus import MilvusClient; import sys, time; MilvusClient({str(db)!r}); "
-                               "print('open', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
+    child = f"""
+import sys, types, numpy as np
+package = types.ModuleType("engine"); package.__path__ = [{str(Path(__file__).resolve().parent.parent / "engine")!r}]
+sys.modules["engine"] = package  # the store needs no TensorFlow
+from engine.stores.milvus import MilvusStore
+from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader
+store = MilvusStore({str(db)!r}, model="facenet")
+store.initialise(StoreHeader("facenet", 4, "fp", "/g"))
+store.apply(Changes(rows=[FaceRow("a/1.jpg", "a", (0, 0, 1, 1))], vectors=np.eye(1, 4, dtype=np.float32),
+                    records=[FileRecord("a/1.jpg", 1, 1, "s", 1)]))
+print("open", flush=True)
+sys.stdin.read()
+"""
+    holder = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "open"
         started = time.monotonic()
@@ -320,4 +330,11 @@ def test_milvus_lite_file_open_in_another_process_is_a_clear_error(tmp_path):
         assert time.monotonic() - started < 30
     finally:
         holder.stdin.close()
-        holder.wait(timeout=30)
+        holder.wait(timeout=60)
+    # a fresh process (this one) opens the file the holder wrote: collections are loaded again
+    store = open_store(str(db), data_dir=tmp_path, model="facenet")
+    try:
+        assert store.count == 1 and store.header.dim == 4
+        assert store.search(np.eye(1, 4, dtype=np.float32), 1)[0][0].row.path == "a/1.jpg"
+    finally:
+        store.close()
