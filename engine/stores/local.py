@@ -407,7 +407,7 @@ class LocalStore:
         keep = [(s.name, s.kind, s.ntotal) for s in snap.segments]
         live_total = sealed_n + growing_n - len(deleted)
         merge = growing_n > 0 and (
-            len(growing) + 1 > self.max_growing
+            (len(new_ids) > 0 and len(growing) + 1 > self.max_growing)
             or growing_n > max(self.merge_min, self.merge_ratio * sealed_n)
             or ((not sealed or not _is_hnsw(sealed[0].index)) and live_total >= self.ann_threshold)
         )
