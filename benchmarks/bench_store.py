@@ -44,10 +44,10 @@ def _import_engine_without_tensorflow() -> None:
 _import_engine_without_tensorflow()
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import numpy as np  # noqa: E402
+import numpy as np
+from bench_search import synthetic
 
-from bench_search import synthetic  # noqa: E402
-from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader  # noqa: E402
+from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader
 
 DIM = 128
 PER_PERSON = 10
@@ -177,7 +177,7 @@ def main() -> int:
         capture_output=True, text=True, check=True,
     )
     memory = json.loads(child.stdout.strip().splitlines()[-1])
-    rounded = lambda value, digits: None if value is None else round(value, digits)  # noqa: E731
+    rounded = lambda value, digits: None if value is None else round(value, digits)
     print(json.dumps({
         "store": args.store,
         "faces": args.faces,

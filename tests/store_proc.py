@@ -22,14 +22,14 @@ if "engine" not in sys.modules:  # the stores need no TensorFlow: skip engine/__
     package.__path__ = [str(ROOT / "engine")]
     sys.modules["engine"] = package
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from engine.stores.base import Changes, FaceRow, FileRecord  # noqa: E402
-from engine.stores.local import LocalStore  # noqa: E402
+from engine.stores.base import Changes, FaceRow, FileRecord
+from engine.stores.local import LocalStore
 
 DIM = 16
 # small thresholds: segments are merged (and their files deleted) often while readers read
-SMALL = dict(ann_threshold=30, merge_min=8, merge_ratio=0.1, max_growing=2)
+SMALL = {"ann_threshold": 30, "merge_min": 8, "merge_ratio": 0.1, "max_growing": 2}
 
 
 def faces(tag: str, seed: int, n: int = 5):

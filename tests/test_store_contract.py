@@ -6,6 +6,7 @@ Small random unit vectors (dim 16) keep it fast; every test runs against both ba
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,7 @@ def test_initialise_sets_the_header_and_reopening_reads_it(store, reopen):
 
 
 def test_search_returns_rows_with_metadata_best_first(store):
-    rows, vectors, records = filled(store)
+    rows, vectors, _records = filled(store)
     assert store.count == len(rows)
     hits = store.search(vectors[[4, 7]], 5)
     assert len(hits) == 2 and all(len(h) == 5 for h in hits)
@@ -116,13 +117,13 @@ def test_search_returns_rows_with_metadata_best_first(store):
 
 
 def test_counts_people_and_files(store):
-    rows, _, records = filled(store, people=4, per_person=3)
+    _rows, _, records = filled(store, people=4, per_person=3)
     assert store.people() == {f"person{p}": 3 for p in range(4)}
     assert store.files() == {r.path: r for r in records}
 
 
 def test_changing_a_file_replaces_its_rows_and_record(store):
-    rows, vectors, records = filled(store)
+    rows, vectors, _records = filled(store)
     version = store.version
     path = rows[0].path
     new_vectors = unit(np.random.default_rng(9), 2)
@@ -177,7 +178,7 @@ def test_meta_blobs(store):
 
 
 def test_reopening_sees_the_same_store(store, reopen):
-    rows, vectors, records = filled(store)
+    rows, vectors, _records = filled(store)
     store.apply(Changes(remove_paths={rows[5].path}, meta={"k": b"v"}))
     before = (store.count, store.files(), store.people(), store.version, [paths_of(h) for h in store.search(vectors, 4)])
     store.close()
@@ -283,9 +284,10 @@ def test_local_orphan_segments_are_removed_by_the_next_writer(tmp_path):
 def test_local_writer_lock_times_out_with_a_clear_error(tmp_path):
     first, second = LocalStore(tmp_path), LocalStore(tmp_path)
     with first.writer(timeout=1):
-        with pytest.raises(StoreUnavailableError, match="another index run holds the lock"):
-            with second.writer(timeout=0.2):
-                pass
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="another index run holds the lock"), second.writer(timeout=0.5):
+            pass
+        assert time.monotonic() - started >= 0.5
     with second.writer(timeout=1):
         pass
 

@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from store_proc import DIM, SMALL, faces
+
 from engine.stores.base import Changes, StoreHeader
 from engine.stores.local import LocalStore
-from store_proc import DIM, SMALL, faces
 
 PROC = Path(__file__).resolve().parent / "store_proc.py"
 HEADER = StoreHeader("facenet", DIM, "fp", "/gallery")
@@ -73,7 +74,7 @@ def test_a_writer_killed_before_its_commit_leaves_the_old_state_and_the_waiter_c
     assert store.count == 24 and store.people() == {"base": 19, "waiter": 5}
     rows, x, _ = faces("waiter", 2)
     assert [h[0].row for h in store.search(x, 1)] == rows
-    crash_rows, crash_x, _ = faces("crash", 1)
+    _crash_rows, crash_x, _ = faces("crash", 1)
     assert all(not h.row.path.startswith("crash/") for hits in store.search(crash_x, 24) for h in hits)
     # the killed writer's segment file is gone (the waiter cleaned it), only committed segments remain
     referenced = {s.name for s in store._snapshot.segments}

@@ -16,8 +16,8 @@ serialised by the store itself (a cross-process lock for the local store).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -104,7 +104,7 @@ class VectorStore(Protocol):
 
     def get_meta(self, key: str) -> bytes | None: ...
 
-    def writer(self, timeout: float | None = None) -> AbstractContextManager["VectorStore"]:
+    def writer(self, timeout: float | None = None) -> AbstractContextManager[VectorStore]:
         """Hold the store's writer lock across several apply() calls (a whole index run).
 
         Another holder: wait, or after `timeout` seconds raise StoreUnavailableError. The local store's

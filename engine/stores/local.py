@@ -28,10 +28,10 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import sqlalchemy as sa
@@ -295,7 +295,7 @@ class LocalStore:
     # --- writing -------------------------------------------------------------------------
 
     @contextmanager
-    def writer(self, timeout: float | None = None) -> Iterator["LocalStore"]:
+    def writer(self, timeout: float | None = None) -> Iterator[LocalStore]:
         """Hold the cross-process writer lock (an index run holds it throughout; apply() nests inside)."""
         try:
             self._file_lock.acquire(timeout=-1 if timeout is None else timeout)

@@ -25,9 +25,9 @@ import json
 import logging
 import threading
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -156,7 +156,7 @@ class MilvusStore:
     # --- writing -------------------------------------------------------------------------
 
     @contextmanager
-    def writer(self, timeout: float | None = None) -> Iterator["MilvusStore"]:
+    def writer(self, timeout: float | None = None) -> Iterator[MilvusStore]:
         """Serialises writers in this process only: Milvus has no cross-process lock (Lite has one process anyway)."""
         if not self._mutex.acquire(timeout=-1 if timeout is None else timeout):
             raise StoreUnavailableError(f"another index run holds the store at {self.uri}; try again later")
