@@ -6,6 +6,7 @@ Thread-safe: searches may run while an index is built, in this process or anothe
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -71,13 +72,18 @@ class Engine:
 
     # ---- stores -------------------------------------------------------------------------
     def open_store(self, model: str, index_dir: Path | None = None) -> VectorStore:
-        """The model's store (VECTOR_STORE_URI), or a local store in `index_dir` (evaluation indexes)."""
+        """The model's store (VECTOR_STORE_URI), or a separate one for `index_dir` (evaluation indexes):
+        that folder with the local store, a collection named after it with Milvus."""
         check_model(model)
+        s = self.settings
+        collection = None
         if index_dir is not None:
-            from engine.stores.local import LocalStore
-
-            return LocalStore(index_dir)
-        return open_store(self.settings.vector_store_uri, data_dir=self.settings.data_dir, model=model)
+            tag = hashlib.sha1(str(Path(index_dir).resolve()).encode()).hexdigest()[:10]
+            collection = f"eval_{tag}_{model}"
+        return open_store(
+            s.vector_store_uri, data_dir=s.data_dir, model=model, local_root=index_dir, collection=collection,
+            ann_threshold=s.ann_threshold, hnsw_m=s.hnsw_m, ef_search=s.hnsw_ef_search,
+        )  # fmt: skip
 
     def searcher(self, model: str) -> Searcher:
         with self._lock:

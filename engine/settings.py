@@ -54,9 +54,9 @@ class EngineSettings(BaseSettings):
     # search
     default_k: int = Field(5, ge=1, description="Matches returned per face.")
     max_k: int = Field(50, ge=1, description="Largest k accepted.")
-    ann_threshold: int = Field(50_000, ge=1, description="Gallery size from which a FAISS HNSW index is used.")
-    hnsw_m: int = Field(32, ge=4)
-    hnsw_ef_search: int = Field(128, ge=8)
+    ann_threshold: int = Field(50_000, ge=1, description="Faces from which the local store's sealed segment is an HNSW graph.")
+    hnsw_m: int = Field(16, ge=4, description="HNSW graph degree (local store and Milvus).")
+    hnsw_ef_search: int = Field(96, ge=8, description="HNSW search breadth (local store and Milvus).")
     vgg16_pca_components: int = Field(256, ge=0, description="PCA size for VGG16 features (0 disables PCA).")
     vgg16_random_weights: bool = Field(False, description="Tests only: build VGG16 with random weights.")
 

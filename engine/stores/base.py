@@ -113,6 +113,13 @@ class VectorStore(Protocol):
 
     def get_meta(self, key: str) -> bytes | None: ...
 
+    def writer(self, timeout: float | None = None) -> AbstractContextManager[VectorStore]:
+        """Hold the store's writer lock across several apply() calls (a whole index run).
+
+        Another holder: wait, or after `timeout` seconds raise StoreUnavailableError. The local store's
+        lock is cross-process; Milvus' serialises writers of this process only.
+        """
+
     @property
     def count(self) -> int:
         """Faces (vectors) searchable now."""

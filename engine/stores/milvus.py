@@ -1,0 +1,311 @@
+"""`VectorStore` on Milvus through `pymilvus.MilvusClient`: Milvus Lite (a local `*.db` path) or a server (http(s)://).
+
+Three collections per model (`<prefix>` is `faces_<model>`):
+  <prefix>          one row per face: auto id, vector (metric IP, HNSW), path, name, x, y, w, h
+  <prefix>_files    one row per gallery file: path (primary key), size, mtime_ns, sha256, faces, error,
+                    and a 2-d dummy vector (Milvus wants a vector field in every collection)
+  <prefix>_meta     header, version and meta blobs: key (primary key), value (base64 text, chunked), dummy vector
+
+Milvus has no multi-statement transactions, so apply() orders its writes for crash safety: the
+records of files about to be re-added are deleted first, rows are deleted before the records of
+removed files, new rows are inserted before their records are upserted, and the version is
+written last. A crash part-way therefore leaves a file's record missing or stale (the builder
+re-embeds that file on its next run and replaces its rows by path), never a record whose rows are
+missing; readers may see a half-applied change until then.
+
+Milvus Lite allows one process per `.db` file (a second one fails to open it): share a store
+between processes (bot + index runs) through a Milvus server URI, or use the local store.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import IndexUnavailableError, StoreUnavailableError
+from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader
+
+_CHUNK = 60_000  # base64 characters per meta row (VARCHAR max 65,535)
+_MAX_PATH = 4096
+_DUMMY = [0.0, 0.0]
+
+
+class _NoMvccWarning(logging.Filter):
+    """Milvus Lite has no MVCC timestamp for iterators; pymilvus warns on every files()/people() call."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "mvccTs" not in record.getMessage()
+
+
+logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_NoMvccWarning())
+
+
+class MilvusStore:
+    """See the module docstring. `uri`: a Milvus Lite file path (`*.db`) or http(s)://host:port."""
+
+    def __init__(self, uri: str, *, model: str, collection: str | None = None, hnsw_m: int = 16,
+                 ef_construction: int = 80, ef_search: int = 96, timeout: float = 10.0):
+        from pymilvus import MilvusClient
+
+        self.uri = uri
+        self.faces = collection or f"faces_{model}"
+        self.files_c = f"{self.faces}_files"
+        self.meta_c = f"{self.faces}_meta"
+        self.hnsw_m, self.ef_construction, self.ef_search = hnsw_m, ef_construction, ef_search
+        self._mutex = threading.RLock()
+        lite = not uri.startswith(("http://", "https://"))
+        if lite:
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client = MilvusClient(uri, timeout=timeout)
+            self.client.list_collections()
+        except Exception as error:  # pymilvus raises several types (ConnectionConfigException, MilvusException)
+            if lite:
+                raise StoreUnavailableError(
+                    f"cannot open the Milvus Lite file {uri} ({error}); Milvus Lite lets one process open a file at a "
+                    f"time: is another index run or bot using it? Share a store between processes with a Milvus "
+                    f"server (VECTOR_STORE_URI=http://host:19530) or the local store (VECTOR_STORE_URI unset)"
+                ) from error
+            raise StoreUnavailableError(f"the Milvus server at {uri} does not answer ({error})") from error
+        for name in (self.faces, self.files_c, self.meta_c):  # a reopened file or a restarted server: released
+            if self.client.has_collection(name):
+                self.client.load_collection(name)
+        self.header: StoreHeader | None = None
+        self._version = ""
+        self.refresh()
+
+    # --- reading -------------------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def count(self) -> int:
+        if self.header is None or not self.client.has_collection(self.faces):
+            return 0
+        result = self.client.query(self.faces, filter="", output_fields=["count(*)"])
+        return int(result[0]["count(*)"])
+
+    def refresh(self) -> bool:
+        if not self.client.has_collection(self.meta_c):
+            changed = self.header is not None
+            self.header, self._version = None, ""
+            return changed
+        header = self._get_blob("header")
+        version = (self._get_blob("version") or b"").decode()
+        changed = version != self._version
+        self.header = StoreHeader(**json.loads(header)) if header else None
+        self._version = version
+        return changed
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        queries = np.asarray(queries, dtype=np.float32)
+        if queries.ndim == 1:
+            queries = queries[None]
+        if self.header is None or k <= 0 or len(queries) == 0:
+            return [[] for _ in range(len(queries))]
+        results = self.client.search(
+            self.faces,
+            data=queries.tolist(),
+            limit=k,
+            output_fields=["path", "name", "x", "y", "w", "h"],
+            search_params={"metric_type": "IP", "params": {"ef": max(self.ef_search, k)}},
+        )
+        out = []
+        for hits in results:
+            row_hits = []
+            for hit in hits:
+                e = hit["entity"]
+                row_hits.append(Hit(float(hit["distance"]), FaceRow(e["path"], e["name"], (e["x"], e["y"], e["w"], e["h"]))))
+            row_hits.sort(key=lambda h: -h.similarity)
+            out.append(row_hits)
+        return out
+
+    def files(self) -> dict[str, FileRecord]:
+        if self.header is None:
+            return {}
+        fields = ["path", "size", "mtime_ns", "sha256", "faces", "error"]
+        return {
+            r["path"]: FileRecord(r["path"], int(r["size"]), int(r["mtime_ns"]), r["sha256"], int(r["faces"]), json.loads(r["error"]))
+            for r in self._iterate(self.files_c, "", fields)
+        }
+
+    def people(self) -> dict[str, int]:
+        if self.header is None:
+            return {}
+        paths: dict[str, set[str]] = {}
+        for r in self._iterate(self.faces, "", ["path", "name"]):
+            paths.setdefault(r["name"], set()).add(r["path"])
+        return {name: len(p) for name, p in paths.items()}
+
+    def get_meta(self, key: str) -> bytes | None:
+        if self.header is None:
+            return None
+        return self._get_blob(f"meta:{key}")
+
+    # --- writing -------------------------------------------------------------------------
+
+    @contextmanager
+    def writer(self, timeout: float | None = None) -> Iterator[MilvusStore]:
+        """Serialises writers in this process only: Milvus has no cross-process lock (Lite has one process anyway)."""
+        if not self._mutex.acquire(timeout=-1 if timeout is None else timeout):
+            raise StoreUnavailableError(f"another index run holds the store at {self.uri}; try again later")
+        try:
+            yield self
+        finally:
+            self._mutex.release()
+
+    def initialise(self, header: StoreHeader) -> None:
+        with self.writer():
+            self.refresh()
+            if self.header == header:
+                return
+            from pymilvus import DataType, MilvusClient
+
+            for name in (self.meta_c, self.files_c, self.faces):  # meta first: a crash mid-way reads as "no store"
+                if self.client.has_collection(name):
+                    self.client.drop_collection(name)
+            schema = MilvusClient.create_schema(auto_id=True)
+            schema.add_field("id", DataType.INT64, is_primary=True)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=header.dim)
+            schema.add_field("path", DataType.VARCHAR, max_length=_MAX_PATH)
+            schema.add_field("name", DataType.VARCHAR, max_length=1024)
+            for field in ("x", "y", "w", "h"):
+                schema.add_field(field, DataType.INT32)
+            index = self.client.prepare_index_params()
+            index.add_index(field_name="vector", index_type="HNSW", metric_type="IP",
+                            params={"M": self.hnsw_m, "efConstruction": self.ef_construction})
+            self.client.create_collection(self.faces, schema=schema, index_params=index)
+
+            schema = MilvusClient.create_schema(auto_id=False)
+            schema.add_field("path", DataType.VARCHAR, is_primary=True, max_length=_MAX_PATH)
+            schema.add_field("size", DataType.INT64)
+            schema.add_field("mtime_ns", DataType.INT64)
+            schema.add_field("sha256", DataType.VARCHAR, max_length=128)
+            schema.add_field("faces", DataType.INT64)
+            schema.add_field("error", DataType.VARCHAR, max_length=8192)  # JSON: null or a string
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)
+            self._create_small(self.files_c, schema)
+
+            schema = MilvusClient.create_schema(auto_id=False)
+            schema.add_field("chunk", DataType.VARCHAR, is_primary=True, max_length=512)  # "<key>#<n>"
+            schema.add_field("key", DataType.VARCHAR, max_length=512)
+            schema.add_field("value", DataType.VARCHAR, max_length=65_535)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)
+            self._create_small(self.meta_c, schema)
+            self._put_blob("header", json.dumps(dataclasses.asdict(header)).encode())
+            self._put_blob("version", uuid.uuid4().hex.encode())
+            self.refresh()
+
+    def _create_small(self, name: str, schema) -> None:
+        index = self.client.prepare_index_params()
+        index.add_index(field_name="vector", index_type="FLAT", metric_type="L2")
+        self.client.create_collection(name, schema=schema, index_params=index)
+
+    def apply(self, changes: Changes) -> None:
+        if changes.is_empty():
+            return
+        with self.writer():
+            self.refresh()
+            if self.header is None:
+                raise IndexUnavailableError(f"the Milvus store {self.faces} at {self.uri} has no header yet: initialise() it first")
+            dim = self.header.dim
+            if changes.rows and (changes.vectors is None or changes.vectors.shape != (len(changes.rows), dim)):
+                raise ValueError(f"{len(changes.rows)} rows need vectors of shape ({len(changes.rows)}, {dim})")
+            re_added = {f.path for f in changes.records}
+            move_targets = {new for new, _ in changes.moves.values()} - set(changes.moves)
+            # 1. files about to be rewritten lose their record first: after a crash they are re-embedded
+            self._delete_in(self.files_c, "path", re_added)
+            # 2. old rows go (before the records of removed files: a crash keeps the record, so the removal is retried)
+            self._delete_in(self.faces, "path", set(changes.remove_paths) | re_added | move_targets)
+            self._delete_in(self.files_c, "path", set(changes.remove_paths) | move_targets)
+            # 3. moves: rows re-inserted under the new path with their vectors, then the old ones deleted
+            for old, (new, name) in changes.moves.items():
+                moved = list(self._iterate(self.faces, _in("path", [old]), ["id", "vector", "x", "y", "w", "h"]))
+                record = self.client.get(self.files_c, ids=[old], output_fields=["size", "mtime_ns", "sha256", "faces", "error"])
+                self.client.delete(self.files_c, ids=[old])
+                if moved:
+                    self._insert(self.faces, [
+                        {"vector": list(r["vector"]), "path": new, "name": name, "x": r["x"], "y": r["y"], "w": r["w"], "h": r["h"]}
+                        for r in moved
+                    ])
+                    self.client.delete(self.faces, ids=[r["id"] for r in moved])
+                if record and new not in re_added:
+                    record[0].pop("path", None)
+                    self.client.upsert(self.files_c, [{**record[0], "path": new, "vector": _DUMMY}])
+            # 4. new rows, then their records
+            if changes.rows:
+                vectors = np.asarray(changes.vectors, dtype=np.float32)
+                self._insert(self.faces, [
+                    {"vector": v.tolist(), "path": r.path, "name": r.name, "x": r.box[0], "y": r.box[1], "w": r.box[2], "h": r.box[3]}
+                    for r, v in zip(changes.rows, vectors)
+                ])
+            if changes.records:
+                records = [
+                    {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "sha256": f.sha256, "faces": f.faces,
+                     "error": json.dumps(f.error), "vector": _DUMMY}
+                    for f in changes.records
+                ]
+                for start in range(0, len(records), 5_000):
+                    self.client.upsert(self.files_c, records[start : start + 5_000])
+            for key, value in changes.meta.items():
+                self._put_blob(f"meta:{key}", value)
+            # seal what was written into indexed segments (Milvus Lite otherwise scans its in-memory
+            # table in Python on every search: seconds per query at 100k rows)
+            self.client.flush(self.faces)
+            self.client.flush(self.files_c)
+            self._put_blob("version", uuid.uuid4().hex.encode())
+            self.refresh()
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _insert(self, collection: str, rows: list[dict]) -> None:
+        for start in range(0, len(rows), 5_000):
+            self.client.insert(collection, rows[start : start + 5_000])
+
+    def _delete_in(self, collection: str, field: str, values: set[str]) -> None:
+        values = sorted(values)
+        for start in range(0, len(values), 500):
+            self.client.delete(collection, filter=_in(field, values[start : start + 500]))
+
+    def _iterate(self, collection: str, filter: str, fields: list[str]) -> Iterator[dict]:
+        iterator = self.client.query_iterator(collection, batch_size=5_000, filter=filter, output_fields=fields)
+        try:
+            while batch := iterator.next():
+                yield from batch
+        finally:
+            iterator.close()
+
+    def _get_blob(self, key: str) -> bytes | None:
+        rows = self.client.query(self.meta_c, filter=_in("key", [key]), output_fields=["chunk", "value"])
+        if not rows:
+            return None
+        rows.sort(key=lambda r: int(r["chunk"].rsplit("#", 1)[1]))
+        return base64.b64decode("".join(r["value"] for r in rows))
+
+    def _put_blob(self, key: str, value: bytes) -> None:
+        text = base64.b64encode(value).decode()
+        chunks = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
+        self.client.upsert(self.meta_c, [
+            {"chunk": f"{key}#{n}", "key": key, "value": chunk, "vector": _DUMMY} for n, chunk in enumerate(chunks)
+        ])
+        # a shorter blob than before: drop the old tail chunks
+        self.client.delete(self.meta_c, filter=f"{_in('key', [key])} and chunk not in {json.dumps([f'{key}#{n}' for n in range(len(chunks))])}")
+
+
+def _in(field: str, values: list[str]) -> str:
+    """A Milvus filter `field in [...]` with the values quoted as JSON strings."""
+    return f"{field} in {json.dumps(list(values), ensure_ascii=False)}"

@@ -1,0 +1,342 @@
+"""One contract for every VectorStore backend: the local FAISS+SQLite store and Milvus Lite (a real .db file).
+
+Small random unit vectors (dim 16) keep it fast; every test runs against both backends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.errors import StoreUnavailableError
+from engine.stores import open_store
+from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader
+from engine.stores.local import LocalStore
+
+DIM = 16
+HEADER = StoreHeader(model="facenet", dim=DIM, fingerprint="abc", gallery="/gallery")
+
+BACKENDS = ["local", "milvus-lite"]
+
+
+@pytest.fixture(scope="module")
+def milvus_db(tmp_path_factory) -> Path:
+    """One Milvus Lite file for the module (its server starts once); each test has its own collections."""
+    pytest.importorskip("milvus_lite")
+    return tmp_path_factory.mktemp("milvus") / "x.db"
+
+
+@pytest.fixture(params=BACKENDS)
+def kind(request):
+    return request.param
+
+
+@pytest.fixture
+def reopen(kind, tmp_path, request):
+    """Opens another store object on the same store as `store`."""
+    if kind == "local":
+        # small thresholds so the tests go through merges and the HNSW sealed segment too
+        return lambda: LocalStore(tmp_path / "local", ann_threshold=40, merge_min=12, merge_ratio=0.1, max_growing=3)
+    db = request.getfixturevalue("milvus_db")
+    model = "t" + hashlib.sha1(request.node.name.encode()).hexdigest()[:12]  # this test's collections
+    return lambda: open_store(str(db), data_dir=tmp_path, model=model)
+
+
+@pytest.fixture
+def store(reopen):
+    opened = reopen()
+    yield opened
+    opened.close()
+
+
+def unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    x = rng.standard_normal((n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def gallery(people: int = 6, per_person: int = 3, seed: int = 0):
+    """people x per_person files, one face each: (rows, vectors, records)."""
+    rng = np.random.default_rng(seed)
+    rows, records = [], []
+    for p in range(people):
+        for i in range(per_person):
+            path = f"person{p}/{i}.jpg"
+            rows.append(FaceRow(path, f"person{p}", (p, i, 10 + p, 20 + i)))
+            records.append(FileRecord(path, size=100 + i, mtime_ns=1000 * p + i, sha256=f"sha{p}-{i}", faces=1))
+    return rows, unit(rng, len(rows)), records
+
+
+def filled(store, **kwargs):
+    store.initialise(HEADER)
+    rows, vectors, records = gallery(**kwargs)
+    store.apply(Changes(rows=rows, vectors=vectors, records=records))
+    return rows, vectors, records
+
+
+def paths_of(hits) -> list[str]:
+    return [h.row.path for h in hits]
+
+
+def test_a_new_store_is_empty(store):
+    assert store.header is None
+    assert store.count == 0
+    assert store.files() == {} and store.people() == {}
+    assert store.search(unit(np.random.default_rng(1), 2), 5) == [[], []]
+
+
+def test_initialise_sets_the_header_and_reopening_reads_it(store, reopen):
+    store.initialise(HEADER)
+    assert store.header == HEADER and store.count == 0
+    store.close()
+    again = reopen()
+    try:
+        assert again.header == HEADER
+    finally:
+        again.close()
+
+
+def test_search_returns_rows_with_metadata_best_first(store):
+    rows, vectors, _records = filled(store)
+    assert store.count == len(rows)
+    hits = store.search(vectors[[4, 7]], 5)
+    assert len(hits) == 2 and all(len(h) == 5 for h in hits)
+    for query, expected in zip(hits, (rows[4], rows[7])):
+        assert query[0].row == expected  # path, name and box come back
+        assert query[0].similarity == pytest.approx(1.0, abs=1e-4)
+        sims = [h.similarity for h in query]
+        assert sims == sorted(sims, reverse=True)
+    # exact order against brute force (the store is small: exact even when HNSW is used)
+    exact = np.argsort(-(vectors @ vectors[4]))[:5]
+    assert paths_of(hits[0]) == [rows[i].path for i in exact]
+    # k larger than the store: every row once
+    assert sorted(paths_of(store.search(vectors[:1], 100)[0])) == sorted(r.path for r in rows)
+
+
+def test_counts_people_and_files(store):
+    _rows, _, records = filled(store, people=4, per_person=3)
+    assert store.people() == {f"person{p}": 3 for p in range(4)}
+    assert store.files() == {r.path: r for r in records}
+
+
+def test_changing_a_file_replaces_its_rows_and_record(store):
+    rows, vectors, _records = filled(store)
+    version = store.version
+    path = rows[0].path
+    new_vectors = unit(np.random.default_rng(9), 2)
+    new_rows = [FaceRow(path, "person0", (1, 1, 5, 5)), FaceRow(path, "person0", (50, 50, 5, 5))]
+    new_record = FileRecord(path, size=999, mtime_ns=5, sha256="changed", faces=2)
+    store.apply(Changes(rows=new_rows, vectors=new_vectors, records=[new_record]))
+    assert store.version != version
+    assert store.count == len(rows) + 1
+    assert store.files()[path] == new_record
+    found = store.search(new_vectors, 1)
+    assert [h[0].row for h in found] == new_rows
+    # the old vector no longer finds the old row
+    assert all(h.row != rows[0] for h in store.search(vectors[:1], len(rows) + 1)[0])
+    # the same change again (two racing writers): no duplicate rows
+    store.apply(Changes(rows=new_rows, vectors=new_vectors, records=[new_record]))
+    assert store.count == len(rows) + 1
+
+
+def test_removing_files(store):
+    rows, vectors, _ = filled(store)
+    gone = {rows[0].path, rows[1].path, rows[2].path}  # all of person0
+    store.apply(Changes(remove_paths=gone))
+    assert store.count == len(rows) - 3
+    assert "person0" not in store.people()
+    assert not gone & set(store.files())
+    for hits in store.search(vectors, len(rows)):
+        assert not gone & set(paths_of(hits))
+        assert len(hits) == len(rows) - 3
+
+
+def test_moves_keep_vectors_and_follow_the_file(store):
+    rows, vectors, records = filled(store)
+    store.apply(Changes(moves={rows[3].path: ("renamed/x.jpg", "someone")}))
+    assert store.count == len(rows)
+    hit = store.search(vectors[3:4], 1)[0][0]
+    assert hit.row == FaceRow("renamed/x.jpg", "someone", rows[3].box)
+    assert hit.similarity == pytest.approx(1.0, abs=1e-4)
+    files = store.files()
+    assert rows[3].path not in files
+    assert files["renamed/x.jpg"].sha256 == records[3].sha256
+    assert store.people()["someone"] == 1 and store.people()["person1"] == 2
+
+
+def test_meta_blobs(store):
+    filled(store)
+    big = np.random.default_rng(3).bytes(200_000)  # more than one Milvus VARCHAR chunk
+    store.apply(Changes(meta={"pca": big, "small": b"\x00\x01"}))
+    assert store.get_meta("pca") == big and store.get_meta("small") == b"\x00\x01"
+    assert store.get_meta("missing") is None
+    store.apply(Changes(meta={"pca": b"short"}))
+    assert store.get_meta("pca") == b"short"
+
+
+def test_reopening_sees_the_same_store(store, reopen):
+    rows, vectors, _records = filled(store)
+    store.apply(Changes(remove_paths={rows[5].path}, meta={"k": b"v"}))
+    before = (store.count, store.files(), store.people(), store.version, [paths_of(h) for h in store.search(vectors, 4)])
+    store.close()
+    again = reopen()
+    try:
+        after = (again.count, again.files(), again.people(), again.version, [paths_of(h) for h in again.search(vectors, 4)])
+        assert after == before
+        assert again.header == HEADER and again.get_meta("k") == b"v"
+    finally:
+        again.close()
+
+
+def test_another_header_drops_everything(store):
+    filled(store)
+    store.apply(Changes(meta={"pca": b"old"}))
+    other = StoreHeader(model="facenet", dim=8, fingerprint="other weights", gallery="/gallery")
+    store.initialise(other)
+    assert store.header == other
+    assert store.count == 0 and store.files() == {} and store.people() == {} and store.get_meta("pca") is None
+    store.apply(Changes(rows=[FaceRow("a/1.jpg", "a", (0, 0, 1, 1))], vectors=np.eye(1, 8, dtype=np.float32),
+                        records=[FileRecord("a/1.jpg", 1, 1, "s", 1)]))
+    assert store.search(np.eye(1, 8, dtype=np.float32), 3)[0][0].row.path == "a/1.jpg"
+
+
+def test_initialise_with_the_same_header_keeps_the_rows(store):
+    rows, _, _ = filled(store)
+    store.initialise(HEADER)
+    assert store.count == len(rows)
+
+
+def test_refresh_sees_another_store_objects_writes(store, reopen):
+    rows, vectors, _ = filled(store)
+    second = reopen()
+    try:
+        assert second.count == len(rows)
+        new = unit(np.random.default_rng(42), 1)
+        second.apply(Changes(rows=[FaceRow("new/1.jpg", "new", (0, 0, 3, 3))], vectors=new,
+                             records=[FileRecord("new/1.jpg", 1, 1, "n", 1)], remove_paths={rows[0].path}))
+        assert store.refresh() is True
+        assert store.version == second.version
+        assert store.count == len(rows)
+        assert store.search(new, 1)[0][0].row.path == "new/1.jpg"
+        assert rows[0].path not in paths_of(store.search(vectors[:1], len(rows))[0])
+        assert store.refresh() is False
+    finally:
+        second.close()
+
+
+# ---- local store only -------------------------------------------------------------------
+
+
+def test_local_segments_merge_and_tombstones_match_exact_search(tmp_path):
+    """Many small applies with removals, through growing segments, merges and an HNSW sealed segment."""
+    store = LocalStore(tmp_path, ann_threshold=60, merge_min=25, merge_ratio=0.1, max_growing=4, rebuild_ratio=0.2)
+    store.initialise(HEADER)
+    rng = np.random.default_rng(5)
+    live: dict[str, np.ndarray] = {}
+    kinds_seen = set()
+    for step in range(30):
+        vectors = unit(rng, 7)
+        rows = [FaceRow(f"s{step}/{i}.jpg", f"p{step % 5}", (i, 0, 1, 1)) for i in range(7)]
+        remove = set(rng.choice(sorted(live), size=min(3, len(live)), replace=False)) if live else set()
+        store.apply(Changes(rows=rows, vectors=vectors, records=[FileRecord(r.path, 1, 1, "s", 1) for r in rows],
+                            remove_paths=remove))
+        for path in remove:
+            del live[path]
+        live.update({r.path: v for r, v in zip(rows, vectors)})
+        kinds_seen |= {(s.kind, type(s.index.index).__name__) for s in store._snapshot.segments}
+        assert store.count == len(live)
+    assert {k for k, _ in kinds_seen} == {"sealed", "growing"}
+    paths = sorted(live)
+    matrix = np.stack([live[p] for p in paths])
+    queries = unit(rng, 20)
+    for q, hits in zip(queries, store.search(queries, 10)):
+        exact = [paths[i] for i in np.argsort(-(matrix @ q))[:10]]
+        assert len(set(paths_of(hits)) & set(exact)) >= 9
+    # a removal does not rewrite any segment file; an add writes one small file
+    files_before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "segments").iterdir()}
+    store.apply(Changes(remove_paths={paths[0]}))
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "segments").iterdir()} == files_before
+    store.compact()
+    assert len(store._snapshot.segments) == 1 and len(store._snapshot.deleted) == 0
+    assert store.count == len(live) - 1
+    assert len(list((tmp_path / "segments").iterdir())) == 1
+    store.close()
+
+
+def test_local_orphan_segments_are_removed_by_the_next_writer(tmp_path):
+    store = LocalStore(tmp_path)
+    store.initialise(HEADER)
+    rows, vectors, records = gallery()
+    store.apply(Changes(rows=rows, vectors=vectors, records=records))
+    orphan = tmp_path / "segments" / "crashed-writer.faiss"
+    orphan.write_bytes(b"half written")
+    kept = set((tmp_path / "segments").iterdir()) - {orphan}
+    with store.writer(timeout=1):
+        pass
+    assert not orphan.exists()
+    assert set((tmp_path / "segments").iterdir()) == kept
+    store.close()
+
+
+def test_local_writer_lock_times_out_with_a_clear_error(tmp_path):
+    first, second = LocalStore(tmp_path), LocalStore(tmp_path)
+    with first.writer(timeout=1):
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="another index run holds the lock"), second.writer(timeout=0.5):
+            pass
+        assert time.monotonic() - started >= 0.5
+    with second.writer(timeout=1):
+        pass
+
+
+def test_open_store_forms(tmp_path):
+    local = open_store(None, data_dir=tmp_path, model="facenet")
+    assert isinstance(local, LocalStore) and local.root == tmp_path / "index" / "facenet"
+    with pytest.raises(StoreUnavailableError, match="ftp://x.*not a store address"):
+        open_store("ftp://x", data_dir=tmp_path, model="facenet")
+    pytest.importorskip("pymilvus")
+    with pytest.raises(StoreUnavailableError, match="http://127.0.0.1:9"):
+        open_store("http://127.0.0.1:9", data_dir=tmp_path, model="facenet")
+
+
+def test_milvus_lite_file_open_in_another_process_is_a_clear_error(tmp_path):
+    """Milvus Lite: one process per file. Another process gets a clear error; once the holder exits, it reads its data."""
+    pytest.importorskip("milvus_lite")
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "held.db"
+    child = f"""
+import sys, types, numpy as np
+package = types.ModuleType("engine"); package.__path__ = [{str(Path(__file__).resolve().parent.parent / "engine")!r}]
+sys.modules["engine"] = package  # the store needs no TensorFlow
+from engine.stores.milvus import MilvusStore
+from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader
+store = MilvusStore({str(db)!r}, model="facenet")
+store.initialise(StoreHeader("facenet", 4, "fp", "/g"))
+store.apply(Changes(rows=[FaceRow("a/1.jpg", "a", (0, 0, 1, 1))], vectors=np.eye(1, 4, dtype=np.float32),
+                    records=[FileRecord("a/1.jpg", 1, 1, "s", 1)]))
+print("open", flush=True)
+sys.stdin.read()
+"""
+    holder = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match=f"{db}.*one process"):
+            open_store(str(db), data_dir=tmp_path, model="facenet")
+        assert time.monotonic() - started < 30
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    # a fresh process (this one) opens the file the holder wrote: collections are loaded again
+    store = open_store(str(db), data_dir=tmp_path, model="facenet")
+    try:
+        assert store.count == 1 and store.header.dim == 4
+        assert store.search(np.eye(1, 4, dtype=np.float32), 1)[0][0].row.path == "a/1.jpg"
+    finally:
+        store.close()
