@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.errors import StoreUnavailableError
+from engine.errors import IndexBusyError, StoreUnavailableError
 from engine.stores import open_store
 from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader
 from engine.stores.local import LocalStore
@@ -285,7 +285,7 @@ def test_local_writer_lock_times_out_with_a_clear_error(tmp_path):
     first, second = LocalStore(tmp_path), LocalStore(tmp_path)
     with first.writer(timeout=1):
         started = time.monotonic()
-        with pytest.raises(StoreUnavailableError, match="another index run holds the lock"), second.writer(timeout=0.5):
+        with pytest.raises(IndexBusyError, match="another index run holds the lock"), second.writer(timeout=0.5):
             pass
         assert time.monotonic() - started >= 0.5
     with second.writer(timeout=1):

@@ -154,6 +154,9 @@ class LocalStore:
         self._snapshot = _EMPTY
         self.refresh()
 
+    def __str__(self) -> str:
+        return f"local store {self.root}"
+
     # --- reading -------------------------------------------------------------------------
 
     @property

@@ -83,6 +83,9 @@ class MilvusStore:
         self._version = ""
         self.refresh()
 
+    def __str__(self) -> str:
+        return f"Milvus {self.uri} (collection {self.faces})"
+
     # --- reading -------------------------------------------------------------------------
 
     @property
