@@ -209,3 +209,73 @@ def run_evaluation(
         Path(files["contact_sheet"]),
     )
     return report
+
+
+# ---- open-set identification ------------------------------------------------------------
+
+
+def open_set_split(images_of: dict[str, list[str]], seed: int = 0):
+    """A sparse open-set split: (gallery images, mated probes, non-mated probes), probes as (image, person).
+
+    Half of the people with >= 2 images are enrolled: all their images but one (drawn at random) go into
+    the gallery, the one left out is a mated probe. As many people never enrolled (the other half and the
+    one-image people) give one image each as non-mated probes.
+    """
+    rng = np.random.default_rng(seed)
+    multi = sorted(person for person, images in images_of.items() if len(images) >= 2)
+    enrolled = sorted(rng.permutation(multi)[: len(multi) // 2].tolist())
+    gallery: list[str] = []
+    mated: list[tuple[str, str]] = []
+    for person in enrolled:
+        images = sorted(images_of[person])
+        probe = images[int(rng.integers(len(images)))]
+        mated.append((probe, person))
+        gallery.extend(image for image in images if image != probe)
+    enrolled_set = set(enrolled)
+    strangers = sorted(person for person in images_of if person not in enrolled_set)
+    chosen = sorted(rng.permutation(strangers)[: len(mated)].tolist())
+    non_mated = []
+    for person in chosen:
+        images = sorted(images_of[person])
+        non_mated.append((images[int(rng.integers(len(images)))], person))
+    return gallery, mated, non_mated
+
+
+def open_set_answers(features: np.ndarray, row_people: list[str], probes: list[tuple[str, str]], vectors: dict, params):
+    """(named person or None before thresholding, score) per probe; a probe with no face gets (None, -inf)."""
+    from engine.identity import identify, person_scores  # noqa: F401  (identify: same decision as search)
+    from engine.search import exact_top_k
+
+    people = np.array(row_people)
+    answers: list[tuple[str | None, float]] = [(None, -np.inf)] * len(probes)
+    answered = [i for i, (image, _) in enumerate(probes) if image in vectors]
+    if not answered or not len(features):
+        return answers
+    queries = np.stack([vectors[probes[i][0]] for i in answered]).astype(np.float32)
+    k = min(params.neighbours, len(features))
+    similarities, rows = exact_top_k(features, queries, k)
+    unthresholded = type(params)(**{**params.__dict__, "threshold": -np.inf})
+    for position, i in enumerate(answered):
+        identity = identify(people[rows[position]].tolist(), similarities[position], unthresholded)
+        answers[i] = (identity.name, identity.score)
+    return answers
+
+
+def open_set_rates(mated, mated_answers, non_mated_answers, threshold: float) -> dict:
+    """FPIR (strangers given a name), FNIR (enrolled people not given their name) and rank-1 of the mated probes."""
+    named_strangers = [score >= threshold for _, score in non_mated_answers]
+    missed = [not (name == person and score >= threshold) for (_, person), (name, score) in zip(mated, mated_answers)]
+    rank1 = [name == person for (_, person), (name, _) in zip(mated, mated_answers)]
+    return {
+        "threshold": float(threshold),
+        "fpir": float(np.mean(named_strangers)) if named_strangers else 0.0,
+        "fnir": float(np.mean(missed)) if missed else 0.0,
+        "rank1": float(np.mean(rank1)) if rank1 else 0.0,
+    }
+
+
+def open_set_curve(mated, mated_answers, non_mated_answers, thresholds: np.ndarray | None = None) -> list[dict]:
+    if thresholds is None:
+        scores = [s for _, s in [*mated_answers, *non_mated_answers] if np.isfinite(s)]
+        thresholds = np.quantile(scores, np.linspace(0, 1, 201)) if scores else np.array([0.0])
+    return [open_set_rates(mated, mated_answers, non_mated_answers, t) for t in thresholds]

@@ -1,0 +1,74 @@
+"""Open-set identification: from a face's nearest gallery faces to a person, or to "not in the gallery".
+
+Plain functions over the k nearest neighbours (names and cosine similarities, best first):
+
+- each person among them gets a person-level score, their best similarity plus a small bonus for each
+  further face of theirs among the neighbours (several close faces of one person are stronger evidence
+  than one, and a one-off look-alike in a large gallery is outvoted);
+- the best person's score is normalised against a cohort: the query's similarity to the other people
+  among its neighbours. A stranger is about as close to everyone; a known face stands out from the rest.
+  This separates mated from non-mated queries better than the raw similarity, whose level varies with
+  the photo (pose, light, resolution);
+- the person is named when that normalised score reaches the model's threshold.
+
+The thresholds were calibrated on open-set splits of the LFW development people (benchmarks/open_set.py):
+chosen on one fold of people, checked on the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.types import Identity
+
+
+@dataclass(frozen=True)
+class IdentityParams:
+    """How scores are made and thresholded (fitted per model on development data)."""
+
+    threshold: float  # normalised score from which a person is named
+    neighbours: int = 20  # nearest gallery faces looked at
+    support: float = 0.0  # bonus per further face of the same person, times its similarity's excess over `floor`
+    floor: float = 0.3
+    cohort: int = 5  # other people's best similarities averaged into the cohort score
+    cohort_weight: float = 0.0  # how much of the cohort score is subtracted
+    cohort_default: float = 0.2  # cohort score assumed when the neighbours hold no other person
+
+
+# Calibrated per model (see the module docstring and README). FPIR/FNIR trade-off at these values:
+# see benchmarks/open_set.py's report. VGG16 compares whole images, not faces: its threshold is a plain
+# similarity level, not calibrated (no development weights at hand), kept for the JSON's shape.
+DEFAULT_PARAMS: dict[str, IdentityParams] = {
+    "facenet": IdentityParams(threshold=0.5),
+    "vgg16": IdentityParams(threshold=0.5, neighbours=10),
+}
+
+
+def person_scores(names: list[str], similarities: np.ndarray | list[float], params: IdentityParams) -> list[tuple[str, float]]:
+    """(person, person-level score) for every person among the neighbours, best first."""
+    best: dict[str, float] = {}
+    extra: dict[str, float] = {}
+    for name, similarity in zip(names[: params.neighbours], similarities[: params.neighbours]):
+        similarity = float(similarity)
+        if name not in best:
+            best[name] = similarity
+            extra[name] = 0.0
+        else:
+            extra[name] += max(0.0, similarity - params.floor)
+    scored = [(name, best[name] + params.support * extra[name]) for name in best]
+    return sorted(scored, key=lambda item: -item[1])
+
+
+def identify(names: list[str], similarities: np.ndarray | list[float], params: IdentityParams) -> Identity:
+    """The open-set decision for one face from its neighbours (best first)."""
+    scored = person_scores(names, similarities, params)
+    if not scored:
+        return Identity(name=None, score=0.0)
+    name, score = scored[0]
+    if params.cohort_weight:
+        others = [s for _, s in scored[1 : 1 + params.cohort]]
+        cohort = float(np.mean(others)) if others else params.cohort_default
+        score -= params.cohort_weight * cohort
+    return Identity(name=name if score >= params.threshold else None, score=float(score))
