@@ -11,7 +11,7 @@ from engine.errors import (
     ModelUnavailableError,
 )
 from engine.settings import MODEL_NAMES, EngineSettings
-from engine.types import FaceResult, IndexInfo, IndexProgress, IndexReport, Match, SearchResult
+from engine.types import FaceResult, Identity, IndexInfo, IndexProgress, IndexReport, Match, SearchResult
 
 __all__ = [
     "MODEL_NAMES",
@@ -23,6 +23,7 @@ __all__ = [
     "FaceResult",
     "FetchError",
     "GalleryError",
+    "Identity",
     "IndexInfo",
     "IndexProgress",
     "IndexReport",

@@ -15,6 +15,7 @@ import numpy as np
 from engine.detect import FaceDetector, crop_face
 from engine.errors import BadInputError, GalleryError, IndexUnavailableError, ModelUnavailableError
 from engine.facenet import FACENET_INPUT_SIZE, FaceNetEmbedder
+from engine.identity import DEFAULT_PARAMS, IdentityParams, identify
 from engine.images import decode_image, list_gallery_images, person_name
 from engine.search import Projection, VectorSearch, similarity_to_distance
 from engine.settings import MODEL_NAMES, EngineSettings
@@ -406,6 +407,13 @@ class Engine:
 
     # ---- search -------------------------------------------------------------------------
 
+    def identity_params(self, model: str) -> IdentityParams:
+        """The model's calibrated open-set settings, with OPEN_SET_THRESHOLD overriding its threshold."""
+        params = DEFAULT_PARAMS[model]
+        if self.settings.open_set_threshold is not None:
+            params = IdentityParams(**{**params.__dict__, "threshold": self.settings.open_set_threshold})
+        return params
+
     def check_k(self, k: int) -> int:
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.settings.max_k:
             raise BadInputError(f"k must be a whole number from 1 to {self.settings.max_k}, not {k!r}")
@@ -447,9 +455,16 @@ class Engine:
         queries = self._query_embeddings(model, [image], [faces], loaded)
         ms["embed"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
-        similarities, indices = loaded.search.search(queries, k)
+        # open-set identity: decided from more neighbours than the k matches shown (engine/identity.py)
+        identity_params = self.identity_params(model)
+        similarities, indices = loaded.search.search(queries, max(k, identity_params.neighbours))
         results = []
         for (box, confidence), face_similarities, face_indices in zip(boxes, similarities, indices):
+            found = face_indices >= 0  # FAISS pads with -1 when it finds fewer
+            identity = identify(
+                [loaded.stored.rows[r]["name"] for r in face_indices[found]], face_similarities[found], identity_params
+            )
+            face_similarities, face_indices = face_similarities[:k], face_indices[:k]
             matches = []
             for rank, (similarity, row_number) in enumerate(zip(face_similarities, face_indices), start=1):
                 if row_number < 0:  # FAISS pads with -1 when it finds fewer than k
@@ -464,7 +479,9 @@ class Engine:
                         distance=float(similarity_to_distance(similarity)),
                     )
                 )
-            results.append(FaceResult(box=tuple(int(v) for v in box), confidence=float(confidence), matches=matches))
+            results.append(
+                FaceResult(box=tuple(int(v) for v in box), confidence=float(confidence), matches=matches, identity=identity)
+            )
         ms["search"] = (time.perf_counter() - started) * 1000
         return SearchResult(image=name, model=model, faces=results, ms=ms)
 

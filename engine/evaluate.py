@@ -279,3 +279,70 @@ def open_set_curve(mated, mated_answers, non_mated_answers, thresholds: np.ndarr
         scores = [s for _, s in [*mated_answers, *non_mated_answers] if np.isfinite(s)]
         thresholds = np.quantile(scores, np.linspace(0, 1, 201)) if scores else np.array([0.0])
     return [open_set_rates(mated, mated_answers, non_mated_answers, t) for t in thresholds]
+
+
+def run_open_set_evaluation(
+    engine: Engine,
+    gallery: Path,
+    *,
+    model: str,
+    limit: int | None,
+    out_dir: Path | None,
+    seed: int = 0,
+    index_dir: Path | None = None,
+) -> dict:
+    """FPIR and FNIR of the engine's identity decision on an open-set split of `gallery` (see `open_set_split`).
+
+    The enrolled people's photos (all but one each) are indexed as a gallery of their own; each probe goes
+    through the search path (main face, flip-averaged) and the model's identity settings. Writes a JSON
+    report and the FPIR/FNIR curve over thresholds as PNG.
+    """
+    gallery = Path(gallery).resolve()
+    paths = list_gallery_images(gallery) if gallery.is_dir() else []
+    if limit:
+        paths = paths[:limit]
+    if not paths:
+        raise BadInputError(f"no images in {gallery} (expected one folder per person with photos in it)")
+    started = time.perf_counter()
+    images_of: dict[str, list[str]] = {}
+    for path in paths:
+        images_of.setdefault(person_name(path), []).append(path.relative_to(gallery).as_posix())
+    enrolled_images, mated, non_mated = open_set_split(images_of, seed)
+    if not mated:
+        raise BadInputError(f"{gallery}: an open-set split needs people with at least two photos")
+    base = index_dir or eval_index_dir(engine, gallery, model, limit)
+    index_dir = base.parent.parent / f"{base.parent.name}-open-set-{seed}" / model
+    build = engine.build_index(model, gallery, index_dir=index_dir, paths=[gallery / image for image in enrolled_images])
+    loaded = engine.open_index(model, index_dir)
+    params = engine.identity_params(model)
+    vectors = query_vectors(engine, model, gallery, [image for image, _ in [*mated, *non_mated]], loaded)
+    row_people = [row["name"] for row in loaded.stored.rows]
+    mated_answers = open_set_answers(loaded.search.features, row_people, mated, vectors, params)
+    non_mated_answers = open_set_answers(loaded.search.features, row_people, non_mated, vectors, params)
+    at_default = open_set_rates(mated, mated_answers, non_mated_answers, params.threshold)
+    curve = open_set_curve(mated, mated_answers, non_mated_answers)
+    report = {
+        "model": model,
+        "gallery": str(gallery),
+        "seed": seed,
+        "enrolled_people": len(mated),
+        "gallery_images": len(enrolled_images),
+        "mated_probes": len(mated),
+        "non_mated_probes": len(non_mated),
+        "probes_without_face": sum(1 for image, _ in [*mated, *non_mated] if image not in vectors),
+        "identity_params": dict(params.__dict__),
+        **{key: at_default[key] for key in ("threshold", "fpir", "fnir", "rank1")},
+        "curve": curve,
+        "index": {k: v for k, v in build.to_dict().items() if k != "skipped_files"},
+    }
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    out_dir = Path(out_dir or engine.settings.data_dir / "reports")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"eval-open-set-{gallery.name}-{model}" + (f"-first{limit}" if limit else "") + f"-seed{seed}"
+    report["files"] = {"json": str(out_dir / f"{stem}.json"), "plot": str(out_dir / f"{stem}-fpir-fnir.png")}
+    Path(report["files"]["json"]).write_text(json.dumps(report, indent=2))
+    from engine.plots import open_set_plot
+
+    open_set_plot(curve, at_default, f"{model} on {gallery.name}: open set ({len(mated)} + {len(non_mated)} probes)",
+                  Path(report["files"]["plot"]))  # fmt: skip
+    return report

@@ -46,6 +46,11 @@ class EngineSettings(BaseSettings):
     ann_threshold: int = Field(50_000, ge=1, description="Gallery size from which a FAISS HNSW index is used.")
     hnsw_m: int = Field(32, ge=4)
     hnsw_ef_search: int = Field(128, ge=8)
+    open_set_threshold: float | None = Field(
+        None,
+        description="Score from which a face is named as a gallery person (else: not in the gallery). "
+        "Default: the model's threshold calibrated on LFW development data (engine/identity.py).",
+    )
     vgg16_pca_components: int = Field(256, ge=0, description="PCA size for VGG16 features (0 disables PCA).")
     vgg16_random_weights: bool = Field(False, description="Tests only: build VGG16 with random weights.")
 

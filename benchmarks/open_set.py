@@ -1,0 +1,140 @@
+"""Open-set identification on the LFW development people: FPIR / FNIR of the engine's identity decision.
+
+Each fold of people (A–F, G–L) is split many times into a sparse open-set gallery (engine/evaluate.py:
+`open_set_split`: half of the people with >= 2 photos enrolled with all photos but one, the one left
+out a mated probe, as many never-enrolled people's photos as non-mated probes). For every scoring
+candidate (person-level support × cohort normalisation) the threshold is chosen on one fold (the one
+that best meets FPIR <= 0.05 and FNIR <= 0.04 together) and FPIR, FNIR and rank-1 are reported on the
+other fold at that threshold. Detections and embeddings come from benchmarks/lfw_cache.py's cache.
+Usage: python benchmarks/open_set.py [--kinds original_150px] [--variants rotate-0.1] [--splits 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+from lfw_cache import lfw_root, load_detections, load_embeddings  # noqa: E402
+from tune_lfw import FOLDS, fold_of  # noqa: E402
+
+from engine.evaluate import open_set_answers, open_set_rates, open_set_split  # noqa: E402
+from engine.identity import DEFAULT_PARAMS, IdentityParams  # noqa: E402
+from engine.search import l2_normalize  # noqa: E402
+from engine.settings import EngineSettings  # noqa: E402
+
+TARGET_FPIR, TARGET_FNIR = 0.05, 0.04
+
+
+def candidates() -> list[IdentityParams]:
+    grid = itertools.product((0.0, 0.1, 0.25), (0.0, 0.5, 0.75, 1.0), (3, 5, 10))
+    return [
+        IdentityParams(threshold=0.0, support=support, cohort_weight=weight, cohort=cohort)
+        for support, weight, cohort in grid
+        if weight or cohort == 5
+    ]
+
+
+def fold_answers(detections, plain, mirrored, fold: str, params_list, splits: int):
+    """Per split: (mated, [(mated answers, non-mated answers) per params])."""
+    members = [i for i, image in enumerate(detections.images) if fold_of(image) == fold]
+    images_of: dict[str, list[str]] = {}
+    index_of = {}
+    for i in members:
+        images_of.setdefault(detections.people[i], []).append(detections.images[i])
+        index_of[detections.images[i]] = i
+    results = []
+    for seed in range(splits):
+        gallery, mated, non_mated = open_set_split(images_of, seed)
+        rows = [index_of[image] for image in gallery if not np.isnan(plain[index_of[image], 0])]
+        features = plain[rows]
+        people = [detections.people[i] for i in rows]
+        vectors = {}
+        for image, _ in [*mated, *non_mated]:
+            i = index_of[image]
+            if not np.isnan(plain[i, 0]):
+                vectors[image] = l2_normalize((plain[i] + mirrored[i])[None])[0]
+        per_params = [
+            (
+                open_set_answers(features, people, mated, vectors, params),
+                open_set_answers(features, people, non_mated, vectors, params),
+            )
+            for params in params_list
+        ]
+        results.append((mated, per_params))
+    return results
+
+
+def rates(results, p: int, threshold: float) -> dict:
+    runs = [open_set_rates(mated, per[p][0], per[p][1], threshold) for mated, per in results]
+    return {key: float(np.mean([run[key] for run in runs])) for key in ("fpir", "fnir", "rank1")} | {
+        "fnir_std": float(np.std([run["fnir"] for run in runs])),
+        "fpir_std": float(np.std([run["fpir"] for run in runs])),
+    }
+
+
+def choose_threshold(results, p: int) -> float:
+    scores = np.array([s for _, per in results for answers in per[p] for _, s in answers if np.isfinite(s)])
+    grid = np.quantile(scores, np.linspace(0.02, 0.98, 193))
+    return float(min(grid, key=lambda t: _cost(rates(results, p, t))))
+
+
+def _cost(r: dict) -> float:
+    return max(r["fpir"] / TARGET_FPIR, r["fnir"] / TARGET_FNIR)
+
+
+def describe(params: IdentityParams) -> str:
+    return f"support={params.support:<4} cohort_weight={params.cohort_weight:<4} cohort={params.cohort:<2}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kinds", default="original_150px,deepfunneled")
+    parser.add_argument("--variants", default="rotate-0.1")
+    parser.add_argument("--splits", type=int, default=10)
+    parser.add_argument("--default-only", action="store_true", help="only the engine's default identity settings")
+    args = parser.parse_args()
+    if lfw_root() is None:
+        print("../shared/data/lfw not found: this benchmark needs it")
+        return 0
+    from engine.facenet import FaceNetEmbedder
+
+    embedder = FaceNetEmbedder(EngineSettings().facenet_weights, batch_size=64, xla=False)
+    default = DEFAULT_PARAMS["facenet"]
+    params_list = [default] if args.default_only else [default, *candidates()]
+    for kind in args.kinds.split(","):
+        detections = load_detections(kind)
+        for variant in args.variants.split(","):
+            plain, mirrored = load_embeddings(detections, variant, embedder)
+            results = {fold: fold_answers(detections, plain, mirrored, fold, params_list, args.splits) for fold in FOLDS}
+            d = {fold: rates(results[fold], 0, default.threshold) for fold in FOLDS}
+            print(
+                f"{kind} crop={variant} DEFAULT ({describe(default)} threshold={default.threshold}): "
+                + "  ".join(
+                    f"[{fold}] FPIR={d[fold]['fpir']:.4f}±{d[fold]['fpir_std']:.3f} "
+                    f"FNIR={d[fold]['fnir']:.4f}±{d[fold]['fnir_std']:.3f} rank1={d[fold]['rank1']:.4f}"
+                    for fold in FOLDS
+                ),
+                flush=True,
+            )
+            if args.default_only:
+                continue
+            for p, params in enumerate(params_list[1:], start=1):
+                line = []
+                for chooser, reporter in (("A-F", "G-L"), ("G-L", "A-F")):
+                    threshold = choose_threshold(results[chooser], p)
+                    r = rates(results[reporter], p, threshold)
+                    line.append(
+                        f"chosen on {chooser} t={threshold:.3f} -> [{reporter}] FPIR={r['fpir']:.4f} FNIR={r['fnir']:.4f} "
+                        f"rank1={r['rank1']:.4f}"
+                    )
+                print(f"{kind} crop={variant} {describe(params)} " + " | ".join(line), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
