@@ -1,8 +1,8 @@
 """LFW development data for the accuracy benchmarks, with detections and embeddings cached.
 
 Detection runs once per photo kind (every face MTCNN finds at confidence >= 0.5, with its
-landmarks) and is kept in DATA_DIR/cache/; each crop variant is embedded once (plain and
-mirrored) from those detections and cached too, so trying a setting costs only its embedding.
+landmarks) and is kept in DATA_DIR/cache/; each crop variant is embedded once (plain, and
+mirrored when asked) from those detections and cached too, so trying a setting costs only its embedding.
 Usage (fills the caches): python benchmarks/lfw_cache.py [--kinds deepfunneled,original_150px] [--variants ...]
 """
 
@@ -112,16 +112,36 @@ def make_crop(image: np.ndarray, face: DetectedFace, variant: str) -> np.ndarray
     return crop_face(image, face, size=160, margin=margin, align=how == "rotate")
 
 
-def load_embeddings(detections: Detections, variant: str, embedder, *, confidence: float = 0.9, verbose: bool = True):
-    """(plain, mirrored) L2-normalised embeddings of each image's main face, NaN rows where none; cached."""
-    path = cache_dir() / f"lfw-{detections.kind}-{variant}-c{confidence}.npz"
-    if path.is_file():
-        data = np.load(path)
-        return data["plain"], data["mirrored"]
+def load_embeddings(detections: Detections, variant: str, embedder, *, confidence: float = 0.9, mirrored: bool = False,
+                    verbose: bool = True):
+    """(plain, mirrored) L2-normalised embeddings of each image's main face, NaN rows where none; cached.
+
+    The mirrored ones (for flip-averaged queries, as search makes them) double the work: only with
+    `mirrored`, else whatever the cache holds (None when it holds none).
+    """
+    paths = {
+        side: cache_dir() / f"lfw-{detections.kind}-{variant}-c{confidence}-{side}.npy" for side in ("plain", "mirrored")
+    }
+    wanted = ["plain", "mirrored"] if mirrored else ["plain"]
+    missing = [side for side in wanted if not paths[side].is_file()]
+    if missing:
+        _embed(detections, variant, embedder, confidence, missing, paths, verbose)
+    return tuple(np.load(paths[side]) if paths[side].is_file() else None for side in ("plain", "mirrored"))
+
+
+def query_vectors(plain: np.ndarray, mirrored: np.ndarray | None) -> np.ndarray:
+    """Queries as search makes them (flip-averaged) when the mirrored embeddings are cached, else plain."""
+    if mirrored is None:
+        return plain
+    from engine.search import l2_normalize
+
+    return l2_normalize(plain + mirrored)
+
+
+def _embed(detections, variant, embedder, confidence, sides, paths, verbose) -> None:
     gallery = LFW / detections.kind
     n = len(detections.images)
-    plain = np.full((n, 128), np.nan, np.float32)
-    mirrored = np.full((n, 128), np.nan, np.float32)
+    out = {side: np.full((n, 128), np.nan, np.float32) for side in sides}
     started = time.perf_counter()
     for start in range(0, n, 256):
         rows, crops = [], []
@@ -134,20 +154,23 @@ def load_embeddings(detections: Detections, variant: str, embedder, *, confidenc
             crops.append(make_crop(image, face, variant))
         if crops:
             batch = np.stack(crops)
-            plain[rows] = embedder.embed(batch)
-            mirrored[rows] = embedder.embed(batch[:, :, ::-1, :].copy())
+            if "plain" in out:
+                out["plain"][rows] = embedder.embed(batch)
+            if "mirrored" in out:
+                out["mirrored"][rows] = embedder.embed(batch[:, :, ::-1, :].copy())
         if verbose and start % 2048 == 0:
-            print(f"  {detections.kind} {variant}: embedded {start}/{n} in {time.perf_counter() - started:.0f} s", flush=True)
-    np.savez(path, plain=plain, mirrored=mirrored)
+            print(f"  {detections.kind} {variant} {sides}: {start}/{n} in {time.perf_counter() - started:.0f} s", flush=True)
+    for side, array in out.items():
+        np.save(paths[side], array)
     if verbose:
-        print(f"{detections.kind} {variant}: {n} images embedded in {time.perf_counter() - started:.0f} s", flush=True)
-    return plain, mirrored
+        print(f"{detections.kind} {variant} {sides}: {n} images embedded in {time.perf_counter() - started:.0f} s", flush=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--variants", default="", help="comma-separated crop variants to embed (default: none)")
+    parser.add_argument("--mirrored", action="store_true", help="also embed mirrored crops (flip-averaged queries)")
     args = parser.parse_args()
     if lfw_root() is None:
         print(f"{LFW} not found: the LFW benchmarks need ../shared")
@@ -156,13 +179,14 @@ def main() -> int:
     detections = {kind: load_detections(kind) for kind in kinds}
     variants = [v for v in args.variants.split(",") if v]
     if variants:
+        # one variant at a time over the kinds given, in the order given
         from engine.facenet import FaceNetEmbedder
 
         settings = EngineSettings()
         embedder = FaceNetEmbedder(settings.facenet_weights, batch_size=64, xla=False)
         for variant in variants:
             for kind in kinds:
-                load_embeddings(detections[kind], variant, embedder)
+                load_embeddings(detections[kind], variant, embedder, mirrored=args.mirrored)
     return 0
 
 

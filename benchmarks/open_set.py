@@ -19,12 +19,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from lfw_cache import lfw_root, load_detections, load_embeddings  # noqa: E402
+from lfw_cache import lfw_root, load_detections, load_embeddings, query_vectors  # noqa: E402
 from tune_lfw import FOLDS, fold_of  # noqa: E402
 
 from engine.evaluate import open_set_answers, open_set_rates, open_set_split  # noqa: E402
 from engine.identity import DEFAULT_PARAMS, IdentityParams  # noqa: E402
-from engine.search import l2_normalize  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
 
 TARGET_FPIR, TARGET_FNIR = 0.05, 0.04
@@ -57,7 +56,7 @@ def fold_answers(detections, plain, mirrored, fold: str, params_list, splits: in
         for image, _ in [*mated, *non_mated]:
             i = index_of[image]
             if not np.isnan(plain[i, 0]):
-                vectors[image] = l2_normalize((plain[i] + mirrored[i])[None])[0]
+                vectors[image] = query_vectors(plain[i : i + 1], None if mirrored is None else mirrored[i : i + 1])[0]
         per_params = [
             (
                 open_set_answers(features, people, mated, vectors, params),
@@ -91,6 +90,31 @@ def describe(params: IdentityParams) -> str:
     return f"support={params.support:<4} cohort_weight={params.cohort_weight:<4} cohort={params.cohort:<2}"
 
 
+def decision_cost(features: np.ndarray, people: list[str], queries: np.ndarray, params: IdentityParams) -> None:
+    """The search step with and without the identity decision (k=5 vs `neighbours` + identify), per query."""
+    import time
+
+    from engine.identity import identify
+    from engine.search import VectorSearch
+
+    search = VectorSearch(features)
+    timings = {}
+    for label, k, decide in (("k=5 matches only", 5, False), (f"k={params.neighbours} + identity", params.neighbours, True)):
+        times = []
+        for query in queries:
+            started = time.perf_counter()
+            similarities, rows = search.search(query[None], k)
+            if decide:
+                identify([people[r] for r in rows[0]], similarities[0], params)
+            times.append((time.perf_counter() - started) * 1000)
+        timings[label] = np.percentile(times, 50)
+    print(
+        f"search step on a {len(features)}-face gallery, p50 over {len(queries)} queries: "
+        + ", ".join(f"{label} {ms:.3f} ms" for label, ms in timings.items()),
+        flush=True,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kinds", default="original_150px,deepfunneled")
@@ -110,6 +134,8 @@ def main() -> int:
         detections = load_detections(kind)
         for variant in args.variants.split(","):
             plain, mirrored = load_embeddings(detections, variant, embedder)
+            found = ~np.isnan(plain[:, 0])
+            decision_cost(plain[found], [p for p, f in zip(detections.people, found) if f], plain[found][::40], default)
             results = {fold: fold_answers(detections, plain, mirrored, fold, params_list, args.splits) for fold in FOLDS}
             d = {fold: rates(results[fold], 0, default.threshold) for fold in FOLDS}
             print(

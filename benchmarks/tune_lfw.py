@@ -3,8 +3,8 @@
 The development people are split by name into two folds, A–F and G–L. For each photo kind, every
 candidate (crop variant × person-level support) is scored by leave-one-out rank-1 within each fold
 (the protocol of `python -m engine eval`: gallery rows are plain embeddings of each photo's main face,
-queries flip-averaged, a photo without a face a miss). The best candidate on one fold is reported on
-the other, and the other way round; a candidate only becomes a default if it wins on both.
+queries flip-averaged when the cache holds mirrored embeddings, else plain; a photo without a face a
+miss). The best candidate on one fold is reported on the other, and the other way round; a candidate only becomes a default if it wins on both.
 Detections and embeddings come from benchmarks/lfw_cache.py's cache (filled on first use).
 Usage: python benchmarks/tune_lfw.py [--kinds deepfunneled,original_150px] [--variants rotate-0.1,...]
 """
@@ -18,10 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from lfw_cache import KINDS, VARIANTS, lfw_root, load_detections, load_embeddings  # noqa: E402
+from lfw_cache import KINDS, VARIANTS, lfw_root, load_detections, load_embeddings, query_vectors  # noqa: E402
 
 from engine.identity import IdentityParams, person_scores  # noqa: E402
-from engine.search import l2_normalize  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
 
 FOLDS = {"A-F": tuple("ABCDEF"), "G-L": tuple("GHIJKL")}
@@ -43,7 +42,7 @@ def fold_scores(detections, plain, mirrored, fold: str, supports=SUPPORTS) -> di
     people = np.array(detections.people)[rows]
     features = plain[rows]
     answered = [i for i in queries if not np.isnan(plain[i, 0])]
-    vectors = l2_normalize(plain[answered] + mirrored[answered])
+    vectors = query_vectors(plain[answered], None if mirrored is None else mirrored[answered])
     row_position = {image_index: position for position, image_index in enumerate(rows)}
     hits = {support: 0 for support in supports}
     neighbours = 20

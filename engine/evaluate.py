@@ -243,7 +243,7 @@ def open_set_split(images_of: dict[str, list[str]], seed: int = 0):
 
 def open_set_answers(features: np.ndarray, row_people: list[str], probes: list[tuple[str, str]], vectors: dict, params):
     """(named person or None before thresholding, score) per probe; a probe with no face gets (None, -inf)."""
-    from engine.identity import identify, person_scores  # noqa: F401  (identify: same decision as search)
+    from engine.identity import identify  # the same decision as search
     from engine.search import exact_top_k
 
     people = np.array(row_people)
