@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from lfw_cache import lfw_root, load_detections, load_embeddings, query_vectors  # noqa: E402
 from tune_lfw import FOLDS, fold_of  # noqa: E402
 
-from engine.evaluate import open_set_answers, open_set_rates, open_set_split  # noqa: E402
+from engine.evaluate import open_set_answers, open_set_split  # noqa: E402
 from engine.identity import DEFAULT_PARAMS, IdentityParams  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
 
@@ -68,22 +68,41 @@ def fold_answers(detections, plain, mirrored, fold: str, params_list, splits: in
     return results
 
 
+def _arrays(results, p: int):
+    """Per split: (mated right-name flags, mated scores, non-mated scores) as arrays."""
+    out = []
+    for mated, per in results:
+        mated_answers, non_mated_answers = per[p]
+        right = np.array([name == person for (_, person), (name, _) in zip(mated, mated_answers)])
+        out.append((right, np.array([s for _, s in mated_answers]), np.array([s for _, s in non_mated_answers])))
+    return out
+
+
+def rates_over(results, p: int, thresholds: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean FPIR / FNIR (and their spread over splits) at each threshold; rank-1 of the mated probes."""
+    thresholds = np.atleast_1d(thresholds)[:, None]
+    fpir, fnir, rank1 = [], [], []
+    for right, mated_scores, non_mated_scores in _arrays(results, p):
+        fpir.append((non_mated_scores[None, :] >= thresholds).mean(axis=1))
+        fnir.append(1.0 - (right[None, :] & (mated_scores[None, :] >= thresholds)).mean(axis=1))
+        rank1.append(right.mean())
+    fpir, fnir = np.array(fpir), np.array(fnir)
+    return {
+        "fpir": fpir.mean(axis=0), "fnir": fnir.mean(axis=0), "fpir_std": fpir.std(axis=0), "fnir_std": fnir.std(axis=0),
+        "rank1": np.full(len(thresholds), float(np.mean(rank1))),
+    }  # fmt: skip
+
+
 def rates(results, p: int, threshold: float) -> dict:
-    runs = [open_set_rates(mated, per[p][0], per[p][1], threshold) for mated, per in results]
-    return {key: float(np.mean([run[key] for run in runs])) for key in ("fpir", "fnir", "rank1")} | {
-        "fnir_std": float(np.std([run["fnir"] for run in runs])),
-        "fpir_std": float(np.std([run["fpir"] for run in runs])),
-    }
+    return {key: float(values[0]) for key, values in rates_over(results, p, np.array([threshold])).items()}
 
 
 def choose_threshold(results, p: int) -> float:
-    scores = np.array([s for _, per in results for answers in per[p] for _, s in answers if np.isfinite(s)])
-    grid = np.quantile(scores, np.linspace(0.02, 0.98, 193))
-    return float(min(grid, key=lambda t: _cost(rates(results, p, t))))
-
-
-def _cost(r: dict) -> float:
-    return max(r["fpir"] / TARGET_FPIR, r["fnir"] / TARGET_FNIR)
+    """The threshold that best meets both targets (lowest max(FPIR / 0.05, FNIR / 0.04)) on these splits."""
+    scores = np.concatenate([np.concatenate([m, n]) for _, m, n in _arrays(results, p)])
+    grid = np.unique(np.quantile(scores[np.isfinite(scores)], np.linspace(0.02, 0.98, 481)))
+    r = rates_over(results, p, grid)
+    return float(grid[int(np.argmin(np.maximum(r["fpir"] / TARGET_FPIR, r["fnir"] / TARGET_FNIR)))])
 
 
 def describe(params: IdentityParams) -> str:
