@@ -23,7 +23,7 @@ if str(REPO) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from engine.detect import FaceDetector, crop_face  # noqa: E402
+from engine.detect import FaceDetector, face_crop  # noqa: E402
 from engine.images import list_gallery_images, person_name, read_image  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
 from engine.types import DetectedFace  # noqa: E402
@@ -104,12 +104,8 @@ def load_detections(kind: str, *, min_face_size: int = 20, verbose: bool = True)
 
 
 def make_crop(image: np.ndarray, face: DetectedFace, variant: str) -> np.ndarray:
-    margin, how = VARIANTS[variant]
-    if how == "template":
-        from engine.detect import template_crop
-
-        return template_crop(image, face, size=160, margin=margin)
-    return crop_face(image, face, size=160, margin=margin, align=how == "rotate")
+    margin, alignment = VARIANTS[variant]
+    return face_crop(image, face, size=160, margin=margin, alignment=alignment)
 
 
 def load_embeddings(detections: Detections, variant: str, embedder, *, confidence: float = 0.9, mirrored: bool = False,

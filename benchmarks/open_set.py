@@ -30,11 +30,12 @@ TARGET_FPIR, TARGET_FNIR = 0.05, 0.04
 
 
 def candidates() -> list[IdentityParams]:
-    grid = itertools.product((0.0, 0.1, 0.25), (0.0, 0.5, 0.75, 1.0), (3, 5, 10))
+    """Raw best similarity; minus a share of the cohort's mean; z-scored against the cohort."""
+    grid = itertools.product((0.0, 0.5, 0.75, 1.0), (3, 10, 20), (False, True))
     return [
-        IdentityParams(threshold=0.0, support=support, cohort_weight=weight, cohort=cohort)
-        for support, weight, cohort in grid
-        if weight or cohort == 5
+        IdentityParams(threshold=0.0, cohort_weight=weight, cohort=cohort, cohort_spread=spread, neighbours=50)
+        for weight, cohort, spread in grid
+        if (weight or (cohort == 3 and not spread)) and (weight == 1.0 or not spread)
     ]
 
 
@@ -106,7 +107,10 @@ def choose_threshold(results, p: int) -> float:
 
 
 def describe(params: IdentityParams) -> str:
-    return f"support={params.support:<4} cohort_weight={params.cohort_weight:<4} cohort={params.cohort:<2}"
+    return (
+        f"support={params.support:<4} cohort_weight={params.cohort_weight:<4} cohort={params.cohort:<2} "
+        f"spread={params.cohort_spread!s:5} neighbours={params.neighbours}"
+    )
 
 
 def decision_cost(features: np.ndarray, people: list[str], queries: np.ndarray, params: IdentityParams) -> None:
@@ -177,6 +181,8 @@ def main() -> int:
                         f"chosen on {chooser} t={threshold:.3f} -> [{reporter}] FPIR={r['fpir']:.4f} FNIR={r['fnir']:.4f} "
                         f"rank1={r['rank1']:.4f}"
                     )
+                pooled = choose_threshold(results["A-F"] + results["G-L"], p)
+                line.append(f"threshold on both folds {pooled:.3f}")
                 print(f"{kind} crop={variant} {describe(params)} " + " | ".join(line), flush=True)
     return 0
 

@@ -24,7 +24,7 @@ from engine.identity import IdentityParams, person_scores  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
 
 FOLDS = {"A-F": tuple("ABCDEF"), "G-L": tuple("GHIJKL")}
-SUPPORTS = (0.0, 0.1, 0.25, 0.5)
+SUPPORTS = (0.0, 0.05, 0.1, 0.25)
 
 
 def fold_of(image: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.detect import FaceDetector, crop_face
+from engine.detect import FaceDetector, face_crop
 from engine.errors import BadInputError, GalleryError, IndexUnavailableError, ModelUnavailableError
 from engine.facenet import FACENET_INPUT_SIZE, FaceNetEmbedder
 from engine.identity import DEFAULT_PARAMS, IdentityParams, identify
@@ -123,7 +123,7 @@ class Engine:
             "min_face_size": s.min_face_size,
             "face_confidence": s.face_confidence,
             "face_margin": s.face_margin,
-            "align_faces": s.align_faces,
+            "face_alignment": s.face_alignment,
             "flip_gallery": s.flip_gallery,
             "index_all_faces": s.index_all_faces,
         }
@@ -401,9 +401,8 @@ class Engine:
         return self.decode(data, name=name or path.name)
 
     def _crop(self, image: np.ndarray, face: DetectedFace) -> np.ndarray:
-        return crop_face(
-            image, face, size=FACENET_INPUT_SIZE, margin=self.settings.face_margin, align=self.settings.align_faces
-        )
+        s = self.settings
+        return face_crop(image, face, size=FACENET_INPUT_SIZE, margin=s.face_margin, alignment=s.face_alignment)
 
     # ---- search -------------------------------------------------------------------------
 

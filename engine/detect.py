@@ -192,3 +192,10 @@ def template_crop(image: np.ndarray, face: DetectedFace, *, size: int, margin: f
     p, q, tx, ty = similarity_transform(target, face.landmarks.astype(np.float64))
     crop = Image.fromarray(image).transform((size, size), Image.AFFINE, (p, -q, tx, q, p, ty), resample=Image.BILINEAR)
     return np.asarray(crop, dtype=np.uint8)
+
+
+def face_crop(image: np.ndarray, face: DetectedFace, *, size: int, margin: float, alignment: str) -> np.ndarray:
+    """The crop the embedder sees: "template" (five-point similarity transform), "rotate" (eyes level) or "none"."""
+    if alignment == "template":
+        return template_crop(image, face, size=size, margin=margin)
+    return crop_face(image, face, size=size, margin=margin, align=alignment == "rotate")

@@ -31,10 +31,13 @@ class IdentityParams:
     threshold: float  # normalised score from which a person is named
     neighbours: int = 20  # nearest gallery faces looked at
     support: float = 0.0  # bonus per further face of the same person, times its similarity's excess over `floor`
+    support_faces: int = 1  # further faces counted (more would favour people with many gallery photos)
     floor: float = 0.3
     cohort: int = 5  # other people's best similarities averaged into the cohort score
     cohort_weight: float = 0.0  # how much of the cohort score is subtracted
     cohort_default: float = 0.2  # cohort score assumed when the neighbours hold no other person
+    cohort_spread: bool = False  # also divide by the cohort's spread (a z-score against the other people)
+    spread_default: float = 0.05
 
 
 # Calibrated per model (see the module docstring and README). FPIR/FNIR trade-off at these values:
@@ -50,13 +53,14 @@ def person_scores(names: list[str], similarities: np.ndarray | list[float], para
     """(person, person-level score) for every person among the neighbours, best first."""
     best: dict[str, float] = {}
     extra: dict[str, float] = {}
+    counted: dict[str, int] = {}
     for name, similarity in zip(names[: params.neighbours], similarities[: params.neighbours]):
         similarity = float(similarity)
         if name not in best:
-            best[name] = similarity
-            extra[name] = 0.0
-        else:
+            best[name], extra[name], counted[name] = similarity, 0.0, 0
+        elif counted[name] < params.support_faces:
             extra[name] += max(0.0, similarity - params.floor)
+            counted[name] += 1
     scored = [(name, best[name] + params.support * extra[name]) for name in best]
     return sorted(scored, key=lambda item: -item[1])
 
@@ -71,4 +75,6 @@ def identify(names: list[str], similarities: np.ndarray | list[float], params: I
         others = [s for _, s in scored[1 : 1 + params.cohort]]
         cohort = float(np.mean(others)) if others else params.cohort_default
         score -= params.cohort_weight * cohort
+        if params.cohort_spread:
+            score /= max(float(np.std(others)), 0.01) if len(others) >= 3 else params.spread_default
     return Identity(name=name if score >= params.threshold else None, score=float(score))

@@ -28,7 +28,11 @@ class EngineSettings(BaseSettings):
     min_face_size: int = Field(20, ge=20, description="Smallest face (pixels) looked for; photos are scaled so it becomes 20 px for MTCNN.")
     face_confidence: float = Field(0.90, ge=0.0, le=1.0, description="Minimum MTCNN confidence for a face.")
     face_margin: float = Field(0.1, ge=0.0, le=1.0, description="Margin added around a face box, as a share of its size.")
-    align_faces: bool = Field(True, description="Rotate crops so the eyes are level (MTCNN landmarks).")
+    face_alignment: Literal["template", "rotate", "none"] = Field(
+        "rotate",
+        description="How face crops are aligned: 'template' maps the five MTCNN landmarks onto a canonical face by a "
+        "similarity transform, 'rotate' only levels the eyes, 'none' crops the box as it is.",
+    )
     flip_queries: bool = Field(True, description="Average each query face's embedding with its mirror image's.")
     flip_gallery: bool = Field(False, description="The same for gallery faces (doubles indexing time, no measured gain).")
     index_all_faces: bool = Field(False, description="Index every face of a gallery photo, not only the most prominent.")

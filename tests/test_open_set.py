@@ -85,9 +85,13 @@ def test_person_scores_rank_people_with_support():
     names = ["A", "B", "B", "B", "C"]
     similarities = [0.80, 0.79, 0.78, 0.77, 0.40]
     assert person_scores(names, similarities, IdentityParams(threshold=0))[0][0] == "A"
+    # one further face counts by default: B's second face (0.78) lifts B above A
     scored = person_scores(names, similarities, IdentityParams(threshold=0, support=0.1, floor=0.3))
-    assert scored[0][0] == "B" and scored[0][1] == pytest.approx(0.79 + 0.1 * (0.48 + 0.47))
+    assert scored[0][0] == "B" and scored[0][1] == pytest.approx(0.79 + 0.1 * 0.48)
     assert [name for name, _ in scored] == ["B", "A", "C"]
+    both = person_scores(names, similarities, IdentityParams(threshold=0, support=0.1, floor=0.3, support_faces=2))
+    assert both[0][1] == pytest.approx(0.79 + 0.1 * (0.48 + 0.47))
+    assert person_scores(names, similarities, IdentityParams(threshold=0, neighbours=1)) == [("A", 0.80)]
 
 
 def test_identify_normalises_against_the_cohort():
