@@ -4,7 +4,8 @@ The development people are split by name into two folds, A–F and G–L. For ea
 candidate (crop variant × person-level support) is scored by leave-one-out rank-1 within each fold
 (the protocol of `python -m engine eval`: gallery rows are plain embeddings of each photo's main face,
 queries flip-averaged when the cache holds mirrored embeddings, else plain; a photo without a face a
-miss). The best candidate on one fold is reported on the other, and the other way round; a candidate only becomes a default if it wins on both.
+miss). The best candidate on one fold is reported on the other, and the other way round; a candidate
+only becomes a default if it wins on both.
 Detections and embeddings come from benchmarks/lfw_cache.py's cache (filled on first use).
 Usage: python benchmarks/tune_lfw.py [--kinds deepfunneled,original_150px] [--variants rotate-0.1,...]
 """
