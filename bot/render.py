@@ -41,7 +41,10 @@ def summary(faces: list[FaceResult]) -> str:
         prefix = f"Face {number}: " if len(faces) > 1 else ""
         name, score = face.identity.name, face.identity.score
         if name is None:
-            lines.append(f"{prefix}not in the gallery (score {score:.2f}); the photos shown are only the closest faces.")
+            lines.append(
+                f"{prefix}not in the gallery (no confident match, score {score:.2f}); "
+                "the photos shown are only the closest faces."
+            )
             continue
         count = sum(match.name == name for match in face.matches)
         lines.append(f"{prefix}most likely {name} (score {score:.2f}; {count} of the {len(face.matches)} closest faces)")

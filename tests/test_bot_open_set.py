@@ -56,7 +56,7 @@ async def test_unknown_face_is_said_first_and_closest_faces_are_not_matches(api:
     since = len(api.calls)
     api.send_photo(USER, photo("Madonna"))
     summary = await api.wait_for_text(USER, "the photos shown are only the closest faces", since=since, timeout=TIMEOUT)
-    assert summary.text.startswith("not in the gallery (score ")
+    assert summary.text.startswith("not in the gallery (no confident match, score ")
     texts = api.calls_to(USER, "sendMessage", since=since)
     assert texts[0].text.startswith("not in the gallery — I don't know this person (score 0.")
     assert "closest faces in the gallery, not matches" in texts[0].text
