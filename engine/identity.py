@@ -44,7 +44,7 @@ class IdentityParams:
 # see benchmarks/open_set.py's report. VGG16 compares whole images, not faces: its threshold is a plain
 # similarity level, not calibrated (no development weights at hand), kept for the JSON's shape.
 DEFAULT_PARAMS: dict[str, IdentityParams] = {
-    "facenet": IdentityParams(threshold=0.41, neighbours=50, cohort=10, cohort_weight=0.5),
+    "facenet": IdentityParams(threshold=0.427, neighbours=50, cohort=20, cohort_weight=0.5),
     "vgg16": IdentityParams(threshold=0.5, neighbours=10),
 }
 
