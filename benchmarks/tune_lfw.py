@@ -1,75 +1,99 @@
-"""Which crop choices move FaceNet's rank-1 on LFW: alignment, margin, flipped-image averaging.
+"""Crop and answer settings chosen on one fold of people, reported on the other (LFW development part).
 
-Detects once, then embeds the same faces under each variant and scores leave-one-out
-identification (same protocol as `python -m engine eval`). Needs ../shared/data/lfw.
-Usage: python benchmarks/tune_lfw.py [--variant deepfunneled|original_150px] [--limit N]
+The development people are split by name into two folds, A–F and G–L. For each photo kind, every
+candidate (crop variant × person-level support) is scored by leave-one-out rank-1 within each fold
+(the protocol of `python -m engine eval`: gallery rows are plain embeddings of each photo's main face,
+queries flip-averaged when the cache holds mirrored embeddings, else plain; a photo without a face a
+miss). The best candidate on one fold is reported on the other, and the other way round; a candidate
+only becomes a default if it wins on both.
+Detections and embeddings come from benchmarks/lfw_cache.py's cache (filled on first use).
+Usage: python benchmarks/tune_lfw.py [--kinds deepfunneled,original_150px] [--variants rotate-0.1,...]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from lfw_cache import KINDS, VARIANTS, lfw_root, load_detections, load_embeddings, query_vectors  # noqa: E402
 
-from engine.core import Engine  # noqa: E402
-from engine.detect import crop_face  # noqa: E402
-from engine.evaluate import retrieval_metrics  # noqa: E402
-from engine.search import l2_normalize  # noqa: E402
-from engine.images import list_gallery_images, person_name, read_image  # noqa: E402
+from engine.identity import IdentityParams, person_scores  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
+
+FOLDS = {"A-F": tuple("ABCDEF"), "G-L": tuple("GHIJKL")}
+SUPPORTS = (0.0, 0.05, 0.1, 0.25)
+
+
+def fold_of(image: str) -> str:
+    return "A-F" if image[0].upper() in FOLDS["A-F"] else "G-L"
+
+
+def fold_scores(detections, plain, mirrored, fold: str, supports=SUPPORTS) -> dict[float, float]:
+    """Leave-one-out rank-1 of the fold's people, per person-level support (0: the top face's name)."""
+    members = [i for i, image in enumerate(detections.images) if fold_of(image) == fold]
+    count: dict[str, int] = {}
+    for i in members:
+        count[detections.people[i]] = count.get(detections.people[i], 0) + 1
+    queries = [i for i in members if count[detections.people[i]] >= 2]
+    rows = [i for i in members if not np.isnan(plain[i, 0])]
+    people = np.array(detections.people)[rows]
+    features = plain[rows]
+    answered = [i for i in queries if not np.isnan(plain[i, 0])]
+    vectors = query_vectors(plain[answered], None if mirrored is None else mirrored[answered])
+    row_position = {image_index: position for position, image_index in enumerate(rows)}
+    hits = {support: 0 for support in supports}
+    neighbours = 20
+    for start in range(0, len(answered), 1024):
+        block = answered[start : start + 1024]
+        similarities = vectors[start : start + len(block)] @ features.T
+        for j, i in enumerate(block):
+            similarities[j, row_position[i]] = -np.inf  # never the query photo itself
+        top = np.argpartition(-similarities, neighbours, axis=1)[:, :neighbours]
+        for j, i in enumerate(block):
+            order = top[j][np.argsort(-similarities[j, top[j]])]
+            names, sims = people[order].tolist(), similarities[j, order]
+            for support in supports:
+                best = person_scores(names, sims, IdentityParams(threshold=0.0, support=support))[0][0]
+                hits[support] += best == detections.people[i]
+    return {support: hits[support] / len(queries) for support in supports}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--variant", default="deepfunneled")
-    parser.add_argument("--limit", type=int, default=3000)
-    parser.add_argument("--min-face-size", type=int, default=32)
-    parser.add_argument("--margins", default="0.1,0.2,0.3", help="comma-separated crop margins to try")
-    parser.add_argument("--align", default="false,true", help="alignment settings to try")
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args()
-    gallery = REPO.parent / "shared" / "data" / "lfw" / args.variant
-    if not gallery.is_dir():
-        print(f"{gallery} not found: this benchmark needs ../shared")
+    if lfw_root() is None:
+        print("../shared/data/lfw not found: this benchmark needs it")
         return 0
-    settings = EngineSettings(min_face_size=args.min_face_size)
-    engine = Engine(settings)
-    engine.load("facenet")
-    paths = list_gallery_images(gallery)[: args.limit]
-    relative = [p.relative_to(gallery).as_posix() for p in paths]
-    started = time.perf_counter()
-    images = [read_image(p, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels) for p in paths]
-    faces = []
-    for i in range(0, len(images), 16):
-        faces.extend(engine.detector.detect(images[i : i + 16]))
-    found = [i for i, f in enumerate(faces) if f]
-    print(f"{args.variant}: {len(paths)} images, faces in {len(found)}, detection {time.perf_counter() - started:.0f} s")
-    images_of = {}
-    for image in relative:
-        images_of.setdefault(person_name(Path(image)), []).append(image)
-    queries = [(img, person) for person, imgs in images_of.items() if len(imgs) >= 2 for img in imgs]
-    row_images = [relative[i] for i in found]
-    row_people = [person_name(Path(relative[i])) for i in found]
-    for align in [value.strip() == "true" for value in args.align.split(",")]:
-        for margin in [float(value) for value in args.margins.split(",")]:
-            crops = np.stack([crop_face(images[i], faces[i][0], size=160, margin=margin, align=align) for i in found])
-            plain = engine.facenet.embed(crops)
-            flipped = engine.facenet.embed(crops[:, :, ::-1, :].copy())
-            for flip in (False, True):
-                features = l2_normalize(plain + flipped) if flip else plain
-                metrics, _ = retrieval_metrics(features, row_people, row_images, queries)
+    from engine.facenet import FaceNetEmbedder
+
+    embedder = FaceNetEmbedder(EngineSettings().facenet_weights, batch_size=64, xla=False)
+    for kind in args.kinds.split(","):
+        detections = load_detections(kind)
+        table: dict[tuple[str, float], dict[str, float]] = {}
+        for variant in args.variants.split(","):
+            plain, mirrored = load_embeddings(detections, variant, embedder)
+            per_fold = {fold: fold_scores(detections, plain, mirrored, fold) for fold in FOLDS}
+            for support in SUPPORTS:
+                table[(variant, support)] = {fold: per_fold[fold][support] for fold in FOLDS}
                 print(
-                    f"align={align!s:5} margin={margin:.2f} flip={flip!s:5} rank1={metrics['rank1']:.4f} "
-                    f"hit5={metrics['hit5']:.4f} map10={metrics['map10']:.4f} queries={metrics['queries']}",
+                    f"{kind:15s} crop={variant:13s} support={support:<4} "
+                    + "  ".join(f"rank1[{fold}]={per_fold[fold][support]:.4f}" for fold in FOLDS),
                     flush=True,
                 )
+        for chooser, reporter in (("A-F", "G-L"), ("G-L", "A-F")):
+            best = max(table, key=lambda key: table[key][chooser])
+            print(
+                f"{kind}: chosen on {chooser}: crop={best[0]} support={best[1]} "
+                f"(rank1 {table[best][chooser]:.4f} there) -> rank1 on {reporter}: {table[best][reporter]:.4f}"
+            )
+        both = [key for key in table if all(table[key][f] >= max(t[f] for t in table.values()) - 0.001 for f in FOLDS)]
+        print(f"{kind}: within 0.001 of the best on both folds: {both}", flush=True)
     return 0
 
 

@@ -16,35 +16,38 @@ ALBUM_SIZE = 10  # Telegram's limit of photos per media group
 BOX_COLOURS = ["#ff3b30", "#34c759", "#007aff", "#ffcc00", "#af52de", "#ff9500", "#5ac8fa", "#ff2d55"]
 
 
-def caption(face_number: int, match: Match) -> str:
+def caption(face_number: int, match: Match, *, closest: bool = False) -> str:
+    """An album caption; `closest` marks the look-alikes shown for a face that is not in the gallery."""
+    if closest:
+        return f"Face {face_number} · closest #{match.rank} {match.name} · {match.similarity:.2f} · not a match"
     return f"Face {face_number} · #{match.rank} {match.name} · {match.similarity:.2f}"
+
+
+def not_in_gallery(face_number: int, face: FaceResult, faces: int) -> str:
+    """Said before the closest faces of an unknown face are shown, so nobody takes them for matches."""
+    prefix = f"Face {face_number}: " if faces > 1 else ""
+    shown = " The photos that follow are the closest faces in the gallery, not matches." if face.matches else ""
+    return f"{prefix}not in the gallery — I don't know this person (score {face.identity.score:.2f}).{shown}"
 
 
 def chunks(items: list, size: int = ALBUM_SIZE) -> list[list]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-def summary(faces: list[FaceResult], threshold: float) -> str:
-    """One line per face: the likeliest people (best similarity, how many of the k matches), or no confident match."""
+def summary(faces: list[FaceResult]) -> str:
+    """One line per face: the engine's open-set answer (engine/identity.py), the person named with its score."""
     lines = []
     for number, face in enumerate(faces, start=1):
         prefix = f"Face {number}: " if len(faces) > 1 else ""
-        people: dict[str, tuple[float, int]] = {}
-        for match in face.matches:
-            best, count = people.get(match.name, (-1.0, 0))
-            people[match.name] = (max(best, match.similarity), count + 1)
-        confident = sorted(
-            ((name, best, count) for name, (best, count) in people.items() if best >= threshold),
-            key=lambda item: (-item[1], -item[2]),
-        )
-        if not confident:
-            best_any = max((m.similarity for m in face.matches), default=None)
-            detail = f" (best similarity {best_any:.2f}, threshold {threshold:.2f})" if best_any is not None else ""
-            lines.append(f"{prefix}no confident match{detail} — this person is probably not in the gallery.")
+        name, score = face.identity.name, face.identity.score
+        if name is None:
+            lines.append(
+                f"{prefix}not in the gallery (no confident match, score {score:.2f}); "
+                "the photos shown are only the closest faces."
+            )
             continue
-        k = len(face.matches)
-        described = ", ".join(f"{name} ({best:.2f}, {count} of {k})" for name, best, count in confident[:3])
-        lines.append(f"{prefix}most likely {described}")
+        count = sum(match.name == name for match in face.matches)
+        lines.append(f"{prefix}most likely {name} (score {score:.2f}; {count} of the {len(face.matches)} closest faces)")
     return "\n".join(lines)
 
 

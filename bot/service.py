@@ -187,16 +187,19 @@ class BotService:
             boxed = await asyncio.to_thread(render.draw_boxes, image, [face.box for face in result.faces])
             await message.reply_photo(boxed, caption=f"I found {len(result.faces)} faces; their numbers match the captions below.")
         for number, face in enumerate(result.faces, start=1):
-            await self._send_matches(message, number, face.matches)
+            unknown = face.identity.name is None
+            if unknown:  # said first, so the closest faces are not taken for matches
+                await message.reply_text(render.not_in_gallery(number, face, len(result.faces)))
+            await self._send_matches(message, number, face.matches, closest=unknown)
         await self._record(message, user, model, k, result, data, started)
-        await message.reply_text(render.summary(result.faces, self.settings.match_threshold))
+        await message.reply_text(render.summary(result.faces))
 
     def _search(self, data: bytes, *, model: str, k: int, name: str) -> tuple[np.ndarray, SearchResult]:
         """Decode once (the boxes photo is drawn on the same upright pixels) and search; runs in the pool."""
         image = self.engine.decode(data, name=name)
         return image, self.engine.search_image(image, model=model, k=k, max_faces=self.settings.max_faces, name=name)
 
-    async def _send_matches(self, message: Message, number: int, matches) -> None:
+    async def _send_matches(self, message: Message, number: int, matches, *, closest: bool = False) -> None:
         if not matches:
             await message.reply_text(f"Face {number}: the gallery is empty.")
             return
@@ -204,10 +207,10 @@ class BotService:
         for group in render.chunks(list(zip(matches, photos))):
             if len(group) == 1:
                 match, photo = group[0]
-                await message.reply_photo(photo, caption=render.caption(number, match))
+                await message.reply_photo(photo, caption=render.caption(number, match, closest=closest))
             else:
                 await message.reply_media_group(
-                    [InputMediaPhoto(photo, caption=render.caption(number, match)) for match, photo in group]
+                    [InputMediaPhoto(photo, caption=render.caption(number, match, closest=closest)) for match, photo in group]
                 )
 
     async def _record(self, message, user, model, k, result: SearchResult, data: bytes, started: float) -> None:

@@ -13,7 +13,7 @@ from engine.errors import (
     StoreUnavailableError,
 )
 from engine.settings import MODEL_NAMES, EngineSettings
-from engine.types import FaceResult, IndexInfo, IndexProgress, IndexReport, Match, SearchResult
+from engine.types import FaceResult, Identity, IndexInfo, IndexProgress, IndexReport, Match, SearchResult
 
 __all__ = [
     "MODEL_NAMES",
@@ -26,6 +26,7 @@ __all__ = [
     "FetchError",
     "GalleryError",
     "IndexBusyError",
+    "Identity",
     "IndexInfo",
     "IndexProgress",
     "IndexReport",

@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--pairs", type=Path, action="append", help="LFW pairs file(s) for verification accuracy")
     evaluate.add_argument("--limit", type=int, help="use only the first N images (sorted path order)")
     evaluate.add_argument("--out", type=Path, help="report folder (default DATA_DIR/reports)")
+    evaluate.add_argument(
+        "--open-set", action="store_true", help="open-set identification: FPIR/FNIR at the default threshold, curve as PNG"
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="which random open-set split (with --open-set)")
 
     commands.add_parser("demo", help="index the sample gallery, search a few of its photos, write a contact sheet")
     return parser
@@ -92,6 +96,8 @@ def run_command(args: argparse.Namespace, settings: EngineSettings) -> int:
     if args.command == "search":
         return commands.search(settings, args.images, args.model, args.k, args.max_faces, args.json)
     if args.command == "eval":
+        if args.open_set:
+            return commands.evaluate_open_set(settings, args.gallery, args.model, args.limit, args.out, args.seed)
         return commands.evaluate(settings, args.gallery, args.model, args.pairs or [], args.limit, args.out)
     if args.command == "demo":
         from engine.demo import run_demo

@@ -120,4 +120,14 @@ def evaluate(settings, gallery: Path, model: str, pairs: list[Path], limit: int 
     return 0
 
 
-__all__ = ["EngineError", "evaluate", "index", "models", "search"]
+def evaluate_open_set(settings, gallery: Path, model: str, limit: int | None, out: Path | None, seed: int) -> int:
+    from engine.evaluate import run_open_set_evaluation
+
+    report = run_open_set_evaluation(Engine(settings), gallery, model=model, limit=limit, out_dir=out, seed=seed)
+    keys = ("model", "mated_probes", "non_mated_probes", "threshold", "fpir", "fnir", "rank1")
+    print(json.dumps({key: report[key] for key in keys}))
+    print(f"report: {report['files']['json']}\nplot:   {report['files']['plot']}")
+    return 0
+
+
+__all__ = ["EngineError", "evaluate", "evaluate_open_set", "index", "models", "search"]

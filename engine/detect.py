@@ -153,3 +153,49 @@ def crop_face(image: np.ndarray, face: DetectedFace, *, size: int, margin: float
     )  # fmt: skip
     crop = Image.fromarray(image).transform((size, size), Image.AFFINE, coefficients, resample=Image.BILINEAR)
     return np.asarray(crop, dtype=np.uint8)
+
+
+# Where MTCNN's five landmarks sit, on average, in a square box crop (the crop FaceNet was trained on):
+# offsets from the box centre as a share of the box side: the mean over the LFW development photos
+# (deep-funneled, 8,285 faces), made left-right symmetric.
+# `template_crop` maps each face's landmarks onto these by a similarity transform (rotation, scale and
+# shift), so every face has the same eye/nose/mouth layout whatever its pose in the photo.
+FACE_TEMPLATE = np.array(
+    [
+        [-0.1674, -0.1173],  # left eye
+        [0.1674, -0.1173],  # right eye
+        [0.0, 0.0799],  # nose
+        [-0.1482, 0.2523],  # mouth left
+        [0.1482, 0.2523],  # mouth right
+    ],
+    dtype=np.float64,
+)
+
+
+def similarity_transform(source: np.ndarray, target: np.ndarray) -> tuple[float, float, float, float]:
+    """Least-squares (p, q, tx, ty) with target ≈ [[p, -q], [q, p]] · source + (tx, ty)."""
+    rows, values = [], []
+    for (x, y), (u, v) in zip(source, target):
+        rows.append((x, -y, 1.0, 0.0))
+        values.append(u)
+        rows.append((y, x, 0.0, 1.0))
+        values.append(v)
+    solution, *_ = np.linalg.lstsq(np.array(rows), np.array(values), rcond=None)
+    p, q, tx, ty = (float(value) for value in solution)
+    return p, q, tx, ty
+
+
+def template_crop(image: np.ndarray, face: DetectedFace, *, size: int, margin: float) -> np.ndarray:
+    """A `size`×`size` crop where the five landmarks land on `FACE_TEMPLATE` (scaled for `margin`)."""
+    target = size / 2 + FACE_TEMPLATE * (size / (1.0 + margin))
+    # The transform maps output pixels to source pixels, which is what Pillow's AFFINE takes.
+    p, q, tx, ty = similarity_transform(target, face.landmarks.astype(np.float64))
+    crop = Image.fromarray(image).transform((size, size), Image.AFFINE, (p, -q, tx, q, p, ty), resample=Image.BILINEAR)
+    return np.asarray(crop, dtype=np.uint8)
+
+
+def face_crop(image: np.ndarray, face: DetectedFace, *, size: int, margin: float, alignment: str) -> np.ndarray:
+    """The crop the embedder sees: "template" (five-point similarity transform), "rotate" (eyes level) or "none"."""
+    if alignment == "template":
+        return template_crop(image, face, size=size, margin=margin)
+    return crop_face(image, face, size=size, margin=margin, align=alignment == "rotate")

@@ -216,3 +216,161 @@ def run_evaluation(
         Path(files["contact_sheet"]),
     )
     return report
+
+
+# ---- open-set identification ------------------------------------------------------------
+
+
+def open_set_split(images_of: dict[str, list[str]], seed: int = 0):
+    """A sparse open-set split: (gallery images, mated probes, non-mated probes), probes as (image, person).
+
+    Half of the people with >= 2 images are enrolled: all their images but one (drawn at random) go into
+    the gallery, the one left out is a mated probe. As many people never enrolled (the other half and the
+    one-image people) give one image each as non-mated probes.
+    """
+    rng = np.random.default_rng(seed)
+    multi = sorted(person for person, images in images_of.items() if len(images) >= 2)
+    enrolled = sorted(rng.permutation(multi)[: len(multi) // 2].tolist())
+    gallery: list[str] = []
+    mated: list[tuple[str, str]] = []
+    for person in enrolled:
+        images = sorted(images_of[person])
+        probe = images[int(rng.integers(len(images)))]
+        mated.append((probe, person))
+        gallery.extend(image for image in images if image != probe)
+    enrolled_set = set(enrolled)
+    strangers = sorted(person for person in images_of if person not in enrolled_set)
+    chosen = sorted(rng.permutation(strangers)[: len(mated)].tolist())
+    non_mated = []
+    for person in chosen:
+        images = sorted(images_of[person])
+        non_mated.append((images[int(rng.integers(len(images)))], person))
+    return gallery, mated, non_mated
+
+
+def array_search(features: np.ndarray, names: list[str]) -> Callable[[np.ndarray, int], list[list[Hit]]]:
+    """Exact search over vectors held in memory (benchmarks on cached embeddings), shaped like a store's search."""
+    from engine.stores.base import FaceRow
+
+    rows = [FaceRow(path="", name=name, box=(0, 0, 0, 0)) for name in names]
+
+    def search(queries: np.ndarray, k: int) -> list[list[Hit]]:
+        similarities = queries @ features.T
+        k = min(k, len(rows))
+        top = np.argsort(-similarities, axis=1)[:, :k]
+        return [[Hit(float(similarities[q, r]), rows[r]) for r in top[q]] for q in range(len(queries))]
+
+    return search
+
+
+def open_set_answers(search, probes: list[tuple[str, str]], vectors: dict, params):
+    """(named person or None before thresholding, score) per probe; a probe with no face gets (None, -inf).
+
+    `search(vectors, k)` is the store's search: the same neighbours and decision as a search makes.
+    """
+    import dataclasses
+
+    from engine.identity import identify
+
+    answers: list[tuple[str | None, float]] = [(None, -np.inf)] * len(probes)
+    answered = [i for i, (image, _) in enumerate(probes) if image in vectors]
+    if not answered:
+        return answers
+    hits = search(np.stack([vectors[probes[i][0]] for i in answered]).astype(np.float32), params.neighbours)
+    unthresholded = dataclasses.replace(params, threshold=-np.inf)
+    for position, i in enumerate(answered):
+        identity = identify([h.row.name for h in hits[position]], [h.similarity for h in hits[position]], unthresholded)
+        answers[i] = (identity.name, identity.score)
+    return answers
+
+
+def open_set_rates(mated, mated_answers, non_mated_answers, threshold: float) -> dict:
+    """FPIR (strangers given a name), FNIR (enrolled people not given their name) and rank-1 of the mated probes."""
+    named_strangers = [score >= threshold for _, score in non_mated_answers]
+    missed = [not (name == person and score >= threshold) for (_, person), (name, score) in zip(mated, mated_answers)]
+    rank1 = [name == person for (_, person), (name, _) in zip(mated, mated_answers)]
+    return {
+        "threshold": float(threshold),
+        "fpir": float(np.mean(named_strangers)) if named_strangers else 0.0,
+        "fnir": float(np.mean(missed)) if missed else 0.0,
+        "rank1": float(np.mean(rank1)) if rank1 else 0.0,
+    }
+
+
+def open_set_curve(mated, mated_answers, non_mated_answers, thresholds: np.ndarray | None = None) -> list[dict]:
+    if thresholds is None:
+        scores = [s for _, s in [*mated_answers, *non_mated_answers] if np.isfinite(s)]
+        thresholds = np.quantile(scores, np.linspace(0, 1, 201)) if scores else np.array([0.0])
+    return [open_set_rates(mated, mated_answers, non_mated_answers, t) for t in thresholds]
+
+
+def run_open_set_evaluation(
+    engine: Engine,
+    gallery: Path,
+    *,
+    model: str,
+    limit: int | None,
+    out_dir: Path | None,
+    seed: int = 0,
+    index_dir: Path | None = None,
+) -> dict:
+    """FPIR and FNIR of the engine's identity decision on an open-set split of `gallery` (see `open_set_split`).
+
+    The enrolled people's photos (all but one each) are indexed as a gallery of their own; each probe goes
+    through the search path (main face, flip-averaged) and the model's identity settings. Writes a JSON
+    report and the FPIR/FNIR curve over thresholds as PNG.
+    """
+    gallery = Path(gallery).resolve()
+    paths = list_gallery_images(gallery) if gallery.is_dir() else []
+    if limit:
+        paths = paths[:limit]
+    if not paths:
+        raise BadInputError(f"no images in {gallery} (expected one folder per person with photos in it)")
+    started = time.perf_counter()
+    images_of: dict[str, list[str]] = {}
+    for path in paths:
+        images_of.setdefault(person_name(path), []).append(path.relative_to(gallery).as_posix())
+    enrolled_images, mated, non_mated = open_set_split(images_of, seed)
+    if not mated:
+        raise BadInputError(f"{gallery}: an open-set split needs people with at least two photos")
+    base = index_dir or eval_index_dir(engine, gallery, model, limit)
+    index_dir = base.parent.parent / f"{base.parent.name}-open-set-{seed}" / model
+    store = engine.open_store(model, index_dir)
+    try:
+        build = IndexBuilder(engine.backend(model), engine.settings).build(
+            store, gallery, [gallery / image for image in enrolled_images]
+        )
+        params = engine.backend(model).identity_params()
+        searcher = Searcher(engine.backend(model), store)
+        vectors = query_vectors(searcher, engine.read, gallery, [image for image, _ in [*mated, *non_mated]])
+        mated_answers = open_set_answers(store.search, mated, vectors, params)
+        non_mated_answers = open_set_answers(store.search, non_mated, vectors, params)
+    finally:
+        store.close()
+    at_default = open_set_rates(mated, mated_answers, non_mated_answers, params.threshold)
+    curve = open_set_curve(mated, mated_answers, non_mated_answers)
+    report = {
+        "model": model,
+        "gallery": str(gallery),
+        "seed": seed,
+        "enrolled_people": len(mated),
+        "gallery_images": len(enrolled_images),
+        "mated_probes": len(mated),
+        "non_mated_probes": len(non_mated),
+        "probes_without_face": sum(1 for image, _ in [*mated, *non_mated] if image not in vectors),
+        "identity_params": dict(params.__dict__),
+        **{key: at_default[key] for key in ("threshold", "fpir", "fnir", "rank1")},
+        "curve": curve,
+        "index": {k: v for k, v in build.to_dict().items() if k != "skipped_files"},
+    }
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    out_dir = Path(out_dir or engine.settings.data_dir / "reports")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"eval-open-set-{gallery.name}-{model}" + (f"-first{limit}" if limit else "") + f"-seed{seed}"
+    report["files"] = {"json": str(out_dir / f"{stem}.json"), "plot": str(out_dir / f"{stem}-fpir-fnir.png")}
+    Path(report["files"]["json"]).write_text(json.dumps(report, indent=2))
+    from engine.plots import open_set_plot
+
+    open_set_plot(curve, at_default, f"{model} on {gallery.name}: open set ({len(mated)} + {len(non_mated)} probes)",
+                  Path(report["files"]["plot"]))  # fmt: skip
+    return report

@@ -55,3 +55,25 @@ def contact_sheet(rows: list[tuple[Path, str, list[tuple[Path, str]]]], path: Pa
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def open_set_plot(curve: list[dict], default: dict, title: str, path: Path) -> None:
+    """FPIR and FNIR against the threshold, the default threshold marked."""
+    figure, axis = plt.subplots(figsize=(5.5, 3.8), dpi=100)
+    thresholds = [point["threshold"] for point in curve]
+    axis.plot(thresholds, [point["fpir"] for point in curve], label="FPIR (strangers named)")
+    axis.plot(thresholds, [point["fnir"] for point in curve], label="FNIR (enrolled not named right)")
+    axis.axvline(default["threshold"], color="gray", linestyle="--", linewidth=1)
+    axis.annotate(
+        f"default {default['threshold']:.3f}\nFPIR {default['fpir']:.3f}, FNIR {default['fnir']:.3f}",
+        xy=(default["threshold"], 0.5), fontsize=8, ha="left",
+    )  # fmt: skip
+    axis.set_xlabel("threshold on the identity score")
+    axis.set_ylabel("rate")
+    axis.set_ylim(0, 1.02)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

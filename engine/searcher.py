@@ -9,6 +9,7 @@ import numpy as np
 
 from engine.backends.base import ModelBackend
 from engine.errors import IndexUnavailableError
+from engine.identity import identify
 from engine.search import similarity_to_distance
 from engine.stores.base import Hit, VectorStore
 from engine.types import FaceResult, Match, SearchResult
@@ -61,10 +62,17 @@ class Searcher:
             vectors = self.backend.project(vectors, self.projection())
         ms["embed"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
-        hits = self.store.search(vectors, k) if len(regions) else []
+        # the open-set decision looks at more neighbours than the k matches shown (engine/identity.py)
+        params = self.backend.identity_params()
+        hits = self.store.search(vectors, max(k, params.neighbours)) if len(regions) else []
         gallery = Path(self.store.header.gallery)
         faces = [
-            FaceResult(box=region.box, confidence=region.confidence, matches=to_matches(face_hits, gallery))
+            FaceResult(
+                box=region.box,
+                confidence=region.confidence,
+                matches=to_matches(face_hits[:k], gallery),
+                identity=identify([hit.row.name for hit in face_hits], [hit.similarity for hit in face_hits], params),
+            )
             for region, face_hits in zip(regions, hits)
         ]
         ms["search"] = (time.perf_counter() - started) * 1000

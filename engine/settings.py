@@ -28,7 +28,11 @@ class EngineSettings(BaseSettings):
     min_face_size: int = Field(20, ge=20, description="Smallest face (pixels) looked for; photos are scaled so it becomes 20 px for MTCNN.")
     face_confidence: float = Field(0.90, ge=0.0, le=1.0, description="Minimum MTCNN confidence for a face.")
     face_margin: float = Field(0.1, ge=0.0, le=1.0, description="Margin added around a face box, as a share of its size.")
-    align_faces: bool = Field(True, description="Rotate crops so the eyes are level (MTCNN landmarks).")
+    face_alignment: Literal["template", "rotate", "none"] = Field(
+        "rotate",
+        description="How face crops are aligned: 'template' maps the five MTCNN landmarks onto a canonical face by a "
+        "similarity transform, 'rotate' only levels the eyes, 'none' crops the box as it is.",
+    )
     flip_queries: bool = Field(True, description="Average each query face's embedding with its mirror image's.")
     flip_gallery: bool = Field(False, description="The same for gallery faces (doubles indexing time, no measured gain).")
     index_all_faces: bool = Field(False, description="Index every face of a gallery photo, not only the most prominent.")
@@ -57,6 +61,11 @@ class EngineSettings(BaseSettings):
     ann_threshold: int = Field(50_000, ge=1, description="Faces from which the local store's sealed segment is an HNSW graph.")
     hnsw_m: int = Field(16, ge=4, description="HNSW graph degree (local store and Milvus).")
     hnsw_ef_search: int = Field(96, ge=8, description="HNSW search breadth (local store and Milvus).")
+    open_set_threshold: float | None = Field(
+        None,
+        description="Score from which a face is named as a gallery person (else: not in the gallery). "
+        "Default: the model's threshold calibrated on LFW development data (engine/identity.py).",
+    )
     vgg16_pca_components: int = Field(256, ge=0, description="PCA size for VGG16 features (0 disables PCA).")
     vgg16_random_weights: bool = Field(False, description="Tests only: build VGG16 with random weights.")
 

@@ -30,12 +30,28 @@ class Match:
 
 
 @dataclass(frozen=True)
+class Identity:
+    """The open-set answer for one face: who it is, or None when the person is not in the gallery.
+
+    `score` is the person-level score the decision thresholds (see engine/identity.py); for
+    an unknown face it is the best candidate's score, which stayed below the threshold.
+    """
+
+    name: str | None
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "score": round(self.score, 4)}
+
+
+@dataclass(frozen=True)
 class FaceResult:
     """One searched face (for VGG16: the whole image) and its matches, best first."""
 
     box: tuple[int, int, int, int]
     confidence: float
     matches: list[Match]
+    identity: Identity = field(default_factory=lambda: Identity(None, 0.0))
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,7 @@ class SearchResult:
                         }
                         for m in face.matches
                     ],
+                    "identity": face.identity.to_dict(),
                 }
                 for face in self.faces
             ],

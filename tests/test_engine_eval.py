@@ -103,3 +103,51 @@ def test_read_pairs(tmp_path):
     (tmp_path / "bad.txt").write_text("nothing here\n")
     with pytest.raises(BadInputError, match="no pairs found"):
         read_pairs(tmp_path / "bad.txt")
+
+
+# ---- open set ----------------------------------------------------------------------------
+
+
+def test_open_set_split_enrols_half_and_keeps_strangers_out():
+    from engine.evaluate import open_set_split
+
+    images_of = {f"P{i}": [f"P{i}/{j}.jpg" for j in range(1 + i % 3)] for i in range(30)}
+    gallery, mated, non_mated = open_set_split(images_of, seed=3)
+    multi = [p for p, images in images_of.items() if len(images) >= 2]
+    assert len(mated) == len(multi) // 2 == len(non_mated)
+    enrolled = {person for _, person in mated}
+    assert {image.split("/")[0] for image in gallery} == enrolled
+    assert not enrolled & {person for _, person in non_mated}
+    for image, person in mated:  # the probe is the enrolled person's one photo left out
+        assert image not in gallery and image.startswith(person + "/")
+        assert sum(g.startswith(person + "/") for g in gallery) == len(images_of[person]) - 1
+    assert open_set_split(images_of, seed=3) == (gallery, mated, non_mated)
+    assert open_set_split(images_of, seed=4) != (gallery, mated, non_mated)
+
+
+def test_open_set_rates_on_a_hand_made_case():
+    from engine.evaluate import open_set_curve, open_set_rates
+
+    mated = [("a.jpg", "A"), ("b.jpg", "B"), ("c.jpg", "C"), ("d.jpg", "D")]
+    mated_answers = [("A", 0.9), ("B", 0.4), ("X", 0.8), (None, -np.inf)]  # right, right but low, wrong, no face
+    non_mated_answers = [("A", 0.7), ("B", 0.3)]
+    rates = open_set_rates(mated, mated_answers, non_mated_answers, 0.5)
+    assert rates == {"threshold": 0.5, "fpir": 0.5, "fnir": 0.75, "rank1": 0.5}
+    assert open_set_rates(mated, mated_answers, non_mated_answers, 0.35)["fnir"] == 0.5
+    curve = open_set_curve(mated, mated_answers, non_mated_answers)
+    assert [p["fpir"] for p in curve] == sorted((p["fpir"] for p in curve), reverse=True)
+    assert curve[0]["fpir"] == 1.0 and curve[-1]["fpir"] <= 0.5
+
+
+def test_eval_open_set_on_the_sample_gallery(facenet_engine, sample_gallery, tmp_path):
+    from engine.evaluate import run_open_set_evaluation
+
+    report = run_open_set_evaluation(facenet_engine, sample_gallery, model="facenet", limit=None, out_dir=tmp_path)
+    assert (report["mated_probes"], report["non_mated_probes"]) == (2, 2)  # 5 people: 2 enrolled, 2 strangers
+    assert report["threshold"] == facenet_engine.backend("facenet").identity_params().threshold
+    assert report["rank1"] == 1.0 and report["fnir"] == 0.0 and report["fpir"] == 0.0
+    assert report["curve"][0]["fpir"] == 1.0
+    saved = json.loads((tmp_path / "eval-open-set-sample-gallery-facenet-seed0.json").read_text())
+    assert saved["fpir"] == report["fpir"] and saved["gallery_images"] == report["gallery_images"]
+    plot = tmp_path / "eval-open-set-sample-gallery-facenet-seed0-fpir-fnir.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 1000

@@ -7,6 +7,7 @@ backend modules and nowhere else.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.errors import ModelUnavailableError
+from engine.identity import DEFAULT_PARAMS, IdentityParams
 from engine.images import file_sha256
 from engine.settings import EngineSettings
 
@@ -89,6 +91,14 @@ class ModelBackend(ABC):
     @abstractmethod
     def embed(self, regions: list[Region], *, query: bool) -> np.ndarray:
         """(len(regions), raw dim) float32, L2-normalised; query embeddings may differ (e.g. mirror averaging)."""
+
+    # ---- open-set decision ----------------------------------------------------------------
+    def identity_params(self) -> IdentityParams:
+        """The model's calibrated open-set settings (engine/identity.py); OPEN_SET_THRESHOLD overrides the threshold."""
+        params = DEFAULT_PARAMS[self.name]
+        if self.settings.open_set_threshold is not None:
+            params = dataclasses.replace(params, threshold=self.settings.open_set_threshold)
+        return params
 
     # ---- optional projection (VGG16's PCA), kept with the store ----------------------------
     def fit_projection(self, vectors: np.ndarray) -> bytes | None:

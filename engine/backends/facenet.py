@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.backends.base import ModelBackend, Region
-from engine.detect import FaceDetector, crop_face
+from engine.detect import FaceDetector, face_crop
 from engine.types import DetectedFace
 
 FACENET_DIM = 128
@@ -65,7 +65,7 @@ class FaceNetBackend(ModelBackend):
             "min_face_size": s.min_face_size,
             "face_confidence": s.face_confidence,
             "face_margin": s.face_margin,
-            "align_faces": s.align_faces,
+            "face_alignment": s.face_alignment,
             "flip_gallery": s.flip_gallery,
             "index_all_faces": s.index_all_faces,
         }
@@ -76,9 +76,8 @@ class FaceNetBackend(ModelBackend):
         return self.detector.detect(images) if images else []
 
     def crop(self, image: np.ndarray, face: DetectedFace) -> Region:
-        pixels = crop_face(
-            image, face, size=FACENET_INPUT_SIZE, margin=self.settings.face_margin, align=self.settings.align_faces
-        )
+        s = self.settings
+        pixels = face_crop(image, face, size=FACENET_INPUT_SIZE, margin=s.face_margin, alignment=s.face_alignment)
         return Region(pixels=pixels, box=tuple(int(v) for v in face.box), confidence=float(face.confidence))
 
     def gallery_regions(self, images: list[np.ndarray]) -> list[list[Region]]:
