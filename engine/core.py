@@ -6,16 +6,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from engine.detect import FaceDetector, crop_face
+from engine.device import DeviceInfo, probe_device
 from engine.errors import BadInputError, GalleryError, IndexUnavailableError, ModelUnavailableError
 from engine.facenet import FACENET_INPUT_SIZE, FaceNetEmbedder
 from engine.images import decode_image, list_gallery_images, person_name
+from engine.pipeline import EmbeddedImage, IndexPipeline, PipelineStats
 from engine.search import Projection, VectorSearch, similarity_to_distance
 from engine.settings import MODEL_NAMES, EngineSettings
 from engine.store import StoredIndex, file_sha256, load_index, new_manifest, write_index
@@ -55,10 +56,20 @@ class Engine:
         self.facenet = FaceNetEmbedder(settings.facenet_weights, batch_size=settings.embed_batch_size, xla=settings.xla)
         self.vgg16 = VGG16Embedder(settings.vgg16_weights, random_weights=settings.vgg16_random_weights)
         self._indexes: dict[str, LoadedIndex] = {}
+        self._device: DeviceInfo | None = None
+        self.last_index_stats: PipelineStats | None = None  # where the last build's time went
         self._weights_sha: dict[str, str] = {}
         self._build_lock = threading.Lock()
 
     # ---- models -------------------------------------------------------------------------
+
+    @property
+    def device(self) -> DeviceInfo:
+        """The embedding device, probed once (before TensorFlow starts, so GPU memory grows as needed)."""
+        if self._device is None:
+            self._device = probe_device(self.settings.device, self.settings.embed_batch_size)
+            self.facenet.batch_size = self._device.embed_batch_size
+        return self._device
 
     @staticmethod
     def check_model(model: str) -> str:
@@ -91,6 +102,7 @@ class Engine:
         problem = self.model_problem(model)
         if problem:
             raise ModelUnavailableError(problem)
+        self.device  # noqa: B018 (probed before the first TensorFlow op)
         if model == "facenet":
             self.detector.load()
             self.facenet.load()
@@ -253,23 +265,16 @@ class Engine:
 
         new_rows: list[dict] = []
         new_features: list[np.ndarray] = []
-        chunk_size = self.settings.detect_batch_size
-        chunks = [todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size)]
-        # Decoding and detection of the next chunk overlap with embedding of this one.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-prefetch") as prefetch:
-            pending = prefetch.submit(self._prepare_chunk, model, chunks[0]) if chunks else None
-            for number, chunk in enumerate(chunks):
-                prepared = pending.result()
-                if number + 1 < len(chunks):
-                    pending = prefetch.submit(self._prepare_chunk, model, chunks[number + 1])
-                rows, features = self._embed_chunk(model, prepared, files, report)
-                new_rows.extend(rows)
-                if len(features):
-                    new_features.append(features)
-                report.embedded_images += len(chunk)
-                if progress is not None:
-                    done = min((number + 1) * chunk_size, len(todo))
-                    progress(IndexProgress(done=done, total=len(todo), elapsed_s=time.perf_counter() - started))
+        changes = {relative: (sha, change) for relative, _, sha, change in todo}
+        # Decoding and detection run ahead of embedding, in worker processes (engine.pipeline) or on Ray.
+        for results in self._embedded(model, [(relative, path) for relative, path, _, _ in todo]):
+            rows, features = self._add_results(model, results, changes, files, report)
+            new_rows.extend(rows)
+            if len(features):
+                new_features.append(features)
+            report.embedded_images += len(results)
+            if progress is not None:
+                progress(IndexProgress(done=report.embedded_images, total=len(todo), elapsed_s=time.perf_counter() - started))
 
         changed = todo or report.removed or previous is None
         if not changed:
@@ -309,53 +314,45 @@ class Engine:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _prepare_chunk(self, model: str, chunk) -> list[tuple]:
-        """Decode, detect and crop one chunk: (relative path, sha, change, error or None, [(crop or image, box)])."""
-        decoded, images = [], []
-        for relative, path, sha, change in chunk:
-            try:
-                images.append(self._read(path, name=relative))
-                decoded.append((relative, sha, change, None))
-            except BadInputError as error:
-                decoded.append((relative, sha, change, str(error)))
-        if model == "vgg16":
-            faces_per_image = [[(image, (0, 0, image.shape[1], image.shape[0]))] for image in images]
-        else:
-            faces_per_image = []
-            for image, faces in zip(images, self.detector.detect(images) if images else []):
-                chosen = faces if self.settings.index_all_faces else faces[:1]
-                faces_per_image.append([(self._crop(image, face), face.box) for face in chosen])
-        prepared, position = [], 0
-        for relative, sha, change, error in decoded:
-            if error is None:
-                prepared.append((relative, sha, change, None, faces_per_image[position]))
-                position += 1
-            else:
-                prepared.append((relative, sha, change, error, []))
-        return prepared
+    def _embedded(self, model: str, items: list[tuple[str, Path]]):
+        """Per-image results for `items`, in chunks: worker processes here, or Ray tasks when INDEX_RAY is set."""
+        if not items:
+            return
+        if self.settings.index_ray:
+            from engine.distributed import RayPipeline
 
-    def _embed_chunk(self, model: str, prepared, files: dict, report: IndexReport) -> tuple[list[dict], np.ndarray]:
+            pipeline = RayPipeline(self.settings, model, self.settings.index_ray)
+        else:
+            pipeline = IndexPipeline(
+                self.settings, model, detector=self.detector, facenet=self.facenet, vgg16=self.vgg16, device=self.device
+            )
+        self.last_index_stats = pipeline.stats
+        try:
+            yield from pipeline.run(items)
+        finally:
+            self.last_index_stats = pipeline.stats
+
+    def _add_results(self, model: str, results: list[EmbeddedImage], changes: dict, files: dict, report: IndexReport):
+        """Rows, features and file records for one chunk of pipeline results."""
         rows: list[dict] = []
-        inputs: list[np.ndarray] = []
-        for relative, sha, change, error, faces in prepared:
-            if error is not None:
+        vectors: list[np.ndarray] = []
+        for result in results:
+            sha, change = changes[result.path]
+            if result.error is not None:
                 # Remembered with its checksum, so an unchanged broken file is not retried every run.
-                files[relative] = {"sha256": sha, "faces": 0, "error": error}
+                files[result.path] = {"sha256": sha, "faces": 0, "error": result.error}
                 report.skipped += 1
-                report.skipped_files.append(error)  # the message starts with the file's gallery path
+                report.skipped_files.append(result.error)  # the message starts with the file's gallery path
                 continue
-            files[relative] = {"sha256": sha, "faces": len(faces)}
+            files[result.path] = {"sha256": sha, "faces": len(result.faces)}
             setattr(report, change, getattr(report, change) + 1)
-            if not faces:
+            if not result.faces:
                 report.no_face += 1
-            for pixels, box in faces:
-                inputs.append(pixels)
-                rows.append(_row(relative, sha, box))
-        if model == "vgg16":
-            return rows, self.vgg16.embed_images(inputs)
-        if not inputs:
-            return rows, np.zeros((0, self.facenet.dim), np.float32)
-        return rows, self.facenet.embed(np.stack(inputs), flip=self.settings.flip_gallery)
+            for box, vector in result.faces:
+                vectors.append(vector)
+                rows.append(_row(result.path, sha, box))
+        dim = self.facenet.dim if model == "facenet" else self.vgg16.dim
+        return rows, np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
 
     def _query_embeddings(self, model: str, images: list[np.ndarray], faces: list[list[DetectedFace]], loaded: LoadedIndex):
         """Query vectors as search compares them: FaceNet, one per face, flip-averaged if FLIP_QUERIES;
