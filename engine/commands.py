@@ -27,6 +27,7 @@ def models(settings: EngineSettings, subcommand: str | None, which: str) -> int:
     for model in MODEL_NAMES:
         problem = engine.model_problem(model)
         print(f"{model:8s} {'ready' if problem is None else 'unavailable: ' + problem}")
+    print(f"device   {engine.device.describe()}")
     return 0
 
 
@@ -58,9 +59,19 @@ def print_report(report: IndexReport) -> None:
 
 def index(settings: EngineSettings, gallery: Path | None, model: str) -> int:
     engine = Engine(settings)
+    if settings.index_ray and settings.index_ray != "local":
+        from engine.distributed import _check_reachable
+
+        _check_reachable(settings.index_ray)  # before minutes of model loading
     for name in MODEL_NAMES if model == "all" else (model,):
         report = engine.build_index(name, gallery, progress=progress_bar(f"indexing ({name})"))
         print_report(report)
+        stats = engine.last_index_stats
+        where = f"Ray cluster {settings.index_ray}" if settings.index_ray else f"device: {engine.device.describe()}"
+        if stats is not None and stats.images:
+            print(f"  {where}; {stats.summary()}")
+        else:
+            print(f"  {where}")
     return 0
 
 

@@ -207,7 +207,12 @@ class Engine:
         Unreadable files are skipped and counted. The new index replaces the old one
         atomically, on disk and in memory; searches meanwhile use the old one.
         """
-        self.load_networks(model)  # not the old index: one built with other weights is rebuilt, not refused
+        # Not the old index: one built with other weights is rebuilt, not refused. On Ray the actors load the networks.
+        if self.settings.index_ray:
+            if problem := self.model_problem(model):
+                raise ModelUnavailableError(problem)
+        else:
+            self.load_networks(model)
         gallery = Path(gallery or self.settings.resolved_gallery()).resolve()
         if not gallery.is_dir():
             raise GalleryError(f"gallery folder not found: {gallery}")

@@ -35,3 +35,9 @@ class GalleryError(BadInputError):
 
 class FetchError(EngineError):
     """Downloading or verifying weights failed (offline, checksum mismatch)."""
+
+
+class ClusterUnavailableError(EngineError):
+    """The Ray cluster to index on does not answer, or Ray is not installed."""
+
+    exit_code = 2

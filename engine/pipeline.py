@@ -102,14 +102,14 @@ class Preparer:
         if self.detector is not None:
             self.detector.load()
 
-    def prepare(self, chunk: list[tuple[str, Path]]) -> tuple[list[PreparedImage], float, float]:
+    def prepare(self, chunk: list[tuple[str, Path | bytes]]) -> tuple[list[PreparedImage], float, float]:
         """One chunk → (prepared images in order, decode seconds, detect seconds)."""
         started = time.perf_counter()
         prepared: list[PreparedImage] = []
         images: list[np.ndarray] = []
         for relative, path in chunk:
             try:
-                images.append(self.read(relative, Path(path)))
+                images.append(self.read(relative, path))
                 prepared.append(PreparedImage(relative, None))
             except BadInputError as error:
                 prepared.append(PreparedImage(relative, str(error)))
@@ -133,9 +133,10 @@ class Preparer:
                 ]
         return prepared, decoded - started, time.perf_counter() - decoded
 
-    def read(self, relative: str, path: Path) -> np.ndarray:
+    def read(self, relative: str, path: Path | bytes) -> np.ndarray:
+        """`path` may also be the file's bytes (Ray shards shipped by the driver)."""
         try:
-            data = path.read_bytes()
+            data = path if isinstance(path, bytes) else Path(path).read_bytes()
         except OSError as error:
             raise BadInputError(f"{relative}: cannot read ({error.strerror or error})") from error
         s = self.settings
@@ -171,17 +172,23 @@ def embed_prepared(
 _WORKER: Preparer | None = None
 
 
-def _init_worker(settings: EngineSettings, model: str, threads: int) -> None:
-    """Runs once per worker process: CPU only, its share of the cores, MTCNN loaded."""
-    global _WORKER
+def limit_tensorflow(threads: int, *, hide_gpus: bool) -> None:
+    """A fresh process's TensorFlow: `threads` threads per op pool, optionally no GPU. Before any TF op."""
     import tensorflow as tf
 
     try:
-        tf.config.set_visible_devices([], "GPU")  # the GPU is the embedder's; TF would reserve its memory
+        if hide_gpus:
+            tf.config.set_visible_devices([], "GPU")
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:  # already initialised (cannot happen in a fresh spawned process)
+    except RuntimeError:  # already initialised (not in a fresh process): keep its settings
         pass
+
+
+def _init_worker(settings: EngineSettings, model: str, threads: int) -> None:
+    """Runs once per worker process: CPU only, its share of the cores, MTCNN loaded."""
+    global _WORKER
+    limit_tensorflow(threads, hide_gpus=True)  # the GPU is the embedder's; TF would reserve its memory
     _WORKER = Preparer(settings, model)
     _WORKER.load()
 
@@ -206,6 +213,8 @@ class IndexPipeline:
     ):
         self.settings = settings
         self.model = model
+        # Chosen workers are used as given; the default is skipped for small runs (see MIN_IMAGES_FOR_WORKERS).
+        self.explicit_workers = workers is not None or settings.index_workers is not None
         if workers is None:
             workers = settings.index_workers if settings.index_workers is not None else default_index_workers()
         self.workers = workers
@@ -224,7 +233,9 @@ class IndexPipeline:
         started = time.perf_counter()
         size = self.settings.detect_batch_size
         chunks = [items[start : start + size] for start in range(0, len(items), size)]
-        workers = min(self.workers, len(chunks)) if len(items) >= MIN_IMAGES_FOR_WORKERS else 0
+        workers = min(self.workers, len(chunks))
+        if not self.explicit_workers and len(items) < MIN_IMAGES_FOR_WORKERS:
+            workers = 0
         self.stats = PipelineStats(workers=workers)
         if not chunks:
             return

@@ -42,6 +42,7 @@ class EngineSettings(BaseSettings):
     index_ray: str | None = Field(None, description="Index on Ray: 'local' starts a local cluster, else a cluster address (host:port, ray://...).")
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs a local Ray cluster may use (default: all cores).")
     ray_object_store_mb: int = Field(256, ge=75, description="Object store size of a local Ray cluster (MB).")
+    ray_ship_images: bool = Field(False, description="Send each image's bytes to the Ray actors instead of its path (gallery not on the nodes).")
 
     # input limits
     max_image_bytes: int = Field(20_000_000, ge=1, description="Largest image file accepted.")
