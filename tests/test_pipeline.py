@@ -194,3 +194,19 @@ def test_engine_reports_its_device(facenet_engine):
     assert device.kind == ("gpu" if tensorflow_gpus() and facenet_engine.settings.device != "cpu" else "cpu")
     assert facenet_engine.facenet.batch_size == device.embed_batch_size
     assert device.to_dict()["cores"] == cpu_cores()
+
+
+def test_shipped_bytes_prepare_like_paths(facenet_engine, items):
+    """RAY_SHIP_IMAGES sends file bytes instead of paths: the same crops either way."""
+    from engine.pipeline import Preparer
+
+    preparer = Preparer(facenet_engine.settings, "facenet", detector=facenet_engine.detector)
+    chunk = items[:3] + [item for item in items if item[0] == BROKEN[0]]
+    by_path, _, _ = preparer.prepare(chunk)
+    by_bytes, _, _ = preparer.prepare([(relative, path.read_bytes()) for relative, path in chunk])
+    assert [(p.path, p.error) for p in by_bytes] == [(p.path, p.error) for p in by_path]
+    assert by_path[-1].error is not None
+    for want, got in zip(by_path, by_bytes):
+        assert [box for box, _ in got.faces] == [box for box, _ in want.faces]
+        for (_, a), (_, b) in zip(want.faces, got.faces):
+            np.testing.assert_array_equal(a, b)
