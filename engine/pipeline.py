@@ -21,6 +21,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -28,10 +29,12 @@ from PIL import Image
 from engine.detect import FaceDetector, crop_face
 from engine.device import DeviceInfo, cpu_cores, default_index_workers, device_scope
 from engine.errors import BadInputError, EngineError
-from engine.facenet import FACENET_INPUT_SIZE, FaceNetEmbedder
 from engine.images import decode_image
 from engine.settings import EngineSettings
-from engine.vgg16 import VGG16_INPUT_SIZE, VGG16Embedder
+
+if TYPE_CHECKING:  # engine.facenet imports Keras (and TensorFlow): loaded only where networks run
+    from engine.facenet import FaceNetEmbedder
+    from engine.vgg16 import VGG16Embedder
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +119,15 @@ class Preparer:
         decoded = time.perf_counter()
         readable = [item for item in prepared if item.error is None]
         if self.model == "vgg16":
+            from engine.vgg16 import VGG16_INPUT_SIZE
+
             # The whole image, resized as VGG16Embedder does (it leaves a 224×224 image as it is): less to copy.
             for item, image in zip(readable, images):
                 small = np.asarray(Image.fromarray(image).resize((VGG16_INPUT_SIZE, VGG16_INPUT_SIZE), Image.BILINEAR))
                 item.faces = [((0, 0, image.shape[1], image.shape[0]), small)]
         elif images:
+            from engine.facenet import FACENET_INPUT_SIZE
+
             s = self.settings
             for item, image, faces in zip(readable, images, self.detector.detect(images)):
                 chosen = faces if s.index_all_faces else faces[:1]
@@ -223,8 +230,12 @@ class IndexPipeline:
         self.facenet = facenet
         self.vgg16 = vgg16
         if model == "facenet" and facenet is None:
+            from engine.facenet import FaceNetEmbedder
+
             self.facenet = FaceNetEmbedder(settings.facenet_weights, batch_size=settings.embed_batch_size, xla=settings.xla)
         if model == "vgg16" and vgg16 is None:
+            from engine.vgg16 import VGG16Embedder
+
             self.vgg16 = VGG16Embedder(settings.vgg16_weights, random_weights=settings.vgg16_random_weights)
         self.stats = PipelineStats()
 
@@ -239,7 +250,7 @@ class IndexPipeline:
         self.stats = PipelineStats(workers=workers)
         if not chunks:
             return
-        (self.facenet or self.vgg16).load()
+        (self.facenet if self.model == "facenet" else self.vgg16).load()
         if workers == 0:
             preparer = Preparer(self.settings, self.model, detector=self.detector)
             preparer.load()
