@@ -55,14 +55,17 @@ class DeviceInfo:
         return {"kind": self.kind, "name": self.name, "cores": self.cores, "embed_batch_size": self.embed_batch_size}
 
 
-def default_index_workers(cores: int | None = None) -> int:
-    """Worker processes for decoding and detection when INDEX_WORKERS is not set: one per core.
+MAX_DEFAULT_WORKERS = 8  # each worker holds TensorFlow and MTCNN (~0.5 GB resident)
 
-    Measured on 2 shared cores (benchmarks/bench_index.py): two workers beat one, the embedding process
-    mostly waits on them. One core: 0 (in-process, as a worker would only add copying).
+
+def default_index_workers(cores: int | None = None) -> int:
+    """Worker processes for decoding and detection when INDEX_WORKERS is not set: one per core, at most 8.
+
+    Detection is the CPU-bound stage (and the bottleneck once embedding is on a GPU); the indexing
+    process embeds meanwhile. One core: 0, in-process, as a worker would only add start-up and copying.
     """
     cores = cpu_cores() if cores is None else cores
-    return 0 if cores <= 1 else cores
+    return 0 if cores <= 1 else min(cores, MAX_DEFAULT_WORKERS)
 
 
 def probe_device(preference: str = "auto", cpu_batch_size: int = 32) -> DeviceInfo:

@@ -308,8 +308,8 @@ class IndexPipeline:
             prepared, decode_s, detect_s = future.result()
         except BrokenProcessPool as error:
             raise EngineError(
-                "a detection worker process died (out of memory?); index with fewer workers, e.g. INDEX_WORKERS=1 "
-                f"or 0 ({error})"
+                "a detection worker process failed to start or died (out of memory? see the log above); "
+                f"index with fewer workers, e.g. INDEX_WORKERS=1 or 0 ({error})"
             ) from error
         self.stats.decode_s += decode_s
         self.stats.detect_s += detect_s

@@ -153,6 +153,7 @@ def test_default_workers_follow_the_cores():
     assert default_index_workers(1) == 0
     assert default_index_workers(2) == 2
     assert default_index_workers(8) == 8
+    assert default_index_workers(64) == 8  # memory: TensorFlow and MTCNN in each
     assert default_index_workers() == default_index_workers(cpu_cores())
     assert cpu_cores() >= 1
 
