@@ -322,6 +322,7 @@ class Engine:
     def _embedded(self, model: str, items: list[tuple[str, Path]]):
         """Per-image results for `items`, in chunks: worker processes here, or Ray tasks when INDEX_RAY is set."""
         if not items:
+            self.last_index_stats = PipelineStats()
             return
         if self.settings.index_ray:
             from engine.distributed import RayPipeline
