@@ -8,12 +8,20 @@ BIN := $(VENV)/bin
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+# GPU=1 (make setup GPU=1, make test GPU=1): TensorFlow with CUDA for GPU embedding (Linux x86-64, NVIDIA driver).
+GPU ?= 0
+comma := ,
+EXTRAS := dev$(if $(filter 1 yes true,$(GPU)),$(comma)gpu)
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+
+$(STAMP): pyproject.toml | $(BIN)/activate
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	@# tensorflow-cpu (older set-ups) and tensorflow both provide the `tensorflow` module: keep only one.
+	$(BIN)/pip uninstall --quiet --yes tensorflow-cpu 2>/dev/null || true
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(STAMP)
 
 weights: setup
 	$(BIN)/python -m engine models fetch

@@ -14,7 +14,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow C++ chatter; errors still raise
 
-from engine.errors import EngineError  # noqa: E402
+from engine.errors import BadInputError, EngineError  # noqa: E402
 from engine.settings import MODEL_NAMES, EngineSettings  # noqa: E402
 
 
@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--all-faces", action="store_true", help="index every face of a photo, not only the main one")
     index.add_argument("--json", action="store_true", help="print the final report as one JSON object")
     index.add_argument("--no-wait", action="store_true", help="fail at once if another index run holds the lock")
+    index.add_argument(
+        "--workers", type=int, help="processes decoding and detecting (0: in this process; default INDEX_WORKERS or one per core)"
+    )
+    index.add_argument(
+        "--ray", metavar="ADDRESS", help="index on Ray: 'local' starts a local cluster, else join one (host:port, ray://...)"
+    )
 
     search = commands.add_parser("search", help="search the faces of one or more photos")
     search.add_argument("images", nargs="+", type=Path)
@@ -66,6 +72,12 @@ def make_settings(args: argparse.Namespace) -> EngineSettings:
         overrides["models_dir"] = args.models_dir
     if getattr(args, "all_faces", False):
         overrides["index_all_faces"] = True
+    if getattr(args, "workers", None) is not None:
+        if args.workers < 0:
+            raise BadInputError("--workers must be 0 or more")
+        overrides["index_workers"] = args.workers
+    if getattr(args, "ray", None):
+        overrides["index_ray"] = args.ray
     return EngineSettings(**overrides)
 
 

@@ -12,15 +12,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from engine.backends.base import ModelBackend
-from engine.errors import BadInputError, GalleryError, IndexBusyError, ModelUnavailableError
-from engine.images import decode_image, file_sha256, list_gallery_images, person_name
+from engine.device import DeviceInfo
+from engine.errors import GalleryError, IndexBusyError, ModelUnavailableError
+from engine.images import file_sha256, list_gallery_images, person_name
+from engine.pipeline import EmbeddedImage, IndexPipeline
 from engine.settings import EngineSettings
 from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader, VectorStore
 from engine.types import IndexProgress, IndexReport
@@ -43,16 +44,6 @@ class GalleryFile:
 
 
 @dataclass
-class EmbeddedImage:
-    """One photo's outcome: an error, or its faces (empty: no face) with raw vectors."""
-
-    item: GalleryFile
-    error: str | None = None
-    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
-    vectors: np.ndarray | None = None  # (len(boxes), raw dim)
-
-
-@dataclass
 class GalleryDiff:
     todo: list[tuple[GalleryFile, str]]  # (file, "added" | "updated")
     removed: set[str]
@@ -62,11 +53,12 @@ class GalleryDiff:
 
 class IndexBuilder:
     """Builds one model's index in one store. Embedding runs on this thread; decoding and detection
-    of the next chunk overlap with it."""
+    of the next chunks run ahead of it in worker processes (or everything on Ray)."""
 
-    def __init__(self, backend: ModelBackend, settings: EngineSettings):
+    def __init__(self, backend: ModelBackend, settings: EngineSettings, device: DeviceInfo | None = None):
         self.backend = backend
         self.settings = settings
+        self.device = device
 
     def build(
         self,
@@ -103,7 +95,8 @@ class IndexBuilder:
             lock = store.writer(timeout=self.settings.index_lock_wait_s)
             lock.__enter__()
         try:
-            self.backend.require()
+            if not self.settings.index_ray:  # on Ray the actors load the networks
+                self.backend.require()
             return self._build(store, gallery, paths, progress, should_stop)
         finally:
             lock.__exit__(None, None, None)
@@ -111,6 +104,7 @@ class IndexBuilder:
     def _build(self, store, gallery, paths, progress, should_stop) -> IndexReport:
         started = time.perf_counter()
         report = IndexReport(model=self.backend.name, gallery=str(gallery), images=len(paths))
+        report.device = self.device.describe() if self.device is not None else ""
         store.refresh()
         header = StoreHeader(
             model=self.backend.name, dim=self.backend.dim, fingerprint=self.backend.fingerprint(), gallery=str(gallery)
@@ -142,13 +136,16 @@ class IndexBuilder:
             pending, pending_vectors, pending_images = Changes(), [], 0
 
         done, last_commit = 0, time.monotonic()
-        for chunk in self._embedded(diff.todo):
-            for result, change in chunk:
+        by_path = {item.path: (item, change) for item, change in diff.todo}
+        for chunk in self._embedded([item for item, _ in diff.todo], report):
+            for result in chunk:
+                item, change = by_path[result.path]
                 self._count(result, change, report)
-                pending.records.append(_record(result.item, len(result.boxes), result.error))
-                if result.boxes:
-                    pending.rows.extend(FaceRow(result.item.path, person_name(Path(result.item.path)), box) for box in result.boxes)
-                    pending_vectors.append(result.vectors)
+                pending.records.append(_record(item, len(result.faces), result.error))
+                if result.faces:
+                    name = person_name(Path(item.path))
+                    pending.rows.extend(FaceRow(item.path, name, box) for box, _ in result.faces)
+                    pending_vectors.append(np.stack([vector for _, vector in result.faces]))
             done += len(chunk)
             pending_images += len(chunk)
             report.embedded_images = done
@@ -234,51 +231,27 @@ class IndexBuilder:
             report.skipped_files.append(result.error)  # the message starts with the file's gallery path
             return
         setattr(report, change, getattr(report, change) + 1)
-        if not result.boxes:
+        if not result.faces:
             report.no_face += 1
 
     # ---- embedding ----------------------------------------------------------------------
-    def _embedded(self, todo: list[tuple[GalleryFile, str]]) -> Iterator[list[tuple[EmbeddedImage, str]]]:
-        """Chunks of embedded photos, in order; the next chunk is decoded and detected meanwhile."""
-        size = self.settings.detect_batch_size
-        chunks = [todo[start : start + size] for start in range(0, len(todo), size)]
-        if not chunks:
+    def _embedded(self, items: list[GalleryFile], report: IndexReport) -> Iterator[list[EmbeddedImage]]:
+        """Chunks of embedded photos in input order: decoding and detection run ahead in worker processes
+        (engine.pipeline), or the whole work on a Ray cluster when INDEX_RAY is set (engine.distributed)."""
+        if not items:
             return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-prefetch") as prefetch:
-            pending = prefetch.submit(self._prepare, chunks[0])
-            for number, chunk in enumerate(chunks):
-                prepared = pending.result()
-                if number + 1 < len(chunks):
-                    pending = prefetch.submit(self._prepare, chunks[number + 1])
-                yield list(zip(self._embed(prepared), (change for _, change in chunk)))
+        if self.settings.index_ray:
+            from engine.distributed import RayPipeline
 
-    def _prepare(self, chunk: list[tuple[GalleryFile, str]]):
-        """Decode and find the regions of one chunk: [(item, error, regions)]."""
-        s = self.settings
-        decoded, images = [], []
-        for item, _ in chunk:
-            try:
-                data = item.file.read_bytes()
-                images.append(decode_image(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, name=item.path))
-                decoded.append((item, None))
-            except OSError as error:
-                decoded.append((item, f"{item.path}: cannot read ({error.strerror or error})"))
-            except BadInputError as error:
-                decoded.append((item, str(error)))
-        regions = iter(self.backend.gallery_regions(images) if images else [])
-        return [(item, error, [] if error else next(regions)) for item, error in decoded]
-
-    def _embed(self, prepared) -> list[EmbeddedImage]:
-        all_regions = [region for _, _, regions in prepared for region in regions]
-        vectors = self.backend.embed(all_regions, query=False)
-        results, position = [], 0
-        for item, error, regions in prepared:
-            count = len(regions)
-            results.append(
-                EmbeddedImage(item, error, [r.box for r in regions], vectors[position : position + count] if count else None)
-            )
-            position += count
-        return results
+            pipeline = RayPipeline(self.settings, self.backend.name, self.settings.index_ray)
+            report.device = f"Ray cluster {self.settings.index_ray}"
+        else:
+            pipeline = IndexPipeline(self.settings, self.backend, device=self.device)
+        try:
+            yield from pipeline.run([(item.path, item.file) for item in items])
+        finally:
+            if pipeline.stats.images:
+                report.pipeline = pipeline.stats.summary()
 
 
 def _record(item: GalleryFile, faces: int, error: str | None) -> FileRecord:

@@ -27,6 +27,7 @@ def models(settings: EngineSettings, subcommand: str | None, which: str) -> int:
     for model in MODEL_NAMES:
         problem = engine.model_problem(model)
         print(f"{model:8s} {'ready' if problem is None else 'unavailable: ' + problem}")
+    print(f"device   {engine.device.describe()}")
     return 0
 
 
@@ -63,6 +64,10 @@ def index(settings: EngineSettings, gallery: Path | None, model: str, *, as_json
     if not wait:
         settings = settings.model_copy(update={"index_lock_wait_s": 0.0})
     engine = Engine(settings)
+    if settings.index_ray and settings.index_ray != "local":
+        from engine.distributed import check_reachable
+
+        check_reachable(settings.index_ray)  # before minutes of model loading
 
     def waiting(message: str) -> None:
         print(message + " ...", file=sys.stderr, flush=True)
@@ -71,8 +76,12 @@ def index(settings: EngineSettings, gallery: Path | None, model: str, *, as_json
         report = engine.build_index(name, gallery, progress=progress_bar(f"indexing ({name})"), on_wait=waiting)
         if as_json:
             print(json.dumps(report.to_dict()), flush=True)
+            continue
+        print_report(report)
+        if report.pipeline:
+            print(f"  {report.device}; {report.pipeline}")
         else:
-            print_report(report)
+            print(f"  {report.device}")
     return 0
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from engine.backends import ModelBackend, check_model, create_backends
 from engine.builder import IndexBuilder, ProgressCallback
+from engine.device import DeviceInfo, probe_device
 from engine.errors import BadInputError, IndexUnavailableError
 from engine.images import decode_image
 from engine.searcher import Searcher
@@ -33,6 +34,7 @@ class Engine:
     def __init__(self, settings: EngineSettings):
         self.settings = settings
         self.backends: dict[str, ModelBackend] = create_backends(settings)
+        self._device: DeviceInfo | None = None
         self._searchers: dict[str, Searcher] = {}
         self._lock = threading.Lock()
         # one build at a time per model in this process (the store's lock serialises processes)
@@ -46,11 +48,20 @@ class Engine:
     def backend(self, model: str) -> ModelBackend:
         return self.backends[check_model(model)]
 
+    @property
+    def device(self) -> DeviceInfo:
+        """The embedding device (a GPU, or the CPU with a clear log line why), probed once before TensorFlow runs."""
+        if self._device is None:
+            self._device = probe_device(self.settings.device, self.settings.embed_batch_size)
+            self.backends["facenet"].network.batch_size = self._device.embed_batch_size
+        return self._device
+
     def model_problem(self, model: str) -> str | None:
         """None when `model` can be used, else a message saying how to get its weights."""
         return self.backend(model).problem()
 
     def load_networks(self, model: str) -> None:
+        self.device  # noqa: B018 (probed before the first TensorFlow op)
         self.backend(model).require()
 
     def load(self, model: str) -> None:
@@ -60,6 +71,7 @@ class Engine:
 
     def warm_up(self, model: str) -> None:
         """A service's start: networks loaded and compiled for query-sized batches, store opened."""
+        self.device  # noqa: B018
         self.backend(model).warm_up()
         self.searcher(model)
 
@@ -99,6 +111,10 @@ class Engine:
                 changed.append(model)
         return changed
 
+    def builder(self, model: str) -> IndexBuilder:
+        """An index builder for `model` on this engine's device (Ray actors probe their own)."""
+        return IndexBuilder(self.backend(model), self.settings, None if self.settings.index_ray else self.device)
+
     def index_info(self, model: str) -> IndexInfo | None:
         """The model's index as searches see it; None when there is none usable (missing, or other weights)."""
         searcher = self.searcher(model)
@@ -133,7 +149,7 @@ class Engine:
         restricts the run to some of the gallery's images.
         """
         store = self.open_store(model, index_dir) if index_dir is not None else self.searcher(model).store
-        builder = IndexBuilder(self.backend(model), self.settings)
+        builder = self.builder(model)
         try:
             with self._build_locks[model]:
                 return builder.build(

@@ -46,5 +46,7 @@ class FetchError(EngineError):
 
 class IndexBusyError(EngineError):
     """Another process holds the index's writer lock (a second `index` run) and did not let go in time."""
+class ClusterUnavailableError(EngineError):
+    """The Ray cluster to index on does not answer, or Ray is not installed."""
 
     exit_code = 2

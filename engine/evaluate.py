@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.builder import IndexBuilder
 from engine.core import Engine
 from engine.errors import BadInputError
 from engine.images import list_gallery_images, person_name
@@ -168,7 +167,7 @@ def run_evaluation(
     started = time.perf_counter()
     store = engine.open_store(model, index_dir)
     try:
-        build = IndexBuilder(engine.backend(model), engine.settings).build(store, gallery, paths)
+        build = engine.builder(model).build(store, gallery, paths)
         searcher = Searcher(engine.backend(model), store)
         relative = [path.relative_to(gallery).as_posix() for path in paths]
         images_of: dict[str, list[str]] = {}
@@ -337,7 +336,7 @@ def run_open_set_evaluation(
     index_dir = base.parent.parent / f"{base.parent.name}-open-set-{seed}" / model
     store = engine.open_store(model, index_dir)
     try:
-        build = IndexBuilder(engine.backend(model), engine.settings).build(
+        build = engine.builder(model).build(
             store, gallery, [gallery / image for image in enrolled_images]
         )
         params = engine.backend(model).identity_params()

@@ -40,6 +40,14 @@ class EngineSettings(BaseSettings):
     embed_batch_size: int = Field(32, ge=1, description="Faces per FaceNet batch.")
     xla: bool = Field(True, description="Run query-sized FaceNet batches through XLA (faster on CPU, compiled once per size).")
 
+    # devices and parallel indexing
+    device: Literal["auto", "gpu", "cpu"] = Field("auto", description="Embedding device: a GPU when TensorFlow sees one (auto), or the CPU.")
+    index_workers: int | None = Field(None, ge=0, description="Processes decoding and detecting while indexing (0: in the indexing process). Default: one per core.")
+    index_ray: str | None = Field(None, description="Index on Ray: 'local' starts a local cluster, else a cluster address (host:port, ray://...).")
+    ray_num_cpus: int | None = Field(None, ge=1, description="CPUs a local Ray cluster may use (default: all cores).")
+    ray_object_store_mb: int = Field(256, ge=75, description="Object store size of a local Ray cluster (MB).")
+    ray_ship_images: bool = Field(False, description="Send each image's bytes to the Ray actors instead of its path (gallery not on the nodes).")
+
     # input limits
     max_image_bytes: int = Field(20_000_000, ge=1, description="Largest image file accepted.")
     max_image_pixels: int = Field(50_000_000, ge=1, description="Largest decoded image (pixels); Pillow's bomb check.")

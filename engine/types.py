@@ -116,6 +116,8 @@ class IndexReport:
     faces_indexed: int = 0  # rows in the index after the run
     embedded_images: int = 0  # images processed this run
     seconds: float = 0.0
+    device: str = ""  # where it was embedded ("CPU (2 cores), ...", "GPU (...)", "Ray cluster local")
+    pipeline: str = ""  # where the time went: decode / detect / embed / waiting
     rebuilt: bool = False  # the store held another model's, settings' or gallery's vectors and was emptied
     stopped: bool = False  # asked to stop before the end: what was embedded is committed, the rest waits
     skipped_files: list[str] = field(default_factory=list)

@@ -51,6 +51,9 @@ class ModelBackend(ABC):
     def load(self) -> None:
         """Load the networks once (raise ModelUnavailableError when the weights are missing)."""
 
+    def load_regions(self) -> None:
+        """Load only what `gallery_regions` needs (a detection worker process holds no embedding network)."""
+
     def require(self) -> None:
         problem = self.problem()
         if problem:

@@ -50,6 +50,9 @@ class FaceNetBackend(ModelBackend):
             return f"FaceNet weights missing ({self.weights_path()}); fetch them with: python -m engine models fetch"
         return None
 
+    def load_regions(self) -> None:
+        self.detector.load()
+
     def load(self) -> None:
         self.detector.load()
         self.network.load()
@@ -72,7 +75,7 @@ class FaceNetBackend(ModelBackend):
 
     def find_faces(self, images: list[np.ndarray]) -> list[list[DetectedFace]]:
         """Faces per image, most prominent (largest, most central) first."""
-        self.require()
+        self.detector.load()
         return self.detector.detect(images) if images else []
 
     def crop(self, image: np.ndarray, face: DetectedFace) -> Region:
