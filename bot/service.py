@@ -220,7 +220,7 @@ class BotService:
         await asyncio.to_thread(
             partial(
                 self.store.add_query, chat_id=message.chat_id, user_id=user.id, model=model, k=k,
-                faces=len(result.faces), latency_ms=latency_ms, photo_sha256=hashlib.sha256(data).hexdigest(),
+                faces=len(result.faces), latency_ms=latency_ms,
                 matches=matches,
             )  # fmt: skip
         )
