@@ -16,8 +16,10 @@ ALBUM_SIZE = 10  # Telegram's limit of photos per media group
 BOX_COLOURS = ["#ff3b30", "#34c759", "#007aff", "#ffcc00", "#af52de", "#ff9500", "#5ac8fa", "#ff2d55"]
 
 
-def caption(face_number: int, match: Match) -> str:
-    return f"Face {face_number} · #{match.rank} {match.name} · {match.similarity:.2f}"
+def caption(face_number: int, match: Match, photo_number: int | None = None) -> str:
+    """`photo_number` for a photo of an album (several photos answered together)."""
+    prefix = f"Photo {photo_number} · " if photo_number is not None else ""
+    return f"{prefix}Face {face_number} · #{match.rank} {match.name} · {match.similarity:.2f}"
 
 
 def chunks(items: list, size: int = ALBUM_SIZE) -> list[list]:

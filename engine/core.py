@@ -468,6 +468,10 @@ class Engine:
         ms["search"] = (time.perf_counter() - started) * 1000
         return SearchResult(image=name, model=model, faces=results, ms=ms)
 
+    def find_faces(self, image: np.ndarray) -> list[DetectedFace]:
+        """The faces MTCNN finds in `image`, largest/most prominent first (loads the detector)."""
+        return self.detector.detect([image])[0]
+
 
 def _row(relative: str, sha: str, box) -> dict:
     return {
