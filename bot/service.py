@@ -120,6 +120,7 @@ class BotService:
         self.pending = 0  # photos accepted and not yet searched (waiting for or in the pool)
         self.reindex_job: ReindexJob | None = None
         self.indexing: dict[str, IndexProgress] = {}  # models whose missing index is being built at start
+        self.preparing: set[str] = set()  # models not loaded yet at start
         self.ready = asyncio.Event()  # set once every usable model is prepared
         self.recent_albums: OrderedDict[tuple[int, str], list[tuple[str, str]]] = OrderedDict()
         self._albums: dict[tuple[int, str], _Album] = {}
@@ -140,6 +141,7 @@ class BotService:
             )
         if self.settings.metrics_port is not None:
             await self.metrics.serve(self.settings.metrics_listen, self.settings.metrics_port, self.health)
+        self.preparing = {model for model in MODEL_NAMES if self.engine.model_problem(model) is None}
         self.spawn(self._prepare_all())
         if self.settings.history_retention_days:
             self.spawn(self._purge_history_periodically())
@@ -167,6 +169,7 @@ class BotService:
                     log.error("cannot prepare %s: %s", model, error)
                 finally:
                     self.indexing.pop(model, None)
+                    self.preparing.discard(model)
         finally:
             self.ready.set()
 
@@ -226,6 +229,7 @@ class BotService:
         return {
             "status": "ok",
             "ready": self.ready.is_set(),
+            "preparing": sorted(self.preparing),
             "indexing": {model: self._percent(p) for model, p in self.indexing.items()},
             "queue": self.pending,
         }
@@ -359,6 +363,8 @@ class BotService:
             await reply(f"The {model} backend is unavailable: {self.public(problem)}\nSwitch with /model facenet.")
             return
         progress = self.indexing.get(model)
+        if progress is None and model in self.preparing and self.engine.index_info(model) is None:
+            progress = IndexProgress(done=0, total=0, elapsed_s=0.0)  # still loading: the index may have to be built
         if progress is not None:
             await reply(f"The gallery is being indexed, {self._percent(progress)}% done — please try again in a minute.")
             return

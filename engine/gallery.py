@@ -151,19 +151,22 @@ class Gallery:
         self.engine.load_networks("facenet")
         accepted: list[tuple[int, np.ndarray, int]] = []
         refused: list[RefusedPhoto] = []
+        errors: list[BadInputError] = []
         for number, data in enumerate(photos, start=1):
             try:
                 image = self.engine.decode(data, name=f"photo {number}")
+                faces = self.engine.find_faces(image)
+                if not faces:
+                    raise NoFaceError(f"photo {number}: no face found")
             except BadInputError as error:
+                errors.append(error)
                 refused.append(RefusedPhoto(number, str(error)))
-                continue
-            faces = self.engine.find_faces(image)
-            if not faces:
-                refused.append(RefusedPhoto(number, f"photo {number}: no face found"))
                 continue
             if len(faces) > 1:
                 image = _crop_around(image, max(faces, key=lambda face: face.area).box)
             accepted.append((number, image, len(faces)))
+        if not accepted:  # nothing usable: a typed refusal, nothing written
+            raise type(errors[0])("; ".join(str(error) for error in errors))
         result = AddResult(person=Person(name=folder.replace("_", " "), folder=folder, photos=0), refused=refused)
         with self._edit():
             target = self.root / folder

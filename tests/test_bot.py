@@ -9,11 +9,12 @@ import sqlite3
 import numpy as np
 import pytest
 
-from bot_helpers import ADMIN, USER, albums, captions, jpeg_size, person_photo, running_bot
+from bot_helpers import ADMIN, USER, albums, captions, jpeg_size, last_call, person_photo, running_bot
 from fake_bot_api import FakeBotAPI
 from helpers_engine import CLEAR_FACES, MADONNA, bad_image_files, encode, first_photos, gradient_image, sample, side_by_side
 
 TIMEOUT = 60
+OTHER_USER = USER + 77
 
 
 @pytest.fixture(scope="session")
@@ -97,10 +98,19 @@ async def test_k_controls_the_number_of_matches(api, bot):
     await api.wait_for_text(USER, "set to 25")
     since = await search(api, USER, person_photo("Elton John"))
     sent = albums(api, USER, since)
-    assert [c.method for c in sent] == ["sendMediaGroup"] * 3
-    assert [len(captions(c)) for c in sent] == [10, 10, 5]
-    ranks = [caption.split("#")[1].split()[0] for c in sent for caption in captions(c)]
-    assert ranks == [str(r) for r in range(1, 26)]
+    assert [len(captions(c)) for c in sent] == [10]  # k over 10 is paged, not sent as several albums
+    summary = last_call(api, USER, "most likely")
+    assert "of 25" in summary.text  # the summary weighs all k matches
+    ranks = []
+    for first, last in ((11, 20), (21, 30)):  # 21-25 from the first search, 26-30 searched again
+        since = len(api.calls)
+        api.press(USER, summary, "More matches")
+        summary = await api.wait_for_text(USER, f"Matches {first}–{last}", since=since, timeout=TIMEOUT)
+        sent = albums(api, USER, since)
+        assert [len(captions(c)) for c in sent] == [10]
+        ranks += [caption.split("#")[1].split()[0] for c in sent for caption in captions(c)]
+    assert ranks == [str(r) for r in range(11, 31)]
+    assert any(c.method == "editMessageReplyMarkup" for c in api.calls_to(USER))  # the pressed button goes away
 
     api.send_text(USER, "/k 1")
     await api.wait_for_text(USER, "set to 1")
@@ -135,16 +145,20 @@ async def test_two_faces_get_a_boxes_photo_then_albums(api, bot, bot_engine):
     since = len(api.calls)
     api.send_photo(USER, data)
     summary = await api.wait_for_text(USER, "Face 2:", since=since, timeout=TIMEOUT)
-    sent = albums(api, USER, since)
-    assert sent[0].method == "sendPhoto" and "found" in sent[0].text and "faces" in sent[0].text
-    assert jpeg_size(sent[0].uploaded("photo"))  # the photo itself, with boxes drawn
-    face_albums = sent[1:]
-    assert len(face_albums) == len(faces)
+    face_albums = albums(api, USER, since)
+    assert len(face_albums) == len(faces)  # no boxes photo unless asked
     for number, call in enumerate(face_albums, start=1):
         assert all(caption.startswith(f"Face {number} · ") for caption in captions(call))
     names = {captions(call)[0].split(" · ")[1].split(" ", 1)[1] for call in face_albums}
     assert {"Madonna", "Elton John"} <= names
     assert "Madonna" in summary.text and "Elton John" in summary.text
+    since = len(api.calls)
+    api.press(USER, summary, "Show faces")
+    boxes = await api.wait_for(lambda calls: [c for c in calls[since:] if c.chat_id == USER and c.method == "sendPhoto"], TIMEOUT)
+    assert "found" in boxes[0].text and "faces" in boxes[0].text
+    assert jpeg_size(boxes[0].uploaded("photo"))  # the photo itself, with boxes drawn
+    api.press(OTHER_USER, summary, "Show faces")  # someone else's answer: refused with a notice
+    await api.wait_for(lambda calls: [c for c in calls if c.method == "answerCallbackQuery" and "Only the person" in str(c.params.get("text"))])
 
 
 async def test_photo_without_face(api, bot):
