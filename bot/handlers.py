@@ -257,9 +257,12 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             await query.edit_message_text(text, reply_markup=keyboard)
         return
     if kind in ("rm", "rmno"):
-        pending = svc.pages.pop_pending(rest)
+        pending = svc.pages.pending(rest)
         if pending is None or pending[2] != user_id:
             await query.answer("This confirmation is not yours or has expired.")
+            return
+        if svc.pages.pop_pending(rest) is None:  # pressed twice
+            await query.answer()
             return
         await query.answer()
         if kind == "rmno":

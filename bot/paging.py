@@ -77,6 +77,10 @@ class ResultPages:
                 self._pending.popitem(last=False)
             return token
 
+    def pending(self, token: str) -> tuple | None:
+        with self._lock:
+            return self._pending.get(token)
+
     def pop_pending(self, token: str) -> tuple | None:
         with self._lock:
             return self._pending.pop(token, None)
