@@ -125,6 +125,7 @@ class BotService:
         self.recent_albums: OrderedDict[tuple[int, str], list[tuple[str, str]]] = OrderedDict()
         self._albums: dict[tuple[int, str], _Album] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._purge_task: asyncio.Task | None = None
         self._stopping = threading.Event()
 
     # ---- life cycle ----------------------------------------------------------------------
@@ -144,7 +145,7 @@ class BotService:
         self.preparing = {model for model in MODEL_NAMES if self.engine.model_problem(model) is None}
         self.spawn(self._prepare_all())
         if self.settings.history_retention_days:
-            self.spawn(self._purge_history_periodically())
+            self._purge_task = self.spawn(self._purge_history_periodically())
 
     def spawn(self, coroutine) -> asyncio.Task:
         """A background task of the service: awaited (or cancelled) when the bot stops."""
@@ -211,9 +212,8 @@ class BotService:
     async def stop(self) -> None:
         """Before the Telegram client closes: builds end at their next chunk (old indexes kept), tasks finish."""
         self._stopping.set()
-        for task in list(self._tasks):
-            if task.get_coro().__name__ == "_purge_history_periodically":
-                task.cancel()
+        if self._purge_task is not None:
+            self._purge_task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 

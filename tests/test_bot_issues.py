@@ -13,7 +13,7 @@ from bot.app import ALLOWED_UPDATES, build_application, webhook_secret
 from bot.settings import Settings
 from bot_helpers import ADMIN, USER, albums, bot_settings, captions, last_call, person_photo, running_service
 from fake_bot_api import TOKEN, FakeBotAPI
-from helpers_engine import CLEAR_FACES, copy_photos, encode, first_photos, gradient_image, sample
+from helpers_engine import CLEAR_FACES, copy_photos, encode, first_photos, gradient_image
 
 TIMEOUT = 60
 PEOPLE = ["Ben_Afflek", "Elton_John", "Jerry_Seinfeld", "Madonna", "Mindy_Kaling"]
@@ -215,7 +215,7 @@ async def test_file_ids_are_reused_and_refreshed(api, issues_engine, tmp_path):
 
 
 async def test_webhook_requires_the_secret(api, issues_engine, tmp_path, unused_tcp_port):
-    settings = bot_settings(api, issues_engine, tmp_path, webhook_url=f"https://example.org/hook")
+    settings = bot_settings(api, issues_engine, tmp_path, webhook_url="https://example.org/hook")
     secret = webhook_secret(settings)
     assert len(secret) >= 32 and secret != webhook_secret(settings)  # generated per start when unset
     given = Settings(**{**settings.model_dump(), "bot_token": TOKEN, "webhook_secret": "s3cr3t-value"})
@@ -289,3 +289,21 @@ async def test_model_answer_shows_no_server_paths(api, issues_engine, tmp_path):
         for folder in (service.settings.models_dir, service.settings.data_dir, issues_engine.settings.resolved_gallery()):
             assert str(folder) not in shown.text and str(folder.resolve()) not in shown.text
         assert last_call(api, USER, "Current backend") is shown
+
+
+async def test_history_retention_purges_old_queries_at_start(api, issues_engine, tmp_path):
+    import sqlite3
+
+    from bot.db import Store, upgrade
+
+    url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+    upgrade(url)
+    store = Store(url)
+    store.add_query(chat_id=USER, user_id=USER, model="facenet", k=5, faces=1, latency_ms=9.0, matches=[])
+    store.close()
+    with sqlite3.connect(tmp_path / "bot.sqlite3") as connection:
+        connection.execute("update queries set created_at = '2020-01-01 00:00:00'")
+    async with running_service(api, issues_engine, tmp_path, history_retention_days=30):
+        since = len(api.calls)
+        api.send_text(USER, "/history")
+        await api.wait_for_text(USER, "No queries yet", since=since)
