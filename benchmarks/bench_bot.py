@@ -45,6 +45,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
+def uploaded_bytes(api: FakeBotAPI, since: int) -> int:
+    return sum(len(data) for c in api.calls[since:] if c.method in ALBUM_METHODS for data in c.files.values())
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -116,16 +120,21 @@ async def main(args) -> None:
                 cache_size = service.file_ids.size
                 service.file_ids.size = 0  # off: every gallery photo uploaded, as before issue 8
                 service.file_ids.drop(list(service.file_ids._items))
+                mark = len(api.calls)
                 cold = [(await one_photo(api, 1, photos[n % len(photos)]))[0] for n in range(args.single)]
+                cold_bytes = uploaded_bytes(api, mark)
                 service.file_ids.size = cache_size
                 for photo in photos:
                     await one_photo(api, 1, photo)  # fills the file_id cache
+                mark = len(api.calls)
                 warm = [(await one_photo(api, 1, photos[n % len(photos)]))[0] for n in range(args.single)]
-                for label, values in (("file_id cache off (uploads)", cold), ("file_id cache warm", warm)):
+                warm_bytes = uploaded_bytes(api, mark)
+                for label, values, sent in (("file_id cache off (uploads)", cold, cold_bytes), ("file_id cache warm", warm, warm_bytes)):
                     if not values:
                         continue
                     print(f"single user, {len(values)} photos, {label}: p50 {statistics.median(values) * 1000:.0f} ms, "
-                          f"p95 {percentile(values, 95) * 1000:.0f} ms (update received -> first album sent)")  # fmt: skip
+                          f"p95 {percentile(values, 95) * 1000:.0f} ms (update received -> first album sent); "
+                          f"{sent / len(values) / 1024:.0f} KiB of gallery photos uploaded per answer")  # fmt: skip
                 print(f"file_id cache: {service.file_ids.hits} hits, {service.file_ids.misses} misses, {len(service.file_ids)} ids")
 
                 first_user = 100

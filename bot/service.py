@@ -422,6 +422,7 @@ class BotService:
         if state.multi_face:
             lines.append("Several faces: “Show faces” shows which is which.")
         token = self.pages.add(state)
+        self.busy_users.discard(user.id)  # the user may send the next photo as soon as this summary arrives
         summary = await self._reply(first, "\n".join(lines), reply_markup=result_keyboard(token, state))
         state.summary_message_id = summary.message_id
         self.metrics.stage.labels(stage="total").observe(time.perf_counter() - started)
