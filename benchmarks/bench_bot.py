@@ -129,13 +129,18 @@ async def main(args) -> None:
                 mark = len(api.calls)
                 warm = [(await one_photo(api, 1, photos[n % len(photos)]))[0] for n in range(args.single)]
                 warm_bytes = uploaded_bytes(api, mark)
-                for label, values, sent in (("file_id cache off (uploads)", cold, cold_bytes), ("file_id cache warm", warm, warm_bytes)):
+                for label, values, sent in (
+                    ("file_id cache off (uploads)", cold, cold_bytes),
+                    ("file_id cache warm", warm, warm_bytes),
+                ):
                     if not values:
                         continue
                     print(f"single user, {len(values)} photos, {label}: p50 {statistics.median(values) * 1000:.0f} ms, "
                           f"p95 {percentile(values, 95) * 1000:.0f} ms (update received -> first album sent); "
                           f"{sent / len(values) / 1024:.0f} KiB of gallery photos uploaded per answer")  # fmt: skip
-                print(f"file_id cache: {service.file_ids.hits} hits, {service.file_ids.misses} misses, {len(service.file_ids)} ids")
+                print(
+                    f"file_id cache: {service.file_ids.hits} hits, {service.file_ids.misses} misses, {len(service.file_ids)} ids"
+                )
 
                 first_user = 100
                 for spec in args.crowds:

@@ -81,13 +81,17 @@ def add_handlers(application: Application) -> None:
     for names, callback in commands:
         application.add_handler(CommandHandler(names, callback, filters=new))
     application.add_handler(CallbackQueryHandler(handlers.button))
-    unsupported = filters.Sticker.ALL | filters.ANIMATION | filters.VIDEO | filters.VIDEO_NOTE | filters.VOICE | filters.AUDIO
+    unsupported = (
+        filters.Sticker.ALL | filters.ANIMATION | filters.VIDEO | filters.VIDEO_NOTE | filters.VOICE | filters.AUDIO
+    )
     application.add_handler(MessageHandler(new & unsupported, handlers.unsupported))
     application.add_handler(MessageHandler(new & filters.PHOTO, handlers.photo))
     application.add_handler(MessageHandler(new & filters.Document.ALL, handlers.document))
     application.add_handler(MessageHandler(new & filters.COMMAND, handlers.unknown_command))
     application.add_handler(MessageHandler(new & filters.TEXT, handlers.text))
-    application.add_handler(MessageHandler(new & filters.ChatType.PRIVATE & ~filters.StatusUpdate.ALL, handlers.unsupported))
+    application.add_handler(
+        MessageHandler(new & filters.ChatType.PRIVATE & ~filters.StatusUpdate.ALL, handlers.unsupported)
+    )
     application.add_error_handler(handlers.error_handler)
 
 
@@ -121,7 +125,9 @@ async def running(application: Application, poll_interval: float = 0.0, timeout:
     async with application:
         if application.post_init is not None:
             await application.post_init(application)
-        await application.updater.start_polling(poll_interval=poll_interval, timeout=timeout, allowed_updates=ALLOWED_UPDATES)
+        await application.updater.start_polling(
+            poll_interval=poll_interval, timeout=timeout, allowed_updates=ALLOWED_UPDATES
+        )
         await application.start()
         try:
             yield application

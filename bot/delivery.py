@@ -33,7 +33,11 @@ async def retrying(send: Callable[[], Awaitable[T]], attempts: int, on_retry: Ca
         except RetryAfter as error:
             if attempt == attempts:
                 raise
-            wait = error.retry_after.total_seconds() if hasattr(error.retry_after, "total_seconds") else float(error.retry_after)
+            wait = (
+                error.retry_after.total_seconds()
+                if hasattr(error.retry_after, "total_seconds")
+                else float(error.retry_after)
+            )
             kind = "flood_wait"
         except NetworkError as error:  # includes TimedOut
             if attempt == attempts:

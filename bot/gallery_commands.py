@@ -18,7 +18,10 @@ log = logging.getLogger(__name__)
 
 PEOPLE_PAGE = 10
 _ADD = re.compile(r"^/add(?:@\w+)?(?:\s+(?P<name>.*))?$", re.DOTALL)
-USAGE = "Send one or more photos with the caption /add Firstname Lastname, or reply /add Firstname Lastname to a photo or an album."
+USAGE = (
+    "Send one or more photos with the caption /add Firstname Lastname, "
+    "or reply /add Firstname Lastname to a photo or an album."
+)
 
 
 def is_add(caption: str | None) -> bool:
@@ -46,7 +49,9 @@ async def add_from_messages(service, messages: list[Message], user: User, text: 
     await add_files(service, first, files, text, bot)
 
 
-async def add_files(service, reply_to: Message, files: list[tuple[str, int | None]], text: str | None, bot: Bot) -> None:
+async def add_files(
+    service, reply_to: Message, files: list[tuple[str, int | None]], text: str | None, bot: Bot
+) -> None:
     name = add_name(text)
     try:
         name = check_name(name)
@@ -67,7 +72,9 @@ async def add_files(service, reply_to: Message, files: list[tuple[str, int | Non
         except BadRequest:
             photos.append(b"")
     try:
-        result = await asyncio.get_running_loop().run_in_executor(service.index_pool, service.gallery.add_photos, name, photos)
+        result = await asyncio.get_running_loop().run_in_executor(
+            service.index_pool, service.gallery.add_photos, name, photos
+        )
     except EngineError as error:
         await service._reply(reply_to, f"Nothing added: {service.public(str(error))}")
         return
@@ -81,7 +88,8 @@ def describe_add(result: AddResult) -> str:
     if result.added:
         lines.append(
             f"Added {len(new)} photo{'s' if len(new) != 1 else ''} of {person}; "
-            f"{person} now has {result.person.photos} photo{'s' if result.person.photos != 1 else ''} and is searchable now."
+            f"{person} now has {result.person.photos} photo{'s' if result.person.photos != 1 else ''} "
+            "and is searchable now."
         )
     else:
         lines.append(f"Nothing added for {person}.")
@@ -112,7 +120,12 @@ def people_page(service, prefix: str, page: int) -> tuple[str, InlineKeyboardMar
 
 def remove_keyboard(token: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
-        [[InlineKeyboardButton("Yes, remove", callback_data=f"rm:{token}"), InlineKeyboardButton("Cancel", callback_data=f"rmno:{token}")]]
+        [
+            [
+                InlineKeyboardButton("Yes, remove", callback_data=f"rm:{token}"),
+                InlineKeyboardButton("Cancel", callback_data=f"rmno:{token}"),
+            ]
+        ]
     )
 
 

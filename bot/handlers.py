@@ -72,7 +72,9 @@ async def model(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     name = context.args[0].lower()
     if len(context.args) > 1 or name not in MODEL_NAMES:
-        await message.reply_text(f"Unknown backend {' '.join(context.args)!r}. Choose one of: {', '.join(MODEL_NAMES)}.")
+        await message.reply_text(
+            f"Unknown backend {' '.join(context.args)!r}. Choose one of: {', '.join(MODEL_NAMES)}."
+        )
         return
     problem = svc.engine.model_problem(name)
     if problem:
@@ -92,7 +94,9 @@ async def k(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await message.reply_text(f"Matches per face: {current}. Set with /k <1..{max_k}>.")
         return
     value = context.args[0]
-    if len(context.args) > 1 or not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= max_k:  # '²'.isdigit()
+    if (
+        len(context.args) > 1 or not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= max_k
+    ):  # '²'.isdigit()
         await message.reply_text(f"k must be a whole number from 1 to {max_k}, e.g. /k 5.")
         return
     await asyncio.to_thread(svc.store.set_chat_k, message.chat_id, int(value))
@@ -102,7 +106,9 @@ async def k(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 async def history(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """List this user's last queries in this chat."""
     svc, message = service(context), update.effective_message
-    items = await asyncio.to_thread(svc.store.history, message.chat_id, update.effective_user.id, svc.settings.history_size)
+    items = await asyncio.to_thread(
+        svc.store.history, message.chat_id, update.effective_user.id, svc.settings.history_size
+    )
     if not items:
         await message.reply_text("No queries yet. Send me a photo!")
         return
@@ -117,7 +123,9 @@ async def forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Delete this user's history in this chat."""
     svc, message = service(context), update.effective_message
     count = await asyncio.to_thread(svc.store.forget, message.chat_id, update.effective_user.id)
-    await message.reply_text(f"Deleted {count} queries from your history." if count else "Your history is already empty.")
+    await message.reply_text(
+        f"Deleted {count} queries from your history." if count else "Your history is already empty."
+    )
 
 
 async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -184,7 +192,11 @@ async def add(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         files = [(file_id, None) for file_id, _ in svc.recent_albums[(target.chat_id, target.media_group_id)]]
     elif target is not None and target.photo:
         files = [(target.photo[-1].file_id, target.photo[-1].file_size)]
-    elif target is not None and target.document and looks_like_image(target.document.file_name, target.document.mime_type):
+    elif (
+        target is not None
+        and target.document
+        and looks_like_image(target.document.file_name, target.document.mime_type)
+    ):
         files = [(target.document.file_id, target.document.file_size)]
     if not files:
         await message.reply_text(gallery_commands.USAGE)
@@ -228,7 +240,9 @@ async def rename(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     names = await asyncio.to_thread(gallery_commands.split_rename, svc, list(context.args))
     if names is None:
-        await message.reply_text("Usage: /rename Old Name New Name (the old name must be in /people; or /rename Old -> New).")
+        await message.reply_text(
+            "Usage: /rename Old Name New Name (the old name must be in /people; or /rename Old -> New)."
+        )
         return
     try:
         result = await asyncio.get_running_loop().run_in_executor(svc.index_pool, svc.gallery.rename, *names)
@@ -251,7 +265,9 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             await query.answer("For admins only.")
             return
         page, _, prefix = rest.partition(":")
-        text, keyboard = await asyncio.to_thread(gallery_commands.people_page, svc, prefix, int(page) if page.isdigit() else 0)
+        text, keyboard = await asyncio.to_thread(
+            gallery_commands.people_page, svc, prefix, int(page) if page.isdigit() else 0
+        )
         await query.answer()
         if text != (query.message.text if query.message else None):
             await query.edit_message_text(text, reply_markup=keyboard)
@@ -273,7 +289,9 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         except EngineError as error:
             await query.edit_message_text(f"Nothing removed: {svc.public(str(error))}.")
             return
-        await query.edit_message_text(f"Removed {result.person.name} and their {result.photos} photos; searches no longer find them.")
+        await query.edit_message_text(
+            f"Removed {result.person.name} and their {result.photos} photos; searches no longer find them."
+        )
         return
     state = svc.pages.get(rest)
     if state is None:
@@ -332,7 +350,9 @@ async def unsupported(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
 
 async def text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Point plain text to what the bot does."""
-    await update.effective_message.reply_text("Send me a photo of a face and I'll look for that person. /help explains more.")
+    await update.effective_message.reply_text(
+        "Send me a photo of a face and I'll look for that person. /help explains more."
+    )
 
 
 async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

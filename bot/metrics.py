@@ -34,7 +34,9 @@ class Metrics:
         r = self.registry
         self.photos = Counter("facesearch_photos_searched", "Photos searched (one per photo of an album).", registry=r)
         self.faces = Counter("facesearch_faces_found", "Faces found in searched photos.", registry=r)
-        self.stage = Histogram("facesearch_stage_seconds", "Time per stage of answering a photo.", ["stage"], buckets=BUCKETS, registry=r)
+        self.stage = Histogram(
+            "facesearch_stage_seconds", "Time per stage of answering a photo.", ["stage"], buckets=BUCKETS, registry=r
+        )
         self.queue = Gauge("facesearch_queue_length", "Photos waiting for or in the worker pool.", registry=r)
         self.queue.set_function(lambda: float(queue_length()))
         self.errors = Counter("facesearch_errors", "Errors and refusals by kind.", ["kind"], registry=r)

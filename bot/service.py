@@ -243,12 +243,18 @@ class BotService:
 
     async def send(self, factory):
         """A Telegram call retried after network errors and escaped flood waits (SEND_RETRIES)."""
-        return await retrying(factory, self.settings.send_retries, on_retry=lambda kind: self.metrics.error(f"telegram_{kind}"))
+        return await retrying(
+            factory, self.settings.send_retries, on_retry=lambda kind: self.metrics.error(f"telegram_{kind}")
+        )
 
     def public(self, text: str) -> str:
         """A message for users without server paths (folders of the models, data and gallery)."""
         s = self.settings
-        for folder in sorted({str(p) for d in (s.models_dir, s.data_dir, s.resolved_gallery()) for p in (d, d.resolve())}, key=len, reverse=True):
+        for folder in sorted(
+            {str(p) for d in (s.models_dir, s.data_dir, s.resolved_gallery()) for p in (d, d.resolve())},
+            key=len,
+            reverse=True,
+        ):
             text = text.replace(folder + "/", "").replace(folder, "the server's folder")
         return text
 
@@ -262,7 +268,10 @@ class BotService:
 
     def model_lines(self, current: str) -> str:
         lines = [f"Current backend: {current}", "Backends:"]
-        about = {"facenet": "finds faces (MTCNN) and compares them (FaceNet)", "vgg16": "compares whole images, no face detection"}
+        about = {
+            "facenet": "finds faces (MTCNN) and compares them (FaceNet)",
+            "vgg16": "compares whole images, no face detection",
+        }
         for name in MODEL_NAMES:
             problem = self.engine.model_problem(name)
             state = "available" if problem is None else f"unavailable — {self.public(problem)}"
@@ -366,7 +375,9 @@ class BotService:
         if progress is None and model in self.preparing and self.engine.index_info(model) is None:
             progress = IndexProgress(done=0, total=0, elapsed_s=0.0)  # still loading: the index may have to be built
         if progress is not None:
-            await reply(f"The gallery is being indexed, {self._percent(progress)}% done — please try again in a minute.")
+            await reply(
+                f"The gallery is being indexed, {self._percent(progress)}% done — please try again in a minute."
+            )
             return
         if self.pending + len(photos) > self.settings.max_queue:  # back-pressure: refuse before downloading
             self.metrics.busy.inc(len(photos))
@@ -385,7 +396,10 @@ class BotService:
         album = len(messages) > 1
         for photo in photos:
             if photo.error is not None:
-                notes.append(f"{'Photo %d: ' % photo.number if album else ''}Sorry, I can't use that: {self.public(str(photo.error))}")
+                notes.append(
+                    (f"Photo {photo.number}: " if album else "")
+                    + f"Sorry, I can't use that: {self.public(str(photo.error))}"
+                )
         searched = [p for p in photos if p.result is not None]
         if not any(p.result.faces for p in searched):
             for photo in searched:
@@ -410,12 +424,19 @@ class BotService:
         state = ResultState(
             chat_id=first.chat_id, user_id=user.id, model=model, k=k, shown=page, page=page, max_k=self.settings.max_k,
             index_size=(self.engine.index_info(model).count if self.engine.index_info(model) else 0),
-            photos=[PhotoQuery(p.file_id, p.name, [f.box for f in p.result.faces], [f.matches for f in p.result.faces]) for p in searched],
+            photos=[
+                PhotoQuery(p.file_id, p.name, [f.box for f in p.result.faces], [f.matches for f in p.result.faces])
+                for p in searched
+            ],
         )  # fmt: skip
         lines = list(notes)
         for photo in searched:
             if album:
-                text = render.summary(photo.result.faces, self.settings.match_threshold) if photo.result.faces else "no face found"
+                text = (
+                    render.summary(photo.result.faces, self.settings.match_threshold)
+                    if photo.result.faces
+                    else "no face found"
+                )
                 lines.append(f"Photo {photo.number}: " + text.replace("\n", f"\nPhoto {photo.number}: "))
             else:
                 lines.append(render.summary(photo.result.faces, self.settings.match_threshold))
@@ -439,7 +460,9 @@ class BotService:
         self.metrics.stage.labels(stage="download").observe(time.perf_counter() - started)
         queued = time.perf_counter()
         try:
-            photo.image, photo.result = await self._run(self._search, data, model=model, k=k, name=photo.name, queued=queued)
+            photo.image, photo.result = await self._run(
+                self._search, data, model=model, k=k, name=photo.name, queued=queued
+            )
         except EngineError as error:
             photo.error = error
             self.metrics.error(type(error).__name__)
@@ -479,7 +502,9 @@ class BotService:
         for group in render.chunks(items):
             await self._send_group(message, number, photo_number, group)
 
-    async def _send_group(self, message: Message, number: int, photo_number: int | None, group, use_cache: bool = True) -> None:
+    async def _send_group(
+        self, message: Message, number: int, photo_number: int | None, group, use_cache: bool = True
+    ) -> None:
         def media_of():
             ready = []
             for match, key in group:
@@ -524,8 +549,14 @@ class BotService:
         ]
         await asyncio.to_thread(
             partial(
-                self.store.add_query, chat_id=message.chat_id, user_id=user.id, model=model, k=k,
-                faces=len(result.faces), latency_ms=latency_ms, matches=matches,
+                self.store.add_query,
+                chat_id=message.chat_id,
+                user_id=user.id,
+                model=model,
+                k=k,
+                faces=len(result.faces),
+                latency_ms=latency_ms,
+                matches=matches,
             )  # fmt: skip
         )
 
@@ -589,7 +620,9 @@ class BotService:
                 future = loop.run_in_executor(
                     self.index_pool,
                     partial(
-                        self.engine.build_index, model, self.settings.resolved_gallery(),
+                        self.engine.build_index,
+                        model,
+                        self.settings.resolved_gallery(),
                         progress=partial(self._build_progress, job, "progress"),
                     ),  # fmt: skip
                 )

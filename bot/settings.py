@@ -18,9 +18,12 @@ class Settings(EngineSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
     bot_token: SecretStr | None = Field(
-        None, description="Bot token from @BotFather (a secret: never logged). Unset: `python -m bot` runs the engine demo."
+        None,
+        description="Bot token from @BotFather (a secret: never logged). Unset: `python -m bot` runs the engine demo.",
     )
-    bot_api_url: str = Field(TELEGRAM_API_URL, description="Bot API server root (a local telegram-bot-api server, a fake one).")
+    bot_api_url: str = Field(
+        TELEGRAM_API_URL, description="Bot API server root (a local telegram-bot-api server, a fake one)."
+    )
     webhook_url: str | None = Field(None, description="Public HTTPS URL: set to use a webhook instead of long polling.")
     webhook_listen: str = Field("0.0.0.0", description="Address the webhook server listens on.")
     webhook_port: int = Field(8443, ge=1, le=65535, description="Port the webhook server listens on.")
@@ -30,7 +33,9 @@ class Settings(EngineSettings):
         "Unset in webhook mode: a random one is generated at each start.",
     )
 
-    admin_ids: Annotated[frozenset[int], NoDecode] = Field(frozenset(), description="User ids allowed /reindex and /stats.")
+    admin_ids: Annotated[frozenset[int], NoDecode] = Field(
+        frozenset(), description="User ids allowed /reindex and /stats."
+    )
     allowed_user_ids: Annotated[frozenset[int], NoDecode] = Field(
         frozenset(), description="User ids allowed to use the bot; empty admits everyone."
     )
@@ -39,7 +44,9 @@ class Settings(EngineSettings):
 
     default_model: ModelName = Field("facenet", description="Backend a new chat starts with.")
     max_faces: int = Field(5, ge=1, description="Faces searched per photo, largest first.")
-    match_threshold: float = Field(0.5, ge=-1.0, le=1.0, description="Similarity from which a match counts as confident.")
+    match_threshold: float = Field(
+        0.5, ge=-1.0, le=1.0, description="Similarity from which a match counts as confident."
+    )
     thumbnail_side: int = Field(512, ge=64, description="Longest side of gallery photos sent back (JPEG).")
     thumbnail_cache_size: int = Field(512, ge=0, description="Downscaled gallery photos kept in memory.")
     workers: int = Field(2, ge=1, description="Threads running detection/embedding (the bounded worker pool).")
@@ -47,15 +54,26 @@ class Settings(EngineSettings):
     build_missing_index: bool = Field(True, description="At start, build the index of a usable model that has none.")
     history_size: int = Field(10, ge=1, description="Queries listed by /history.")
     history_retention_days: float | None = Field(
-        None, gt=0, description="Delete recorded queries older than this many days (checked at start and hourly). Unset: keep."
+        None,
+        gt=0,
+        description="Delete recorded queries older than this many days (checked at start and hourly). Unset: keep.",
     )
     max_queue: int = Field(
-        8, ge=1, description="Photos waiting for or in the worker pool; beyond it a photo is answered 'busy' without download."
+        8,
+        ge=1,
+        description="Photos waiting for or in the worker pool; beyond it a photo is answered 'busy' without download.",
     )
-    send_retries: int = Field(5, ge=0, description="Retries of a Telegram call after a 429 (flood wait) or a network error.")
-    album_wait_s: float = Field(1.0, ge=0.0, description="How long the bot waits for the rest of a user's album (media group).")
+    send_retries: int = Field(
+        5, ge=0, description="Retries of a Telegram call after a 429 (flood wait) or a network error."
+    )
+    album_wait_s: float = Field(
+        1.0, ge=0.0, description="How long the bot waits for the rest of a user's album (media group)."
+    )
     metrics_port: int | None = Field(
-        None, ge=0, le=65535, description="Serve Prometheus /metrics and /healthz on this port (0: any free port). Unset: off."
+        None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus /metrics and /healthz on this port (0: any free port). Unset: off.",
     )
     metrics_listen: str = Field("0.0.0.0", description="Address of the metrics server.")
 

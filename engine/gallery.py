@@ -131,7 +131,11 @@ class Gallery:
         folder = folder_of(name)
         path = self.root / folder
         if not path.is_dir():
-            matches = [p for p in self.root.iterdir() if p.is_dir() and p.name.casefold() == folder.casefold()] if self.root.is_dir() else []
+            matches = (
+                [p for p in self.root.iterdir() if p.is_dir() and p.name.casefold() == folder.casefold()]
+                if self.root.is_dir()
+                else []
+            )
             if len(matches) != 1:
                 return None
             path = matches[0]

@@ -119,7 +119,13 @@ class FakeBotAPI:
     # ---- playing users ----------------------------------------------------------------------
 
     def _user(self, user_id: int) -> dict:
-        return {"id": user_id, "is_bot": False, "first_name": f"User{user_id}", "username": f"user{user_id}", "language_code": "en"}
+        return {
+            "id": user_id,
+            "is_bot": False,
+            "first_name": f"User{user_id}",
+            "username": f"user{user_id}",
+            "language_code": "en",
+        }
 
     @staticmethod
     def _chat(chat_id: int) -> dict:
@@ -159,7 +165,9 @@ class FakeBotAPI:
         big = self._add_file(data)
         return [{**small, "width": 90, "height": 90}, {**big, "width": 1024, "height": 1024}]
 
-    def send_album(self, user_id: int, photos: list[bytes], chat_id: int | None = None, caption: str | None = None) -> list[int]:
+    def send_album(
+        self, user_id: int, photos: list[bytes], chat_id: int | None = None, caption: str | None = None
+    ) -> list[int]:
         """A media group: one update per photo, the caption on the first (as Telegram sends it)."""
         group = f"album-{next(self._ids)}"
         ids = []
@@ -223,12 +231,25 @@ class FakeBotAPI:
 
     def send_animation(self, user_id: int, chat_id: int | None = None) -> int:
         info = self._add_file(b"GIF89a" + b"\0" * 100)
-        animation = {**info, "width": 320, "height": 240, "duration": 2, "file_name": "funny.gif", "mime_type": "image/gif"}
+        animation = {
+            **info,
+            "width": 320,
+            "height": 240,
+            "duration": 2,
+            "file_name": "funny.gif",
+            "mime_type": "image/gif",
+        }
         document = {**info, "file_name": "funny.gif", "mime_type": "image/gif"}
         return self.push_message(user_id, chat_id, animation=animation, document=document)
 
     def send_video(self, user_id: int, chat_id: int | None = None) -> int:
-        video = {**self._add_file(b"\0\0\0\x18ftypmp42"), "width": 640, "height": 360, "duration": 3, "mime_type": "video/mp4"}
+        video = {
+            **self._add_file(b"\0\0\0\x18ftypmp42"),
+            "width": 640,
+            "height": 360,
+            "duration": 3,
+            "mime_type": "video/mp4",
+        }
         return self.push_message(user_id, chat_id, video=video)
 
     def send_voice(self, user_id: int, chat_id: int | None = None) -> int:
@@ -262,7 +283,11 @@ class FakeBotAPI:
 
         def found(calls):
             for call in calls[since:]:
-                if call.chat_id == chat_id and call.method in ("sendMessage", "editMessageText") and fragment.lower() in call.text.lower():
+                if (
+                    call.chat_id == chat_id
+                    and call.method in ("sendMessage", "editMessageText")
+                    and fragment.lower() in call.text.lower()
+                ):
                     return call
             return None
 
@@ -323,7 +348,9 @@ class FakeBotAPI:
             call.result = handler(call) if handler else True
         except _ApiError as error:
             self.failed.append(call)
-            return web.json_response({"ok": False, "error_code": error.code, "description": error.description}, status=error.code)
+            return web.json_response(
+                {"ok": False, "error_code": error.code, "description": error.description}, status=error.code
+            )
         async with self._changed:
             self.calls.append(call)
             self._changed.notify_all()
@@ -355,7 +382,13 @@ class FakeBotAPI:
 
     def _bot_message(self, call: Call, **fields) -> dict:
         chat_id = call.chat_id if call.chat_id is not None else 0
-        message = {"message_id": next(self._ids), "date": int(time.time()), "chat": self._chat(chat_id), "from": BOT_USER, **fields}
+        message = {
+            "message_id": next(self._ids),
+            "date": int(time.time()),
+            "chat": self._chat(chat_id),
+            "from": BOT_USER,
+            **fields,
+        }
         markup = call.params.get("reply_markup")
         if markup:
             message["reply_markup"] = json.loads(markup) if isinstance(markup, str) else markup
@@ -419,7 +452,10 @@ class FakeBotAPI:
         group_id = str(next(self._ids))
         messages = []
         for item in media:
-            fields: dict[str, Any] = {"photo": self._photo_sizes(item.get("data"), item.get("media")), "media_group_id": group_id}
+            fields: dict[str, Any] = {
+                "photo": self._photo_sizes(item.get("data"), item.get("media")),
+                "media_group_id": group_id,
+            }
             if item.get("caption"):
                 fields["caption"] = item["caption"]
             messages.append(self._bot_message(call, **fields))

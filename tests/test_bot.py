@@ -11,7 +11,16 @@ import pytest
 
 from bot_helpers import ADMIN, USER, albums, captions, jpeg_size, last_call, person_photo, running_bot
 from fake_bot_api import FakeBotAPI
-from helpers_engine import CLEAR_FACES, MADONNA, bad_image_files, encode, first_photos, gradient_image, sample, side_by_side
+from helpers_engine import (
+    CLEAR_FACES,
+    MADONNA,
+    bad_image_files,
+    encode,
+    first_photos,
+    gradient_image,
+    sample,
+    side_by_side,
+)
 
 TIMEOUT = 60
 OTHER_USER = USER + 77
@@ -28,7 +37,9 @@ def bot_gallery(tmp_path_factory, sample_gallery):
 @pytest.fixture(scope="session")
 def bot_engine(tmp_path_factory, make_engine, bot_gallery):
     """One Engine (networks shared with the session's) with the sample gallery indexed once."""
-    engine = make_engine(data_dir=tmp_path_factory.mktemp("bot-data"), gallery_dir=bot_gallery, max_image_pixels=4_000_000)
+    engine = make_engine(
+        data_dir=tmp_path_factory.mktemp("bot-data"), gallery_dir=bot_gallery, max_image_pixels=4_000_000
+    )
     engine.load("facenet")
     report = engine.build_index("facenet")
     assert report.faces_indexed > 100
@@ -154,11 +165,17 @@ async def test_two_faces_get_a_boxes_photo_then_albums(api, bot, bot_engine):
     assert "Madonna" in summary.text and "Elton John" in summary.text
     since = len(api.calls)
     api.press(USER, summary, "Show faces")
-    boxes = await api.wait_for(lambda calls: [c for c in calls[since:] if c.chat_id == USER and c.method == "sendPhoto"], TIMEOUT)
+    boxes = await api.wait_for(
+        lambda calls: [c for c in calls[since:] if c.chat_id == USER and c.method == "sendPhoto"], TIMEOUT
+    )
     assert "found" in boxes[0].text and "faces" in boxes[0].text
     assert jpeg_size(boxes[0].uploaded("photo"))  # the photo itself, with boxes drawn
     api.press(OTHER_USER, summary, "Show faces")  # someone else's answer: refused with a notice
-    await api.wait_for(lambda calls: [c for c in calls if c.method == "answerCallbackQuery" and "Only the person" in str(c.params.get("text"))])
+    await api.wait_for(
+        lambda calls: [
+            c for c in calls if c.method == "answerCallbackQuery" and "Only the person" in str(c.params.get("text"))
+        ]
+    )
 
 
 async def test_photo_without_face(api, bot):
@@ -176,7 +193,10 @@ async def test_bad_inputs_get_clear_answers(api, bot):
         (lambda: api.send_document(USER, bad["text.jpg"], "notes.jpg", "image/jpeg"), "can't use"),
         (lambda: api.send_document(USER, b"%PDF-1.4 ...", "report.pdf", "application/pdf"), "isn't an image"),
         (lambda: api.send_document(USER, b"\xff\xd8", "huge.jpg", "image/jpeg", file_size=50_000_000), "50.0 MB"),
-        (lambda: api.send_document(USER, encode(np.zeros((2100, 2100, 3), np.uint8), "PNG"), "big.png", "image/png"), "megapixels"),
+        (
+            lambda: api.send_document(USER, encode(np.zeros((2100, 2100, 3), np.uint8), "PNG"), "big.png", "image/png"),
+            "megapixels",
+        ),
         (lambda: api.send_document(USER, bad["bomb-header.png"], "bomb.png", "image/png"), "can't use"),
         (lambda: api.send_sticker(USER), "sticker"),
         (lambda: api.send_animation(USER), "GIF"),
@@ -339,7 +359,9 @@ async def test_vgg16_whole_image_search(api, make_engine, tmp_path, tmp_path_fac
         api.send_photo(USER, encode(gradient_image(300, 300)))  # no face needed with vgg16
         # random weights: whether the best match clears the threshold is chance, but an album always comes
         await api.wait_for(
-            lambda calls: [c for c in calls[since:] if c.chat_id == USER and ("likely" in c.text or "no confident" in c.text)],
+            lambda calls: [
+                c for c in calls[since:] if c.chat_id == USER and ("likely" in c.text or "no confident" in c.text)
+            ],
             timeout=TIMEOUT,
         )
         assert [len(captions(c)) for c in albums(api, USER, since)] == [3]

@@ -57,7 +57,9 @@ def test_gallery_edits_directly(gallery_engine):
         gallery.add_photos("Nobody Here", [encode(gradient_image(300, 200))])
     with pytest.raises(BadImageError):
         gallery.add_photos("Nobody Here", [b"not an image"])
-    assert gallery.find("Nobody Here") is None and gallery_engine.index_info("facenet").count == before  # nothing written
+    assert (
+        gallery.find("Nobody Here") is None and gallery_engine.index_info("facenet").count == before
+    )  # nothing written
     result = gallery.add_photos("Mindy Kaling", mindy_photos(2) + [encode(gradient_image(200, 200))])
     assert [a.number for a in result.added] == [1, 2] and [r.number for r in result.refused] == [3]
     assert result.person.photos == 2 and gallery_engine.index_info("facenet").count == before + 2
@@ -134,13 +136,21 @@ async def test_add_rename_remove_from_the_chat(api, gallery_engine, tmp_path, mo
         found = await api.wait_for_text(USER, "most likely", since=since, timeout=TIMEOUT)
         assert "Mindy K (" in found.text and "Mindy Kaling" not in found.text
         api.send_text(ADMIN, "/rename Test Person Madonna")  # an existing name: merged
-        await api.wait_for_text(ADMIN, f"Merged Test Person into Madonna: {madonna + 1} photos", since=since, timeout=TIMEOUT)
+        await api.wait_for_text(
+            ADMIN, f"Merged Test Person into Madonna: {madonna + 1} photos", since=since, timeout=TIMEOUT
+        )
 
         # /remove asks first; the confirmation button removes
         api.send_text(ADMIN, "/remove Madonna")
-        ask = await api.wait_for_text(ADMIN, f"Remove Madonna and their {madonna + 1} photos from the gallery?", since=since)
+        ask = await api.wait_for_text(
+            ADMIN, f"Remove Madonna and their {madonna + 1} photos from the gallery?", since=since
+        )
         api.press(USER, ask, "Yes")  # not the admin who asked
-        await api.wait_for(lambda calls: [c for c in calls if c.method == "answerCallbackQuery" and "not yours" in str(c.params.get("text"))])
+        await api.wait_for(
+            lambda calls: [
+                c for c in calls if c.method == "answerCallbackQuery" and "not yours" in str(c.params.get("text"))
+            ]
+        )
         assert (root / "Madonna").is_dir()
         api.press(ADMIN, ask, "Yes")
         await api.wait_for_text(ADMIN, "Removed Madonna", since=since, timeout=TIMEOUT)
@@ -148,7 +158,9 @@ async def test_add_rename_remove_from_the_chat(api, gallery_engine, tmp_path, mo
         since = len(api.calls)
         api.send_photo(USER, person_photo("Madonna"))
         answer = await api.wait_for(
-            lambda calls: [c for c in calls[since:] if c.chat_id == USER and ("likely" in c.text or "no confident" in c.text)],
+            lambda calls: [
+                c for c in calls[since:] if c.chat_id == USER and ("likely" in c.text or "no confident" in c.text)
+            ],
             timeout=TIMEOUT,
         )
         assert "Madonna" not in answer[0].text
@@ -157,3 +169,12 @@ async def test_add_rename_remove_from_the_chat(api, gallery_engine, tmp_path, mo
         people = {p.name: p.photos for p in service.gallery.people()}
         assert people == {"Ben Afflek": 2, "Elton John": 2, "Jerry Seinfeld": 2, "Mindy K": 2}
         assert {row["name"] for row in service.engine.loaded_index("facenet").stored.rows} <= set(people)
+
+        # reply /add to an album sent earlier (searched when it came): every photo of the album is added
+        since = len(api.calls)
+        jerry = [sample(r).read_bytes() for r in first_photos("Jerry_Seinfeld", 4)[2:]]
+        album = api.send_album(ADMIN, jerry)
+        await api.wait_for_text(ADMIN, "Photo 2:", since=since, timeout=TIMEOUT)
+        api.send_text(ADMIN, "/add Jerry Seinfeld", reply_to=album[1])
+        added = await api.wait_for_text(ADMIN, "Added 2 photos of Jerry Seinfeld", since=since, timeout=TIMEOUT)
+        assert "now has 4 photos" in added.text

@@ -54,17 +54,27 @@ async def test_edited_messages_and_channel_posts_are_ignored(api, issues_engine,
     caplog.set_level(logging.WARNING)
     async with running_service(api, issues_engine, tmp_path):
         assert api.allowed_updates == list(ALLOWED_UPDATES) == ["message", "callback_query"]
-        assert any("ALLOWED_USER_IDS is empty" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+        assert any(
+            "ALLOWED_USER_IDS is empty" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records
+        )
         channel = -1001234
         api.send_photo(USER, person_photo("Madonna"), kind="edited_message")  # served anyway (queued before the change)
         api.send_photo(channel, person_photo("Madonna"), chat_id=channel, kind="channel_post")
-        api.push_message(channel, channel, kind="channel_post", text="/k 3", entities=[{"type": "bot_command", "offset": 0, "length": 2}])
+        api.push_message(
+            channel,
+            channel,
+            kind="channel_post",
+            text="/k 3",
+            entities=[{"type": "bot_command", "offset": 0, "length": 2}],
+        )
         since = len(api.calls)
         api.send_text(USER, "/k")  # processed after the three above
         await api.wait_for_text(USER, "Matches per face", since=since)
         await asyncio.sleep(0.5)
         assert not [c for c in api.calls if c.chat_id in (USER, channel) and c.method != "sendMessage"]
-        assert [c.text for c in api.calls if c.chat_id in (USER, channel)] == [api.calls_to(USER, "sendMessage")[-1].text]
+        assert [c.text for c in api.calls if c.chat_id in (USER, channel)] == [
+            api.calls_to(USER, "sendMessage")[-1].text
+        ]
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -93,7 +103,9 @@ async def test_missing_gallery_file_answers_with_the_rest(api, issues_engine, tm
             assert [len(captions(c)) for c in sent] == [4]  # the other four matches
             assert all("#1 " not in caption for caption in captions(sent[0]))
             assert any(top.path in r.getMessage() for r in caplog.records)  # logged for the operator...
-            assert not any(str(issues_engine.settings.gallery_dir) in c.text for c in api.calls)  # ...not shown to users
+            assert not any(
+                str(issues_engine.settings.gallery_dir) in c.text for c in api.calls
+            )  # ...not shown to users
             history = await asyncio.to_thread(service.store.history, USER, USER)
             assert len(history) == 1  # the query is recorded
             assert service.metrics.value("facesearch_errors_total", {"kind": "missing_gallery_file"}) >= 1
@@ -106,7 +118,11 @@ async def test_full_queue_answers_busy_without_downloading(api, issues_engine, t
         users = [USER + n for n in range(3)]
         update_ids = [api.send_photo(user, person_photo("Elton John")) for user in users]
         file_ids = {user: api.messages[u]["photo"][-1]["file_id"] for user, u in zip(users, update_ids)}
-        await api.wait_for(lambda calls: len([c for c in calls if c.chat_id in users and ("likely" in c.text or "busy" in c.text)]) == 3)
+        await api.wait_for(
+            lambda calls: (
+                len([c for c in calls if c.chat_id in users and ("likely" in c.text or "busy" in c.text)]) == 3
+            )
+        )
         busy = [user for user in users if any("busy" in c.text for c in api.calls_to(user))]
         done = [user for user in users if any("most likely" in c.text for c in api.calls_to(user))]
         assert len(done) == 1 and len(busy) == 2, [c.text for c in api.calls if c.chat_id in users]
@@ -175,7 +191,9 @@ async def test_stop_during_reindex_keeps_the_old_index(api, make_engine, tmp_pat
     extra = gallery / "Many_Copies"
     extra.mkdir()
     for number in range(40):  # real faces, each a new file to embed
-        (extra / f"copy{number:02d}.jpg").write_bytes(encode(gradient_image(300 + number, 200)) if number % 2 else person_photo("Madonna"))
+        (extra / f"copy{number:02d}.jpg").write_bytes(
+            encode(gradient_image(300 + number, 200)) if number % 2 else person_photo("Madonna")
+        )
     async with running_service(api, engine, tmp_path) as service:
         api.send_text(ADMIN, "/reindex facenet")
         await api.wait_for_text(ADMIN, "/40 images", timeout=TIMEOUT)
@@ -237,7 +255,9 @@ async def test_webhook_requires_the_secret(api, issues_engine, tmp_path, unused_
             async with aiohttp.ClientSession() as http:
                 async with http.post(url, json=update) as response:
                     assert response.status == 403  # a forged update without the secret
-                async with http.post(url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"}) as response:
+                async with http.post(
+                    url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"}
+                ) as response:
                     assert response.status == 403
                 await asyncio.sleep(0.3)
                 assert not api.calls_to(ADMIN)
@@ -286,7 +306,11 @@ async def test_model_answer_shows_no_server_paths(api, issues_engine, tmp_path):
         api.send_text(USER, "/model")
         shown = await api.wait_for_text(USER, "Current backend")
         assert "python -m engine models fetch vgg16" in shown.text
-        for folder in (service.settings.models_dir, service.settings.data_dir, issues_engine.settings.resolved_gallery()):
+        for folder in (
+            service.settings.models_dir,
+            service.settings.data_dir,
+            issues_engine.settings.resolved_gallery(),
+        ):
             assert str(folder) not in shown.text and str(folder.resolve()) not in shown.text
         assert last_call(api, USER, "Current backend") is shown
 
