@@ -448,7 +448,8 @@ class BotService:
         state.summary_message_id = summary.message_id
         self.metrics.stage.labels(stage="total").observe(time.perf_counter() - started)
 
-    async def _search_one(self, bot: Bot, photo: _Searched, model: str, k: int) -> None:
+    async def _search_one(self, bot: Bot, photo: _Searched, model: str, k: int, count: bool = True) -> None:
+        """Download and search one photo into `photo`; `count`: a new photo for the metrics (not another page)."""
         started = time.perf_counter()
         try:
             file = await self.send(lambda: bot.get_file(photo.file_id))
@@ -466,6 +467,8 @@ class BotService:
         except EngineError as error:
             photo.error = error
             self.metrics.error(type(error).__name__)
+            return
+        if not count:
             return
         self.metrics.photos.inc()
         self.metrics.faces.inc(len(photo.result.faces))
@@ -569,7 +572,7 @@ class BotService:
         if any(len(face) < end for p in state.photos for face in p.matches) and start + 1 <= state.index_size:
             for photo in state.photos:
                 searched = _Searched(number=0, file_id=photo.file_id, name=photo.name)
-                await self._search_one(bot, searched, state.model, end)
+                await self._search_one(bot, searched, state.model, end, count=False)
                 if searched.result is not None and len(searched.result.faces) == len(photo.matches):
                     photo.matches = [face.matches for face in searched.result.faces]
         album = len(state.photos) > 1

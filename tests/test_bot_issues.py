@@ -13,7 +13,7 @@ from bot.app import ALLOWED_UPDATES, build_application, webhook_secret
 from bot.settings import Settings
 from bot_helpers import ADMIN, USER, albums, bot_settings, captions, last_call, person_photo, running_service
 from fake_bot_api import TOKEN, FakeBotAPI
-from helpers_engine import CLEAR_FACES, copy_photos, encode, first_photos, gradient_image
+from helpers_engine import CLEAR_FACES, copy_photos, encode, first_photos, gradient_image, sample, side_by_side
 
 TIMEOUT = 60
 PEOPLE = ["Ben_Afflek", "Elton_John", "Jerry_Seinfeld", "Madonna", "Mindy_Kaling"]
@@ -135,20 +135,36 @@ async def test_full_queue_answers_busy_without_downloading(api, issues_engine, t
 
 
 async def test_album_from_a_user_gets_one_answer(api, issues_engine, tmp_path):
+    pair = encode(side_by_side(sample(CLEAR_FACES["Madonna"]), sample(CLEAR_FACES["Elton John"])))
+    photos = [person_photo("Madonna"), person_photo("Elton John"), encode(gradient_image(300, 200)), pair]
     async with running_service(api, issues_engine, tmp_path, default_k=2):
         since = len(api.calls)
-        api.send_album(USER, [person_photo("Madonna"), person_photo("Elton John"), encode(gradient_image(300, 200))])
+        api.send_album(USER, photos)
         summary = await api.wait_for_text(USER, "most likely", since=since, timeout=TIMEOUT)
         await asyncio.sleep(0.5)
         lines = summary.text.splitlines()
         assert lines[0].startswith("Photo 1: most likely Madonna"), summary.text
         assert lines[1].startswith("Photo 2: most likely Elton John"), summary.text
         assert lines[2] == "Photo 3: no face found", summary.text
+        assert lines[3].startswith("Photo 4: Face 1: most likely"), summary.text
+        assert lines[4].startswith("Photo 4: Face 2: most likely"), summary.text
         texts = [c.text for c in api.calls_to(USER, "sendMessage", since=since)]
         assert texts == [summary.text], texts  # one answer: no "still working", no second summary
         sent = albums(api, USER, since)
-        assert [captions(c)[0].split(" · #")[0] for c in sent] == ["Photo 1 · Face 1", "Photo 2 · Face 1"]
-        assert len(await asyncio.to_thread(lambda: api.calls_to(USER, "sendChatAction", since=since))) >= 1
+        labels = ["Photo 1 · Face 1", "Photo 2 · Face 1", "Photo 4 · Face 1", "Photo 4 · Face 2"]
+        assert [captions(c)[0].split(" · #")[0] for c in sent] == labels
+        assert [len(captions(c)) for c in sent] == [2, 2, 2, 2]
+
+        since = len(api.calls)
+        api.press(USER, summary, "Show faces")
+        boxes = await api.wait_for(lambda calls: [c for c in calls[since:] if c.method == "sendPhoto"], TIMEOUT)
+        assert boxes[0].text == "Photo 4: I found 2 faces; their numbers match the captions."
+        since = len(api.calls)
+        api.press(USER, summary, "More matches")
+        await api.wait_for_text(USER, "Matches 3–4", since=since, timeout=TIMEOUT)
+        sent = albums(api, USER, since)
+        assert [captions(c)[0].split(" · #")[0] for c in sent] == labels  # the next page of every face
+        assert all(captions(c)[0].split(" · #")[1].startswith("3 ") for c in sent)
 
 
 async def test_flood_waits_and_network_errors_are_retried(api, issues_engine, tmp_path, caplog):
