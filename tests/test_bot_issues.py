@@ -347,3 +347,43 @@ async def test_history_retention_purges_old_queries_at_start(api, issues_engine,
         since = len(api.calls)
         api.send_text(USER, "/history")
         await api.wait_for_text(USER, "No queries yet", since=since)
+
+
+async def test_sigterm_during_the_start_up_build_stops_at_the_next_chunk(api, tmp_path, sample_gallery):
+    """`python -m bot` as a container runs it: SIGTERM while the missing index is built ends the process
+    at the next chunk, without writing a half index, and exits cleanly."""
+    import os
+    import signal
+    import sys
+
+    from helpers_engine import MODELS_DIR, REPO_ROOT
+
+    gallery = tmp_path / "gallery"
+    shutil.copytree(sample_gallery, gallery)
+    env = {
+        **os.environ, "BOT_TOKEN": TOKEN, "BOT_API_URL": api.url, "DATA_DIR": str(tmp_path / "data"),
+        "GALLERY_DIR": str(gallery), "MODELS_DIR": str(MODELS_DIR), "DETECT_BATCH_SIZE": "2",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.sqlite3'}", "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3",
+    }  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        percent = 0
+        while percent == 0:  # ask until the build has done at least one chunk
+            since = len(api.calls)
+            api.send_photo(USER, person_photo("Madonna"))
+            reply = await api.wait_for_text(USER, "being indexed", since=since, timeout=180)
+            percent = int(reply.text.split("indexed, ")[1].split("%")[0])
+            await asyncio.sleep(0.3)
+        assert percent < 100
+        process.send_signal(signal.SIGTERM)
+        output = (await asyncio.wait_for(process.communicate(), timeout=120))[0].decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, output[-3000:]
+    assert "stopped building the facenet index" in output, output[-3000:]
+    assert not (tmp_path / "data" / "index" / "facenet" / "CURRENT").exists()  # no half index made live
+    assert TOKEN not in output  # the token is never logged
