@@ -379,7 +379,8 @@ class BotService:
                 f"The gallery is being indexed, {self._percent(progress)}% done — please try again in a minute."
             )
             return
-        if self.pending + len(photos) > self.settings.max_queue:  # back-pressure: refuse before downloading
+        # back-pressure: refuse before downloading (an album larger than the queue only goes into an empty one)
+        if self.pending and self.pending + len(photos) > self.settings.max_queue:
             self.metrics.busy.inc(len(photos))
             self.metrics.error("busy")
             await reply(BUSY)
