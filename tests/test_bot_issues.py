@@ -132,6 +132,8 @@ async def test_full_queue_answers_busy_without_downloading(api, issues_engine, t
         since = len(api.calls)
         api.send_photo(busy[0], person_photo("Elton John"))  # once the queue has room, the next photo is served
         await api.wait_for_text(busy[0], "most likely Elton John", since=since, timeout=TIMEOUT)
+        api.send_album(busy[1], [person_photo("Madonna"), person_photo("Ben Afflek")])  # larger than the queue
+        await api.wait_for_text(busy[1], "Photo 2: most likely Ben Afflek", since=since, timeout=TIMEOUT)
 
 
 async def test_album_from_a_user_gets_one_answer(api, issues_engine, tmp_path):
