@@ -16,7 +16,7 @@ def main() -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     settings = Settings()
-    if not settings.bot_token:
+    if not settings.token():
         print("BOT_TOKEN is not set: running the engine demo instead of the Telegram bot.", flush=True)
         from engine.demo import run_demo
 

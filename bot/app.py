@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from urllib.parse import urlparse
 
@@ -12,6 +13,7 @@ from telegram.ext import (
     AIORateLimiter,
     Application,
     ApplicationBuilder,
+    CallbackQueryHandler,
     CommandHandler,
     MessageHandler,
     TypeHandler,
@@ -25,13 +27,16 @@ from engine import Engine
 
 log = logging.getLogger(__name__)
 
+# The update types the handlers use: Telegram is asked for these only (edited messages, channel posts... are not sent).
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+
 
 def build_application(settings: Settings, engine: Engine | None = None) -> Application:
     """The bot, ready for `run_polling`/`run_webhook` or `async with app: await app.start()`.
 
     `engine` lets a caller (tests, benchmarks) share one already-loaded Engine.
     """
-    if not settings.bot_token:
+    if not settings.token():
         raise ValueError("BOT_TOKEN is not set")
     service = BotService(settings, engine)
 
@@ -40,18 +45,22 @@ def build_application(settings: Settings, engine: Engine | None = None) -> Appli
         await application.bot.set_my_commands([BotCommand(name, about) for name, about in handlers.COMMANDS])
         log.info("bot @%s ready", application.bot.username)
 
+    async def post_stop(application: Application) -> None:
+        await service.stop()  # the Telegram client still works: a stopped /reindex can say so
+
     async def post_shutdown(application: Application) -> None:
         await service.close()
 
     application = (
         ApplicationBuilder()
-        .token(settings.bot_token)
+        .token(settings.token())
         .base_url(settings.base_url)
         .base_file_url(settings.base_file_url)
         .local_mode(False)
-        .rate_limiter(AIORateLimiter(max_retries=2))
+        .rate_limiter(AIORateLimiter(max_retries=settings.send_retries))
         .concurrent_updates(True)
         .post_init(post_init)
+        .post_stop(post_stop)
         .post_shutdown(post_shutdown)
         .build()
     )
@@ -61,22 +70,37 @@ def build_application(settings: Settings, engine: Engine | None = None) -> Appli
 
 
 def add_handlers(application: Application) -> None:
+    """Message handlers match new messages only (`UpdateType.MESSAGE`): an edited photo is not searched again."""
+    new = filters.UpdateType.MESSAGE
     application.add_handler(TypeHandler(Update, handlers.gatekeeper), group=-1)
-    application.add_handler(CommandHandler(["start", "help"], handlers.start))
-    application.add_handler(CommandHandler("model", handlers.model))
-    application.add_handler(CommandHandler("k", handlers.k))
-    application.add_handler(CommandHandler("history", handlers.history))
-    application.add_handler(CommandHandler("forget", handlers.forget))
-    application.add_handler(CommandHandler("stats", handlers.stats))
-    application.add_handler(CommandHandler("reindex", handlers.reindex))
-    unsupported = filters.Sticker.ALL | filters.ANIMATION | filters.VIDEO | filters.VIDEO_NOTE | filters.VOICE | filters.AUDIO
-    application.add_handler(MessageHandler(unsupported, handlers.unsupported))
-    application.add_handler(MessageHandler(filters.PHOTO, handlers.photo))
-    application.add_handler(MessageHandler(filters.Document.ALL, handlers.document))
-    application.add_handler(MessageHandler(filters.COMMAND, handlers.unknown_command))
-    application.add_handler(MessageHandler(filters.TEXT, handlers.text))
-    application.add_handler(MessageHandler(filters.ChatType.PRIVATE & ~filters.StatusUpdate.ALL, handlers.unsupported))
+    commands = [
+        (["start", "help"], handlers.start), ("model", handlers.model), ("k", handlers.k), ("history", handlers.history),
+        ("forget", handlers.forget), ("stats", handlers.stats), ("reindex", handlers.reindex), ("add", handlers.add),
+        ("people", handlers.people), ("remove", handlers.remove), ("rename", handlers.rename),
+    ]  # fmt: skip
+    for names, callback in commands:
+        application.add_handler(CommandHandler(names, callback, filters=new))
+    application.add_handler(CallbackQueryHandler(handlers.button))
+    unsupported = (
+        filters.Sticker.ALL | filters.ANIMATION | filters.VIDEO | filters.VIDEO_NOTE | filters.VOICE | filters.AUDIO
+    )
+    application.add_handler(MessageHandler(new & unsupported, handlers.unsupported))
+    application.add_handler(MessageHandler(new & filters.PHOTO, handlers.photo))
+    application.add_handler(MessageHandler(new & filters.Document.ALL, handlers.document))
+    application.add_handler(MessageHandler(new & filters.COMMAND, handlers.unknown_command))
+    application.add_handler(MessageHandler(new & filters.TEXT, handlers.text))
+    application.add_handler(
+        MessageHandler(new & filters.ChatType.PRIVATE & ~filters.StatusUpdate.ALL, handlers.unsupported)
+    )
     application.add_error_handler(handlers.error_handler)
+
+
+def webhook_secret(settings: Settings) -> str:
+    """WEBHOOK_SECRET, or a random one for this run: webhook calls without it are refused (403)."""
+    if settings.webhook_secret is not None and settings.webhook_secret.get_secret_value():
+        return settings.webhook_secret.get_secret_value()
+    log.warning("WEBHOOK_SECRET is not set: using a random secret for this run")
+    return secrets.token_urlsafe(48)
 
 
 def run(settings: Settings) -> None:
@@ -88,11 +112,11 @@ def run(settings: Settings) -> None:
             port=settings.webhook_port,
             url_path=urlparse(settings.webhook_url).path.lstrip("/"),
             webhook_url=settings.webhook_url,
-            secret_token=settings.webhook_secret,
-            allowed_updates=Update.ALL_TYPES,
+            secret_token=webhook_secret(settings),
+            allowed_updates=ALLOWED_UPDATES,
         )
     else:
-        application.run_polling(allowed_updates=Update.ALL_TYPES)
+        application.run_polling(allowed_updates=ALLOWED_UPDATES)
 
 
 @contextlib.asynccontextmanager
@@ -101,12 +125,16 @@ async def running(application: Application, poll_interval: float = 0.0, timeout:
     async with application:
         if application.post_init is not None:
             await application.post_init(application)
-        await application.updater.start_polling(poll_interval=poll_interval, timeout=timeout, allowed_updates=Update.ALL_TYPES)
+        await application.updater.start_polling(
+            poll_interval=poll_interval, timeout=timeout, allowed_updates=ALLOWED_UPDATES
+        )
         await application.start()
         try:
             yield application
         finally:
             await application.updater.stop()
             await application.stop()
+            if application.post_stop is not None:
+                await application.post_stop(application)
             if application.post_shutdown is not None:
                 await application.post_shutdown(application)

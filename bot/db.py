@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, create_engine, delete, func, select
@@ -34,7 +34,10 @@ class ChatSettings(Base):
 
 class Query(Base):
     __tablename__ = "queries"
-    __table_args__ = (Index("ix_queries_chat_user_created", "chat_id", "user_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_queries_chat_user_created", "chat_id", "user_id", "created_at"),
+        Index("ix_queries_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     chat_id: Mapped[int] = mapped_column(BigInteger)
@@ -44,7 +47,6 @@ class Query(Base):
     k: Mapped[int] = mapped_column(Integer)
     faces: Mapped[int] = mapped_column(Integer)
     latency_ms: Mapped[float] = mapped_column(Float)
-    photo_sha256: Mapped[str] = mapped_column(String(64))
 
     matches: Mapped[list[MatchRow]] = relationship(
         back_populates="query", cascade="all, delete-orphan", passive_deletes=True, order_by="MatchRow.id"
@@ -156,14 +158,14 @@ class Store:
     # ---- queries -----------------------------------------------------------------------
 
     def add_query(
-        self, *, chat_id: int, user_id: int, model: str, k: int, faces: int, latency_ms: float, photo_sha256: str,
+        self, *, chat_id: int, user_id: int, model: str, k: int, faces: int, latency_ms: float,
         matches: list[tuple[int, int, str, str, float]],
     ) -> int:  # fmt: skip
         """Record one search; `matches` holds (face number, rank, name, path, similarity)."""
         with self.sessions.begin() as session:
             query = Query(
                 chat_id=chat_id, user_id=user_id, created_at=utcnow(), model=model, k=k, faces=faces,
-                latency_ms=latency_ms, photo_sha256=photo_sha256,
+                latency_ms=latency_ms,
             )  # fmt: skip
             query.matches = [
                 MatchRow(face=face, rank=rank, name=name, path=path, similarity=similarity)
@@ -197,6 +199,16 @@ class Store:
         """Delete this user's queries in this chat (their matches go with them); returns how many."""
         with self.sessions.begin() as session:
             ids = session.scalars(select(Query.id).where(Query.chat_id == chat_id, Query.user_id == user_id)).all()
+            if ids:
+                session.execute(delete(MatchRow).where(MatchRow.query_id.in_(ids)))
+                session.execute(delete(Query).where(Query.id.in_(ids)))
+            return len(ids)
+
+    def purge_older_than(self, days: float) -> int:
+        """Delete queries (and their matches) older than `days` days; returns how many (HISTORY_RETENTION_DAYS)."""
+        cutoff = utcnow() - timedelta(days=days)
+        with self.sessions.begin() as session:
+            ids = session.scalars(select(Query.id).where(Query.created_at < cutoff)).all()
             if ids:
                 session.execute(delete(MatchRow).where(MatchRow.query_id.in_(ids)))
                 session.execute(delete(Query).where(Query.id.in_(ids)))

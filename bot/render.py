@@ -16,11 +16,13 @@ ALBUM_SIZE = 10  # Telegram's limit of photos per media group
 BOX_COLOURS = ["#ff3b30", "#34c759", "#007aff", "#ffcc00", "#af52de", "#ff9500", "#5ac8fa", "#ff2d55"]
 
 
-def caption(face_number: int, match: Match, *, closest: bool = False) -> str:
-    """An album caption; `closest` marks the look-alikes shown for a face that is not in the gallery."""
+def caption(face_number: int, match: Match, photo_number: int | None = None, *, closest: bool = False) -> str:
+    """An album caption; `photo_number` for a photo of an album (several photos answered together);
+    `closest` marks the look-alikes shown for a face that is not in the gallery."""
+    prefix = f"Photo {photo_number} · " if photo_number is not None else ""
     if closest:
-        return f"Face {face_number} · closest #{match.rank} {match.name} · {match.similarity:.2f} · not a match"
-    return f"Face {face_number} · #{match.rank} {match.name} · {match.similarity:.2f}"
+        return f"{prefix}Face {face_number} · closest #{match.rank} {match.name} · {match.similarity:.2f} · not a match"
+    return f"{prefix}Face {face_number} · #{match.rank} {match.name} · {match.similarity:.2f}"
 
 
 def not_in_gallery(face_number: int, face: FaceResult, faces: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from engine.settings import EngineSettings, ModelName
@@ -17,14 +17,25 @@ class Settings(EngineSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
-    bot_token: str | None = Field(None, description="Bot token from @BotFather. Unset: `python -m bot` runs the engine demo.")
-    bot_api_url: str = Field(TELEGRAM_API_URL, description="Bot API server root (a local telegram-bot-api server, a fake one).")
+    bot_token: SecretStr | None = Field(
+        None,
+        description="Bot token from @BotFather (a secret: never logged). Unset: `python -m bot` runs the engine demo.",
+    )
+    bot_api_url: str = Field(
+        TELEGRAM_API_URL, description="Bot API server root (a local telegram-bot-api server, a fake one)."
+    )
     webhook_url: str | None = Field(None, description="Public HTTPS URL: set to use a webhook instead of long polling.")
     webhook_listen: str = Field("0.0.0.0", description="Address the webhook server listens on.")
     webhook_port: int = Field(8443, ge=1, le=65535, description="Port the webhook server listens on.")
-    webhook_secret: str | None = Field(None, description="Secret token Telegram sends with each webhook call.")
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="Secret token Telegram sends with each webhook call (A-Z, a-z, 0-9, _ and -, up to 256). "
+        "Unset in webhook mode: a random one is generated at each start.",
+    )
 
-    admin_ids: Annotated[frozenset[int], NoDecode] = Field(frozenset(), description="User ids allowed /reindex and /stats.")
+    admin_ids: Annotated[frozenset[int], NoDecode] = Field(
+        frozenset(), description="User ids allowed /reindex and /stats."
+    )
     allowed_user_ids: Annotated[frozenset[int], NoDecode] = Field(
         frozenset(), description="User ids allowed to use the bot; empty admits everyone."
     )
@@ -33,13 +44,35 @@ class Settings(EngineSettings):
 
     default_model: ModelName = Field("facenet", description="Backend a new chat starts with.")
     max_faces: int = Field(5, ge=1, description="Faces searched per photo, largest first.")
-    match_threshold: float = Field(0.5, ge=-1.0, le=1.0, description="Similarity from which a match counts as confident.")
     thumbnail_side: int = Field(512, ge=64, description="Longest side of gallery photos sent back (JPEG).")
     thumbnail_cache_size: int = Field(512, ge=0, description="Downscaled gallery photos kept in memory.")
     workers: int = Field(2, ge=1, description="Threads running detection/embedding (the bounded worker pool).")
     progress_interval_s: float = Field(3.0, ge=0.0, description="Least time between two /reindex progress edits.")
     build_missing_index: bool = Field(True, description="At start, build the index of a usable model that has none.")
     history_size: int = Field(10, ge=1, description="Queries listed by /history.")
+    history_retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="Delete recorded queries older than this many days (checked at start and hourly). Unset: keep.",
+    )
+    max_queue: int = Field(
+        8,
+        ge=1,
+        description="Photos waiting for or in the worker pool; beyond it a photo is answered 'busy' without download.",
+    )
+    send_retries: int = Field(
+        5, ge=0, description="Retries of a Telegram call after a 429 (flood wait) or a network error."
+    )
+    album_wait_s: float = Field(
+        1.0, ge=0.0, description="How long the bot waits for the rest of a user's album (media group)."
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus /metrics and /healthz on this port (0: any free port). Unset: off.",
+    )
+    metrics_listen: str = Field("0.0.0.0", description="Address of the metrics server.")
 
     @field_validator("admin_ids", "allowed_user_ids", mode="before")
     @classmethod
@@ -49,6 +82,9 @@ class Settings(EngineSettings):
         if isinstance(value, int):
             return frozenset({value})
         return value
+
+    def token(self) -> str:
+        return self.bot_token.get_secret_value() if self.bot_token else ""
 
     @property
     def base_url(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 from collections.abc import AsyncIterator
@@ -36,10 +37,26 @@ def bot_settings(api: FakeBotAPI, engine: Engine, tmp_path: Path, **overrides) -
 
 
 @contextlib.asynccontextmanager
-async def running_bot(api: FakeBotAPI, engine: Engine, tmp_path: Path, **overrides) -> AsyncIterator[Settings]:
+async def running_service(api: FakeBotAPI, engine: Engine, tmp_path: Path, wait_ready: bool = True, **overrides):
+    """A running bot; yields its BotService (settings, metrics, engine). `wait_ready`: after the models are prepared."""
     settings = bot_settings(api, engine, tmp_path, **overrides)
-    async with running(build_application(settings, engine=engine)):
-        yield settings
+    application = build_application(settings, engine=engine)
+    async with running(application):
+        service = application.bot_data["service"]
+        if wait_ready:
+            await asyncio.wait_for(service.ready.wait(), timeout=300)
+        yield service
+
+
+@contextlib.asynccontextmanager
+async def running_bot(api: FakeBotAPI, engine: Engine, tmp_path: Path, **overrides) -> AsyncIterator[Settings]:
+    async with running_service(api, engine, tmp_path, **overrides) as service:
+        yield service.settings
+
+
+def last_call(api: FakeBotAPI, chat_id: int, fragment: str) -> Call:
+    """The last message to `chat_id` containing `fragment` (its reply_markup holds the buttons)."""
+    return [c for c in api.calls if c.chat_id == chat_id and fragment.lower() in c.text.lower()][-1]
 
 
 def person_photo(person: str = "Madonna") -> bytes:

@@ -2,8 +2,11 @@
 
 It answers the methods python-telegram-bot calls (JSON, form and multipart bodies), records every
 call with its parameters and uploaded files, serves files for getFile downloads, and lets a test play
-users: `send_photo`, `send_document`, `send_text`, `send_sticker`, ... put updates in the queue that
-getUpdates serves; `wait_for` waits until the recorded calls satisfy a condition.
+users: `send_photo`, `send_album`, `send_document`, `send_text`, `press` (an inline button), ... put updates
+in the queue that getUpdates serves; `wait_for` waits until the recorded calls satisfy a condition.
+`fail_next` makes the next calls of a method fail (429 flood wait, 502), like Telegram under load.
+Like Telegram for updates queued before a change of `allowed_updates`, every queued update is served:
+`allowed_updates` records what the bot asked for.
 """
 
 from __future__ import annotations
@@ -74,6 +77,9 @@ class FakeBotAPI:
     served_at: dict[int, float] = field(default_factory=dict)  # update_id -> time getUpdates handed it out
     files: dict[str, bytes] = field(default_factory=dict)  # file_id -> bytes
     file_sizes: dict[str, int] = field(default_factory=dict)
+    messages: dict[int, dict] = field(default_factory=dict)  # update_id -> the user's message
+    allowed_updates: list[str] | None = None  # as the last getUpdates asked
+    failures: dict[str, list[tuple[int, str, dict]]] = field(default_factory=dict)  # method -> queued errors
 
     def __post_init__(self):
         self._ids = itertools.count(1)
@@ -81,6 +87,7 @@ class FakeBotAPI:
         self._changed = asyncio.Condition()
         self._new_update = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self.failed: list[Call] = []  # calls answered with an error
 
     # ---- server life cycle ------------------------------------------------------------------
 
@@ -112,7 +119,13 @@ class FakeBotAPI:
     # ---- playing users ----------------------------------------------------------------------
 
     def _user(self, user_id: int) -> dict:
-        return {"id": user_id, "is_bot": False, "first_name": f"User{user_id}", "username": f"user{user_id}", "language_code": "en"}
+        return {
+            "id": user_id,
+            "is_bot": False,
+            "first_name": f"User{user_id}",
+            "username": f"user{user_id}",
+            "language_code": "en",
+        }
 
     @staticmethod
     def _chat(chat_id: int) -> dict:
@@ -127,31 +140,82 @@ class FakeBotAPI:
         self.file_sizes[file_id] = len(data) if size is None else size
         return {"file_id": file_id, "file_unique_id": f"u{number}", "file_size": self.file_sizes[file_id]}
 
-    def push_message(self, user_id: int, chat_id: int | None = None, **fields) -> int:
-        """Queue an update with a message from `user_id`; returns its update_id."""
+    def push_message(self, user_id: int, chat_id: int | None = None, kind: str = "message", **fields) -> int:
+        """Queue an update with a message from `user_id`; returns its update_id.
+
+        `kind`: "message", "edited_message", or "channel_post" (no sender; `chat_id` is the channel's).
+        """
         chat_id = user_id if chat_id is None else chat_id
         update_id = next(self._update_ids)
-        message = {"message_id": next(self._ids), "date": int(time.time()), "chat": self._chat(chat_id),
-                   "from": self._user(user_id), **fields}  # fmt: skip
-        self.updates.append({"update_id": update_id, "message": message})
+        message = {"message_id": fields.pop("message_id", None) or next(self._ids), "date": int(time.time()),
+                   "chat": self._chat(chat_id), "from": self._user(user_id), **fields}  # fmt: skip
+        if kind == "channel_post":
+            del message["from"]
+            message["chat"] = {"id": chat_id, "type": "channel", "title": f"Channel {chat_id}"}
+            message["sender_chat"] = message["chat"]
+        if kind == "edited_message":
+            message["edit_date"] = int(time.time())
+        self.messages[update_id] = message
+        self.updates.append({"update_id": update_id, kind: message})
         self._new_update.set()
         return update_id
 
-    def send_text(self, user_id: int, text: str, chat_id: int | None = None) -> int:
+    def photo_sizes(self, data: bytes) -> list[dict]:
+        small = self._add_file(data[:1000])  # a stand-in thumbnail; the bot should use the largest size
+        big = self._add_file(data)
+        return [{**small, "width": 90, "height": 90}, {**big, "width": 1024, "height": 1024}]
+
+    def send_album(
+        self, user_id: int, photos: list[bytes], chat_id: int | None = None, caption: str | None = None
+    ) -> list[int]:
+        """A media group: one update per photo, the caption on the first (as Telegram sends it)."""
+        group = f"album-{next(self._ids)}"
+        ids = []
+        for number, data in enumerate(photos):
+            fields: dict[str, Any] = {"photo": self.photo_sizes(data), "media_group_id": group}
+            if caption and number == 0:
+                fields["caption"] = caption
+            ids.append(self.push_message(user_id, chat_id, **fields))
+        return ids
+
+    def press(self, user_id: int, call: Call, button: str) -> int:
+        """Press the inline button labelled `button` (a prefix) under the message the bot sent with `call`."""
+        keyboard = call.params.get("reply_markup") or {}
+        if isinstance(keyboard, str):
+            keyboard = json.loads(keyboard)
+        for row in keyboard.get("inline_keyboard", []):
+            for item in row:
+                if item["text"].startswith(button):
+                    update_id = next(self._update_ids)
+                    query = {"id": str(next(self._ids)), "from": self._user(user_id), "message": call.result,
+                             "chat_instance": "ci", "data": item["callback_data"]}  # fmt: skip
+                    self.updates.append({"update_id": update_id, "callback_query": query})
+                    self._new_update.set()
+                    return update_id
+        raise AssertionError(f"no button {button!r} under {call.text[:80]!r}: {keyboard}")
+
+    def fail_next(self, method: str, times: int = 1, code: int = 429, retry_after: int = 1) -> None:
+        """The next `times` calls of `method` fail: 429 with retry_after, or e.g. 502 Bad Gateway."""
+        description = "Too Many Requests: retry after %d" % retry_after if code == 429 else "Bad Gateway"
+        parameters = {"retry_after": retry_after} if code == 429 else {}
+        self.failures.setdefault(method.lower(), []).extend([(code, description, parameters)] * times)
+
+    def send_text(self, user_id: int, text: str, chat_id: int | None = None, reply_to: int | None = None) -> int:
+        """`reply_to`: the update_id of the message this one answers."""
         fields: dict[str, Any] = {"text": text}
+        if reply_to is not None:
+            fields["reply_to_message"] = self.messages[reply_to]
         if text.startswith("/"):
             length = len(text.split()[0])
             fields["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
         return self.push_message(user_id, chat_id, **fields)
 
-    def send_photo(self, user_id: int, data: bytes, chat_id: int | None = None, caption: str | None = None) -> int:
-        small = self._add_file(data[:1000])  # a stand-in thumbnail; the bot should use the largest size
-        big = self._add_file(data)
-        photo = [{**small, "width": 90, "height": 90}, {**big, "width": 1024, "height": 1024}]
-        fields: dict[str, Any] = {"photo": photo}
+    def send_photo(self, user_id: int, data: bytes, chat_id: int | None = None, caption: str | None = None,
+                   kind: str = "message") -> int:  # fmt: skip
+        fields: dict[str, Any] = {"photo": self.photo_sizes(data)}
         if caption:
             fields["caption"] = caption
-        return self.push_message(user_id, chat_id, **fields)
+        return self.push_message(user_id, chat_id, kind=kind, **fields)
 
     def send_document(self, user_id: int, data: bytes, file_name: str, mime_type: str | None = None,
                       file_size: int | None = None, chat_id: int | None = None) -> int:  # fmt: skip
@@ -167,12 +231,25 @@ class FakeBotAPI:
 
     def send_animation(self, user_id: int, chat_id: int | None = None) -> int:
         info = self._add_file(b"GIF89a" + b"\0" * 100)
-        animation = {**info, "width": 320, "height": 240, "duration": 2, "file_name": "funny.gif", "mime_type": "image/gif"}
+        animation = {
+            **info,
+            "width": 320,
+            "height": 240,
+            "duration": 2,
+            "file_name": "funny.gif",
+            "mime_type": "image/gif",
+        }
         document = {**info, "file_name": "funny.gif", "mime_type": "image/gif"}
         return self.push_message(user_id, chat_id, animation=animation, document=document)
 
     def send_video(self, user_id: int, chat_id: int | None = None) -> int:
-        video = {**self._add_file(b"\0\0\0\x18ftypmp42"), "width": 640, "height": 360, "duration": 3, "mime_type": "video/mp4"}
+        video = {
+            **self._add_file(b"\0\0\0\x18ftypmp42"),
+            "width": 640,
+            "height": 360,
+            "duration": 3,
+            "mime_type": "video/mp4",
+        }
         return self.push_message(user_id, chat_id, video=video)
 
     def send_voice(self, user_id: int, chat_id: int | None = None) -> int:
@@ -206,7 +283,11 @@ class FakeBotAPI:
 
         def found(calls):
             for call in calls[since:]:
-                if call.chat_id == chat_id and call.method in ("sendMessage", "editMessageText") and fragment.lower() in call.text.lower():
+                if (
+                    call.chat_id == chat_id
+                    and call.method in ("sendMessage", "editMessageText")
+                    and fragment.lower() in call.text.lower()
+                ):
                     return call
             return None
 
@@ -254,17 +335,31 @@ class FakeBotAPI:
         if method.lower() == "getupdates":
             return web.json_response({"ok": True, "result": await self._get_updates(params)})
         call = Call(method=method, params=params, files=files, at=time.monotonic())
+        queued = self.failures.get(method.lower())
+        if queued:
+            code, description, parameters = queued.pop(0)
+            self.failed.append(call)
+            body: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
+            if parameters:
+                body["parameters"] = parameters
+            return web.json_response(body, status=code)
         handler = getattr(self, f"_api_{method.lower()}", None)
         try:
             call.result = handler(call) if handler else True
         except _ApiError as error:
-            return web.json_response({"ok": False, "error_code": error.code, "description": error.description}, status=200)
+            self.failed.append(call)
+            return web.json_response(
+                {"ok": False, "error_code": error.code, "description": error.description}, status=error.code
+            )
         async with self._changed:
             self.calls.append(call)
             self._changed.notify_all()
         return web.json_response({"ok": True, "result": call.result})
 
     async def _get_updates(self, params: dict) -> list[dict]:
+        if params.get("allowed_updates") is not None:
+            allowed = params["allowed_updates"]
+            self.allowed_updates = json.loads(allowed) if isinstance(allowed, str) else list(allowed)
         offset = int(params.get("offset") or 0)
         timeout = min(float(params.get("timeout") or 0), self.poll_wait)
         deadline = time.monotonic() + timeout
@@ -287,11 +382,36 @@ class FakeBotAPI:
 
     def _bot_message(self, call: Call, **fields) -> dict:
         chat_id = call.chat_id if call.chat_id is not None else 0
-        return {"message_id": next(self._ids), "date": int(time.time()), "chat": self._chat(chat_id), "from": BOT_USER, **fields}
+        message = {
+            "message_id": next(self._ids),
+            "date": int(time.time()),
+            "chat": self._chat(chat_id),
+            "from": BOT_USER,
+            **fields,
+        }
+        markup = call.params.get("reply_markup")
+        if markup:
+            message["reply_markup"] = json.loads(markup) if isinstance(markup, str) else markup
+        return message
 
-    def _photo_sizes(self, data: bytes | None) -> list[dict]:
+    def _photo_sizes(self, data: bytes | None, reference: Any = None) -> list[dict]:
+        """A sent photo's sizes; `reference` a file_id string when the bot sent one instead of bytes."""
+        if data is None and isinstance(reference, str) and not reference.startswith("attach://"):
+            if reference not in self.files:
+                raise _ApiError(400, "Bad Request: wrong file identifier/HTTP URL specified")
+            return [{"file_id": reference, "file_unique_id": f"u-{reference}", "file_size": self.file_sizes[reference],
+                     "width": 512, "height": 512}]  # fmt: skip
         info = self._add_file(data or b"")
         return [{**info, "width": 512, "height": 512}]
+
+    def _api_answercallbackquery(self, call: Call) -> bool:
+        return True
+
+    def _api_editmessagereplymarkup(self, call: Call) -> dict:
+        message = self._bot_message(call, text="", edit_date=int(time.time()))
+        if call.params.get("message_id") is not None:
+            message["message_id"] = int(call.params["message_id"])
+        return message
 
     def _api_getme(self, call: Call) -> dict:
         return BOT_USER
@@ -320,7 +440,7 @@ class FakeBotAPI:
         return message
 
     def _api_sendphoto(self, call: Call) -> dict:
-        fields: dict[str, Any] = {"photo": self._photo_sizes(call.uploaded("photo"))}
+        fields: dict[str, Any] = {"photo": self._photo_sizes(call.uploaded("photo"), call.params.get("photo"))}
         if call.params.get("caption"):
             fields["caption"] = str(call.params["caption"])
         return self._bot_message(call, **fields)
@@ -332,7 +452,10 @@ class FakeBotAPI:
         group_id = str(next(self._ids))
         messages = []
         for item in media:
-            fields: dict[str, Any] = {"photo": self._photo_sizes(item.get("data")), "media_group_id": group_id}
+            fields: dict[str, Any] = {
+                "photo": self._photo_sizes(item.get("data"), item.get("media")),
+                "media_group_id": group_id,
+            }
             if item.get("caption"):
                 fields["caption"] = item["caption"]
             messages.append(self._bot_message(call, **fields))

@@ -9,11 +9,21 @@ import sqlite3
 import numpy as np
 import pytest
 
-from bot_helpers import ADMIN, USER, albums, captions, jpeg_size, person_photo, running_bot
+from bot_helpers import ADMIN, USER, albums, captions, jpeg_size, last_call, person_photo, running_bot
 from fake_bot_api import FakeBotAPI
-from helpers_engine import CLEAR_FACES, MADONNA, bad_image_files, encode, first_photos, gradient_image, sample, side_by_side
+from helpers_engine import (
+    CLEAR_FACES,
+    MADONNA,
+    bad_image_files,
+    encode,
+    first_photos,
+    gradient_image,
+    sample,
+    side_by_side,
+)
 
 TIMEOUT = 60
+OTHER_USER = USER + 77
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +37,9 @@ def bot_gallery(tmp_path_factory, sample_gallery):
 @pytest.fixture(scope="session")
 def bot_engine(tmp_path_factory, make_engine, bot_gallery):
     """One Engine (networks shared with the session's) with the sample gallery indexed once."""
-    engine = make_engine(data_dir=tmp_path_factory.mktemp("bot-data"), gallery_dir=bot_gallery, max_image_pixels=4_000_000)
+    engine = make_engine(
+        data_dir=tmp_path_factory.mktemp("bot-data"), gallery_dir=bot_gallery, max_image_pixels=4_000_000
+    )
     engine.load("facenet")
     report = engine.build_index("facenet")
     assert report.faces_indexed > 100
@@ -97,10 +109,19 @@ async def test_k_controls_the_number_of_matches(api, bot):
     await api.wait_for_text(USER, "set to 25")
     since = await search(api, USER, person_photo("Elton John"))
     sent = albums(api, USER, since)
-    assert [c.method for c in sent] == ["sendMediaGroup"] * 3
-    assert [len(captions(c)) for c in sent] == [10, 10, 5]
-    ranks = [caption.split("#")[1].split()[0] for c in sent for caption in captions(c)]
-    assert ranks == [str(r) for r in range(1, 26)]
+    assert [len(captions(c)) for c in sent] == [10]  # k over 10 is paged, not sent as several albums
+    summary = last_call(api, USER, "most likely")
+    assert "of 25" in summary.text  # the summary weighs all k matches
+    ranks = []
+    for first, last in ((11, 20), (21, 30)):  # 21-25 from the first search, 26-30 searched again
+        since = len(api.calls)
+        api.press(USER, summary, "More matches")
+        summary = await api.wait_for_text(USER, f"Matches {first}–{last}", since=since, timeout=TIMEOUT)
+        sent = albums(api, USER, since)
+        assert [len(captions(c)) for c in sent] == [10]
+        ranks += [caption.split("#")[1].split()[0] for c in sent for caption in captions(c)]
+    assert ranks == [str(r) for r in range(11, 31)]
+    assert any(c.method == "editMessageReplyMarkup" for c in api.calls_to(USER))  # the pressed button goes away
 
     api.send_text(USER, "/k 1")
     await api.wait_for_text(USER, "set to 1")
@@ -135,16 +156,26 @@ async def test_two_faces_get_a_boxes_photo_then_albums(api, bot, bot_engine):
     since = len(api.calls)
     api.send_photo(USER, data)
     summary = await api.wait_for_text(USER, "Face 2:", since=since, timeout=TIMEOUT)
-    sent = albums(api, USER, since)
-    assert sent[0].method == "sendPhoto" and "found" in sent[0].text and "faces" in sent[0].text
-    assert jpeg_size(sent[0].uploaded("photo"))  # the photo itself, with boxes drawn
-    face_albums = sent[1:]
-    assert len(face_albums) == len(faces)
+    face_albums = albums(api, USER, since)
+    assert len(face_albums) == len(faces)  # no boxes photo unless asked
     for number, call in enumerate(face_albums, start=1):
         assert all(caption.startswith(f"Face {number} · ") for caption in captions(call))
     names = {captions(call)[0].split(" · ")[1].split(" ", 1)[1] for call in face_albums}
     assert {"Madonna", "Elton John"} <= names
     assert "Madonna" in summary.text and "Elton John" in summary.text
+    since = len(api.calls)
+    api.press(USER, summary, "Show faces")
+    boxes = await api.wait_for(
+        lambda calls: [c for c in calls[since:] if c.chat_id == USER and c.method == "sendPhoto"], TIMEOUT
+    )
+    assert "found" in boxes[0].text and "faces" in boxes[0].text
+    assert jpeg_size(boxes[0].uploaded("photo"))  # the photo itself, with boxes drawn
+    api.press(OTHER_USER, summary, "Show faces")  # someone else's answer: refused with a notice
+    await api.wait_for(
+        lambda calls: [
+            c for c in calls if c.method == "answerCallbackQuery" and "Only the person" in str(c.params.get("text"))
+        ]
+    )
 
 
 async def test_photo_without_face(api, bot):
@@ -162,7 +193,10 @@ async def test_bad_inputs_get_clear_answers(api, bot):
         (lambda: api.send_document(USER, bad["text.jpg"], "notes.jpg", "image/jpeg"), "can't use"),
         (lambda: api.send_document(USER, b"%PDF-1.4 ...", "report.pdf", "application/pdf"), "isn't an image"),
         (lambda: api.send_document(USER, b"\xff\xd8", "huge.jpg", "image/jpeg", file_size=50_000_000), "50.0 MB"),
-        (lambda: api.send_document(USER, encode(np.zeros((2100, 2100, 3), np.uint8), "PNG"), "big.png", "image/png"), "megapixels"),
+        (
+            lambda: api.send_document(USER, encode(np.zeros((2100, 2100, 3), np.uint8), "PNG"), "big.png", "image/png"),
+            "megapixels",
+        ),
         (lambda: api.send_document(USER, bad["bomb-header.png"], "bomb.png", "image/png"), "can't use"),
         (lambda: api.send_sticker(USER), "sticker"),
         (lambda: api.send_animation(USER), "GIF"),
@@ -211,9 +245,10 @@ async def test_history_forget_and_settings_survive_restart(api, bot_engine, tmp_
         await search(api, USER + 1, person_photo("Madonna"))
     database = tmp_path / "bot.sqlite3"
     with sqlite3.connect(database) as connection:
-        rows = connection.execute("select user_id, model, k, faces, photo_sha256 from queries order by id").fetchall()
-        assert [(r[0], r[1], r[2], r[3]) for r in rows] == [(USER, "facenet", 4, 1), (USER + 1, "facenet", 5, 1)]
-        assert all(len(r[4]) == 64 for r in rows)
+        rows = connection.execute("select user_id, model, k, faces from queries order by id").fetchall()
+        assert rows == [(USER, "facenet", 4, 1), (USER + 1, "facenet", 5, 1)]
+        columns = {row[1] for row in connection.execute("pragma table_info(queries)")}
+        assert not any("sha" in column or "hash" in column for column in columns)  # no photo fingerprint kept
         assert connection.execute("select count(*) from matches").fetchone()[0] == 4 + 5
 
     async with running_bot(api, bot_engine, tmp_path):  # a new Application on the same database
@@ -324,7 +359,9 @@ async def test_vgg16_whole_image_search(api, make_engine, tmp_path, tmp_path_fac
         api.send_photo(USER, encode(gradient_image(300, 300)))  # no face needed with vgg16
         # random weights: whether the best match clears the threshold is chance, but an album always comes
         await api.wait_for(
-            lambda calls: [c for c in calls[since:] if c.chat_id == USER and ("likely" in c.text or "no confident" in c.text)],
+            lambda calls: [
+                c for c in calls[since:] if c.chat_id == USER and ("likely" in c.text or "no confident" in c.text)
+            ],
             timeout=TIMEOUT,
         )
         assert [len(captions(c)) for c in albums(api, USER, since)] == [3]
