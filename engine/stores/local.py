@@ -10,9 +10,11 @@ exact flat below) plus small *growing* flat segments, one per apply(). A search 
 and merges the top-k. A removed row is deleted from SQLite and its id becomes a tombstone, filtered
 at search time (a FAISS IDSelector), until a merge drops it. An apply() writes only its own new
 segment; when the growing segments hold more than `max(merge_min, merge_ratio * sealed)` vectors
-(or there are more than `max_growing` of them) they are added to a copy of the sealed segment
-(HNSW insertion is incremental); when tombstones pass `rebuild_ratio` of the sealed segment it is
-rebuilt from the live vectors.
+(defaults: 20,000 or 2%; or there are more than `max_growing` of them) they are added to a copy of
+the sealed segment (HNSW insertion is incremental, so each vector is inserted once; the sealed file
+is rewritten once per merge); when tombstones pass `rebuild_ratio` of the sealed segment it is
+rebuilt from the live vectors (`compact()` forces that). HNSW: M=16, efSearch 96 (measured at 1M
+synthetic faces: recall@10 0.96-0.97, ~0.4 ms CPU in FAISS, 640 MB resident).
 
 Commit point: one SQLite transaction. New segment files are written and fsynced first under
 uuid names; the transaction then inserts rows, records, tombstones and the new segment list and

@@ -188,6 +188,7 @@ class MilvusStore:
             index = self.client.prepare_index_params()
             index.add_index(field_name="vector", index_type="HNSW", metric_type="IP",
                             params={"M": self.hnsw_m, "efConstruction": self.ef_construction})
+            index.add_index(field_name="path", index_type="INVERTED")  # apply() deletes and moves rows by path
             self.client.create_collection(self.faces, schema=schema, index_params=index)
 
             schema = MilvusClient.create_schema(auto_id=False)
@@ -281,8 +282,8 @@ class MilvusStore:
 
     def _delete_in(self, collection: str, field: str, values: set[str]) -> None:
         values = sorted(values)
-        for start in range(0, len(values), 500):
-            self.client.delete(collection, filter=_in(field, values[start : start + 500]))
+        for start in range(0, len(values), 5_000):  # each delete scans (Milvus Lite: in Python): few, large ones
+            self.client.delete(collection, filter=_in(field, values[start : start + 5_000]))
 
     def _iterate(self, collection: str, filter: str, fields: list[str]) -> Iterator[dict]:
         iterator = self.client.query_iterator(collection, batch_size=5_000, filter=filter, output_fields=fields)
