@@ -51,6 +51,9 @@ class Query(Base):
     matches: Mapped[list[MatchRow]] = relationship(
         back_populates="query", cascade="all, delete-orphan", passive_deletes=True, order_by="MatchRow.id"
     )
+    answers: Mapped[list[FaceAnswer]] = relationship(
+        back_populates="query", cascade="all, delete-orphan", passive_deletes=True, order_by="FaceAnswer.face"
+    )
 
 
 class MatchRow(Base):
@@ -67,6 +70,20 @@ class MatchRow(Base):
     query: Mapped[Query] = relationship(back_populates="matches")
 
 
+class FaceAnswer(Base):
+    """The open-set decision for one face of a query: who it is, or NULL (not in the gallery)."""
+
+    __tablename__ = "query_faces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    query_id: Mapped[int] = mapped_column(ForeignKey("queries.id", ondelete="CASCADE"), index=True)
+    face: Mapped[int] = mapped_column(Integer)
+    identity_name: Mapped[str | None] = mapped_column(String(255))
+    identity_score: Mapped[float] = mapped_column(Float)
+
+    query: Mapped[Query] = relationship(back_populates="answers")
+
+
 @dataclass(frozen=True)
 class HistoryItem:
     created_at: datetime
@@ -74,6 +91,7 @@ class HistoryItem:
     faces: int
     top_name: str | None
     top_similarity: float | None
+    answers: tuple[tuple[str | None, float], ...] = ()  # per face: the person named (None: not in the gallery), score
 
 
 @dataclass(frozen=True)
@@ -159,9 +177,10 @@ class Store:
 
     def add_query(
         self, *, chat_id: int, user_id: int, model: str, k: int, faces: int, latency_ms: float,
-        matches: list[tuple[int, int, str, str, float]],
+        matches: list[tuple[int, int, str, str, float]], answers: list[tuple[int, str | None, float]] = (),
     ) -> int:  # fmt: skip
-        """Record one search; `matches` holds (face number, rank, name, path, similarity)."""
+        """Record one search; `matches` holds (face number, rank, name, path, similarity), `answers` each face's
+        open-set decision (face number, person or None, score)."""
         with self.sessions.begin() as session:
             query = Query(
                 chat_id=chat_id, user_id=user_id, created_at=utcnow(), model=model, k=k, faces=faces,
@@ -171,6 +190,7 @@ class Store:
                 MatchRow(face=face, rank=rank, name=name, path=path, similarity=similarity)
                 for face, rank, name, path, similarity in matches
             ]
+            query.answers = [FaceAnswer(face=face, identity_name=name, identity_score=score) for face, name, score in answers]
             session.add(query)
             session.flush()
             return query.id
@@ -191,6 +211,7 @@ class Store:
                     HistoryItem(
                         created_at=created, model=query.model, faces=query.faces,
                         top_name=best.name if best else None, top_similarity=best.similarity if best else None,
+                        answers=tuple((a.identity_name, a.identity_score) for a in query.answers),
                     )  # fmt: skip
                 )
             return items
@@ -201,6 +222,7 @@ class Store:
             ids = session.scalars(select(Query.id).where(Query.chat_id == chat_id, Query.user_id == user_id)).all()
             if ids:
                 session.execute(delete(MatchRow).where(MatchRow.query_id.in_(ids)))
+                session.execute(delete(FaceAnswer).where(FaceAnswer.query_id.in_(ids)))
                 session.execute(delete(Query).where(Query.id.in_(ids)))
             return len(ids)
 
@@ -211,6 +233,7 @@ class Store:
             ids = session.scalars(select(Query.id).where(Query.created_at < cutoff)).all()
             if ids:
                 session.execute(delete(MatchRow).where(MatchRow.query_id.in_(ids)))
+                session.execute(delete(FaceAnswer).where(FaceAnswer.query_id.in_(ids)))
                 session.execute(delete(Query).where(Query.id.in_(ids)))
             return len(ids)
 

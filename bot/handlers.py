@@ -114,7 +114,12 @@ async def history(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     lines = [f"Your last {len(items)} queries:"]
     for item in items:
-        top = f"{item.top_name} {item.top_similarity:.2f}" if item.top_name else "no face found"
+        if item.answers:  # the open-set decision of each face, as the answer said it
+            top = ", ".join(f"{name} ({score:.2f})" if name else "not in the gallery" for name, score in item.answers)
+        elif item.top_name:  # recorded before decisions were kept
+            top = f"{item.top_name} {item.top_similarity:.2f}"
+        else:
+            top = "no face found"
         lines.append(f"{item.created_at:%Y-%m-%d %H:%M} UTC · {item.model} · {top}")
     await message.reply_text("\n".join(lines))
 

@@ -583,6 +583,7 @@ class BotService:
                 faces=len(result.faces),
                 latency_ms=latency_ms,
                 matches=matches,
+                answers=[(n, face.identity.name, face.identity.score) for n, face in enumerate(result.faces, start=1)],
             )  # fmt: skip
         )
 

@@ -250,6 +250,8 @@ async def test_history_forget_and_settings_survive_restart(api, bot_engine, tmp_
         columns = {row[1] for row in connection.execute("pragma table_info(queries)")}
         assert not any("sha" in column or "hash" in column for column in columns)  # no photo fingerprint kept
         assert connection.execute("select count(*) from matches").fetchone()[0] == 4 + 5
+        decisions = connection.execute("select identity_name from query_faces order by query_id").fetchall()
+        assert decisions == [("Ben Afflek",), ("Madonna",)]  # each face's open-set answer is kept
 
     async with running_bot(api, bot_engine, tmp_path):  # a new Application on the same database
         since = len(api.calls)
@@ -257,7 +259,7 @@ async def test_history_forget_and_settings_survive_restart(api, bot_engine, tmp_
         await api.wait_for_text(USER, "Matches per face: 4", since=since)
         api.send_text(USER, "/history")
         listed = await api.wait_for_text(USER, "last 1 queries", since=since)
-        assert "facenet · Ben Afflek 0." in listed.text
+        assert "facenet · Ben Afflek (0." in listed.text
         api.send_text(USER, "/forget")
         await api.wait_for_text(USER, "Deleted 1", since=since)
         api.send_text(USER, "/history")

@@ -76,3 +76,17 @@ async def test_known_face_is_named_with_its_score(api: FakeBotAPI, bot):
     assert not [c for c in api.calls_to(USER, "sendMessage", since=since) if "not in the gallery" in c.text]
     labels = captions(albums(api, USER, since)[0])
     assert labels[0].startswith("Face 1 · #1 Elton John · 0.") and "not a match" not in labels[0]
+
+
+async def test_history_keeps_each_decision(api: FakeBotAPI, bot):
+    for person, expected in (("Madonna", "summary"), ("Elton John", "most likely")):
+        since = len(api.calls)
+        api.send_photo(USER, photo(person))
+        await api.wait_for_text(USER, "most likely" if expected == "most likely" else "only the closest faces",
+                                since=since, timeout=TIMEOUT)  # fmt: skip
+    since = len(api.calls)
+    api.send_text(USER, "/history")
+    listed = await api.wait_for_text(USER, "last 2 queries", since=since, timeout=TIMEOUT)
+    newest, older = listed.text.splitlines()[1:3]
+    assert newest.endswith("facenet · Elton John (0." + newest.rsplit("(0.", 1)[1])
+    assert older.endswith("facenet · not in the gallery")
