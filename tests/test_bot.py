@@ -111,7 +111,7 @@ async def test_k_controls_the_number_of_matches(api, bot):
     sent = albums(api, USER, since)
     assert [len(captions(c)) for c in sent] == [10]  # k over 10 is paged, not sent as several albums
     summary = last_call(api, USER, "most likely")
-    assert "of 25" in summary.text  # the summary weighs all k matches
+    assert "of the 25 closest faces" in summary.text  # the summary weighs all k matches
     ranks = []
     for first, last in ((11, 20), (21, 30)):  # 21-25 from the first search, 26-30 searched again
         since = len(api.calls)
@@ -270,7 +270,7 @@ async def test_history_forget_and_settings_survive_restart(api, bot_engine, tmp_
         await api.wait_for_text(USER, "admins only", since=since)
         api.send_text(ADMIN, "/stats")
         stats = await api.wait_for_text(ADMIN, "Queries: 1", since=since)
-        assert "facenet: 116 entries" in stats.text and "median latency" in stats.text
+        assert "facenet: 116 faces indexed" in stats.text and "median latency" in stats.text
 
 
 async def test_several_users_at_once(api, bot):
