@@ -1,6 +1,6 @@
 """Vector stores at scale: build, incremental add/remove, search latency, recall and memory.
 
-Synthetic 128-d unit vectors shaped like face embeddings (as bench_search.py: identities x 10
+Synthetic 128-d unit vectors shaped like face embeddings (identities x 10
 noisy samples; one gallery file per face, the identity is the person). Steps, each timed end to end
 (durable: the store's apply() has returned):
   build_s          initialise + apply the N faces in batches of --batch (as an index run would)
@@ -27,30 +27,31 @@ import shutil
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 
-def _import_engine_without_tensorflow() -> None:
-    """engine/__init__ imports the FaceNet engine (TensorFlow); the stores need none of it."""
-    if "engine" not in sys.modules:
-        package = types.ModuleType("engine")
-        package.__path__ = [str(ROOT / "engine")]
-        sys.modules["engine"] = package
-
-
-_import_engine_without_tensorflow()
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import numpy as np
-from bench_search import synthetic
-
-from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader
+from engine.search import l2_normalize  # noqa: E402  (importing engine loads no TensorFlow)
+from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader  # noqa: E402
 
 DIM = 128
 PER_PERSON = 10
+
+
+
+def synthetic(n: int, dim: int, rng: np.random.Generator, per_identity: int = 10, noise: float = 0.6):
+    """Vectors shaped like face embeddings: `n // per_identity` identities, each a few noisy unit vectors."""
+    centres = l2_normalize(rng.standard_normal((n // per_identity, dim), dtype=np.float32))
+    data = np.empty((n, dim), np.float32)
+    for start in range(0, n, 100_000):
+        stop = min(n, start + 100_000)
+        ids = np.arange(start, stop) // per_identity
+        noisy = centres[ids] + noise / np.sqrt(dim) * rng.standard_normal((stop - start, dim), dtype=np.float32)
+        data[start:stop] = l2_normalize(noisy)
+    return data, centres
 
 
 def open_bench_store(kind: str, path: Path):
