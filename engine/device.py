@@ -61,11 +61,12 @@ MAX_DEFAULT_WORKERS = 8  # each worker holds TensorFlow and MTCNN (~0.6 GB resid
 def default_index_workers(cores: int | None = None) -> int:
     """Worker processes for decoding and detection when INDEX_WORKERS is not set: one per core, at most 8.
 
-    Detection is the CPU-bound stage (and the bottleneck once embedding is on a GPU); the indexing
-    process embeds meanwhile. One core: 0, in-process, as a worker would only add start-up and copying.
+    Up to 2 cores: 0 (in-process). Measured on 2 cores, LFW (benchmarks/bench_index.py): 2 workers gave
+    0.92-1.05x the in-process images/s, as CPU embedding already keeps both cores busy; workers pay off
+    where detection is the bottleneck: more cores, or embedding on a GPU.
     """
     cores = cpu_cores() if cores is None else cores
-    return 0 if cores <= 1 else min(cores, MAX_DEFAULT_WORKERS)
+    return 0 if cores <= 2 else min(cores, MAX_DEFAULT_WORKERS)
 
 
 def probe_device(preference: str = "auto", cpu_batch_size: int = 32) -> DeviceInfo:

@@ -42,7 +42,7 @@ class EngineSettings(BaseSettings):
 
     # devices and parallel indexing
     device: Literal["auto", "gpu", "cpu"] = Field("auto", description="Embedding device: a GPU when TensorFlow sees one (auto), or the CPU.")
-    index_workers: int | None = Field(None, ge=0, description="Processes decoding and detecting while indexing (0: in the indexing process). Default: one per core.")
+    index_workers: int | None = Field(None, ge=0, description="Processes decoding and detecting while indexing (0: in the indexing process). Default: one per core (at most 8), 0 on up to 2 cores.")
     index_ray: str | None = Field(None, description="Index on Ray: 'local' starts a local cluster, else a cluster address (host:port, ray://...).")
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs a local Ray cluster may use (default: all cores).")
     ray_object_store_mb: int = Field(256, ge=75, description="Object store size of a local Ray cluster (MB).")

@@ -149,8 +149,8 @@ def test_small_runs_stay_in_process_unless_workers_are_chosen(engine_settings, i
 
 
 def test_default_workers_follow_the_cores():
-    assert default_index_workers(1) == 0
-    assert default_index_workers(2) == 2
+    assert default_index_workers(1) == default_index_workers(2) == 0  # CPU embedding keeps 2 cores busy
+    assert default_index_workers(4) == 4
     assert default_index_workers(8) == 8
     assert default_index_workers(64) == 8  # memory: TensorFlow and MTCNN in each
     assert default_index_workers() == default_index_workers(cpu_cores())
