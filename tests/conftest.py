@@ -159,3 +159,15 @@ def database_url(request, tmp_path) -> str:
 
     with fresh_database(request.getfixturevalue("postgres_server")) as url:
         yield url
+
+
+# ---- bot fixtures ------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def api():
+    """The fake Bot API server (real HTTP on a free local port) the bot under test talks to."""
+    from fake_bot_api import FakeBotAPI
+
+    async with FakeBotAPI() as server:
+        yield server

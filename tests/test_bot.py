@@ -47,12 +47,6 @@ def bot_engine(tmp_path_factory, make_engine, bot_gallery):
 
 
 @pytest.fixture
-async def api():
-    async with FakeBotAPI() as server:
-        yield server
-
-
-@pytest.fixture
 async def bot(api, bot_engine, tmp_path):
     async with running_bot(api, bot_engine, tmp_path) as settings:
         yield settings

@@ -9,7 +9,6 @@ from bot import gallery_commands
 from bot_helpers import ADMIN, USER, last_call, person_photo, running_service
 from engine import BadImageError, BadInputError
 from engine.gallery import Gallery, NoFaceError, PersonNameError, PersonNotFoundError, check_name, folder_of
-from fake_bot_api import FakeBotAPI
 from helpers_engine import CLEAR_FACES, copy_photos, encode, first_photos, gradient_image, sample, side_by_side
 
 TIMEOUT = 90
@@ -32,12 +31,6 @@ def gallery_engine(tmp_path, make_engine):
     engine.load("facenet")
     engine.build_index("facenet")
     return engine
-
-
-@pytest.fixture
-async def api():
-    async with FakeBotAPI() as server:
-        yield server
 
 
 def test_names_are_checked():

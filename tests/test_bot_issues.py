@@ -37,12 +37,6 @@ def issues_engine(tmp_path_factory, make_engine):
     return engine
 
 
-@pytest.fixture
-async def api():
-    async with FakeBotAPI() as server:
-        yield server
-
-
 async def answered(api: FakeBotAPI, user: int, since: int, timeout: float = TIMEOUT):
     return await api.wait_for(
         lambda calls: [c for c in calls[since:] if c.chat_id == user and ("likely" in c.text or "no face" in c.text)],

@@ -8,19 +8,12 @@ import os
 import sys
 import time
 
-import pytest
 
 from bot_helpers import USER, person_photo, running_service
 from fake_bot_api import FakeBotAPI
 from helpers_engine import FACENET_WEIGHTS, REPO_ROOT, copy_photos, first_photos
 
 KNOWN = ("Ben_Afflek", "Jerry_Seinfeld", "Madonna", "Mindy_Kaling")
-
-
-@pytest.fixture
-async def api():
-    async with FakeBotAPI() as server:
-        yield server
 
 
 async def summary_after(api: FakeBotAPI, since: int) -> str:

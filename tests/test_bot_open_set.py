@@ -36,12 +36,6 @@ def open_set_bot_engine(tmp_path_factory, make_engine):
 
 
 @pytest.fixture
-async def api():
-    async with FakeBotAPI() as server:
-        yield server
-
-
-@pytest.fixture
 async def bot(api, open_set_bot_engine, tmp_path):
     async with running_bot(api, open_set_bot_engine, tmp_path) as settings:
         yield settings

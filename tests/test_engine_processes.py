@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_engine import FACENET_WEIGHTS, REPO_ROOT, SAMPLE_GALLERY, copy_photos, first_photos, sample
+from helpers_engine import FACENET_WEIGHTS, REPO_ROOT, copy_photos, first_photos, sample
 
 PEOPLE = ("Ben_Afflek", "Jerry_Seinfeld", "Madonna", "Mindy_Kaling")
 

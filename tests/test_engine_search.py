@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from engine import FaceResult, Match, SearchResult
-from engine.images import list_gallery_images
 from helpers_engine import (
     CLEAR_FACES,
     ELTON,

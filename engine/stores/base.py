@@ -93,10 +93,11 @@ class VectorStore(Protocol):
     def initialise(self, header: StoreHeader) -> None:
         """Make the store empty and owned by `header` (a store of another pipeline is dropped: a rebuild)."""
 
-    def writer(self, timeout: float | None = None) -> AbstractContextManager:
-        """Hold the store's writer lock (across processes where the backend can) for a whole index run.
+    def writer(self, timeout: float | None = None) -> AbstractContextManager[VectorStore]:
+        """Hold the store's writer lock across several apply() calls (a whole index run).
 
-        Raises IndexBusyError when `timeout` passes first (None: wait as long as it takes).
+        Another holder: wait, or after `timeout` seconds raise IndexBusyError (None: wait as long as it
+        takes). The local store's lock is cross-process; Milvus' serialises writers of this process only.
         """
 
     def apply(self, changes: Changes) -> None:
@@ -112,13 +113,6 @@ class VectorStore(Protocol):
         """Person name -> number of gallery files with an indexed face."""
 
     def get_meta(self, key: str) -> bytes | None: ...
-
-    def writer(self, timeout: float | None = None) -> AbstractContextManager[VectorStore]:
-        """Hold the store's writer lock across several apply() calls (a whole index run).
-
-        Another holder: wait, or after `timeout` seconds raise StoreUnavailableError. The local store's
-        lock is cross-process; Milvus' serialises writers of this process only.
-        """
 
     @property
     def count(self) -> int:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import IndexUnavailableError, StoreUnavailableError
+from engine.errors import IndexBusyError, IndexUnavailableError, StoreUnavailableError
 from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader
 
 _CHUNK = 60_000  # base64 characters per meta row (VARCHAR max 65,535)
@@ -162,7 +162,7 @@ class MilvusStore:
     def writer(self, timeout: float | None = None) -> Iterator[MilvusStore]:
         """Serialises writers in this process only: Milvus has no cross-process lock (Lite has one process anyway)."""
         if not self._mutex.acquire(timeout=-1 if timeout is None else timeout):
-            raise StoreUnavailableError(f"another index run holds the store at {self.uri}; try again later")
+            raise IndexBusyError(f"another index run holds the store at {self.uri}; wait for it to finish or try again later")
         try:
             yield self
         finally:
