@@ -88,7 +88,8 @@ def probe_device(preference: str = "auto", cpu_batch_size: int = 32) -> DeviceIn
             reason = "TensorFlow has CUDA support but sees no GPU (no card, or the NVIDIA driver/CUDA libraries failed to load)"
         else:
             reason = f"this TensorFlow is CPU-only; {GPU_INSTALL_HINT}"
-        return _fallback(cpu, reason, preference, quiet=not built_with_cuda and preference == "auto")
+        # No card at all is the usual CPU machine: said at INFO unless a GPU was asked for (DEVICE=gpu).
+        return _fallback(cpu, reason, preference, quiet=preference == "auto")
     try:
         with contextlib.suppress(RuntimeError, ValueError):  # already initialised: too late, harmless
             for gpu in gpus:

@@ -30,8 +30,8 @@ class IndexUnavailableError(EngineError):
 
 
 class StoreUnavailableError(EngineError):
-    """The vector store cannot be opened or written: a bad VECTOR_STORE_URI, a Milvus that does not answer,
-    a Milvus Lite file another process holds, or another index run holding the writer lock."""
+    """The vector store cannot be opened: a bad VECTOR_STORE_URI, a Milvus that does not answer, or a
+    Milvus Lite file another process holds."""
 
     exit_code = 2
 
@@ -46,6 +46,10 @@ class FetchError(EngineError):
 
 class IndexBusyError(EngineError):
     """Another process holds the index's writer lock (a second `index` run) and did not let go in time."""
+
+    exit_code = 2
+
+
 class ClusterUnavailableError(EngineError):
     """The Ray cluster to index on does not answer, or Ray is not installed."""
 
