@@ -152,6 +152,7 @@ async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         f"{m.value('facesearch_faces_found_total'):.0f} faces found, queue {svc.pending}/{svc.settings.max_queue}; "
         f"errors: {errors}"
     )
+    lines.append(f"Embedding on: {svc.engine.device.describe()}")
     if svc.reindex_job is not None:
         lines.append(svc.reindex_job.text())
     await message.reply_text("\n".join(lines))

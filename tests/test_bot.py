@@ -265,6 +265,7 @@ async def test_history_forget_and_settings_survive_restart(api, bot_engine, tmp_
         api.send_text(ADMIN, "/stats")
         stats = await api.wait_for_text(ADMIN, "Queries: 1", since=since)
         assert "facenet: 116 faces indexed" in stats.text and "median latency" in stats.text
+        assert "Embedding on: CPU (" in stats.text or "Embedding on: GPU (" in stats.text
 
 
 async def test_several_users_at_once(api, bot):
