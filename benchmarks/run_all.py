@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_store.py", "bench_index.py", "bench_query.py", "bench_bot.py"]
+SCRIPTS = ["bench_store.py", "bench_index.py", "bench_resume.py", "bench_query.py", "bench_bot.py"]
 
 if __name__ == "__main__":
     failed = 0
