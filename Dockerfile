@@ -13,11 +13,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# Extras: milvus (VECTOR_STORE_URI=http://milvus:19530, as deploy/compose.yaml uses); add gpu for CUDA embedding
+# (docker build --build-arg EXTRAS=milvus,gpu) or distributed for `index --ray`.
+ARG EXTRAS=milvus
+
 # Dependencies first (cached layer), then the code.
 COPY pyproject.toml README.md ./
 COPY engine ./engine
 COPY bot ./bot
-RUN pip install . && useradd --create-home --uid 10001 bot
+RUN pip install ".[${EXTRAS}]" && useradd --create-home --uid 10001 bot
 
 COPY alembic.ini ./
 COPY migrations ./migrations
