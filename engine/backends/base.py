@@ -40,6 +40,7 @@ class ModelBackend(ABC):
     def __init__(self, settings: EngineSettings):
         self.settings = settings
         self._weights_sha: str | None = None
+        self._fingerprint: str | None = None
         self._sha_lock = threading.Lock()
 
     # ---- weights ------------------------------------------------------------------------
@@ -79,8 +80,11 @@ class ModelBackend(ABC):
         """Settings that change the stored vectors: a store built with others is rebuilt, never mixed."""
 
     def fingerprint(self) -> str:
-        described = {"model": self.name, "weights_sha256": self.weights_sha256(), "pipeline": self.pipeline_params()}
-        return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
+        """Weights checksum and vector-changing settings in one hash (computed once: every search checks it)."""
+        if self._fingerprint is None:
+            described = {"model": self.name, "weights_sha256": self.weights_sha256(), "pipeline": self.pipeline_params()}
+            self._fingerprint = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
+        return self._fingerprint
 
     # ---- regions and vectors ------------------------------------------------------------
     @abstractmethod
