@@ -49,6 +49,19 @@ def copy_photos(gallery: Path, relatives: list[str]) -> list[Path]:
     return copied
 
 
+def copy_enrolled(gallery: Path, people: tuple[str, ...]) -> list[str]:
+    """Copy every sample photo of `people` except their clear-face photos (kept back as queries): an open-set gallery."""
+    held_out = set(CLEAR_FACES.values())
+    enrolled = [
+        f"{person}/{photo.name}"
+        for person in people
+        for photo in sorted((SAMPLE_GALLERY / person).glob("*.jpg"))
+        if f"{person}/{photo.name}" not in held_out
+    ]
+    copy_photos(gallery, enrolled)
+    return enrolled
+
+
 def first_photos(person: str, count: int) -> list[str]:
     """The first `count` photos (sorted) of a sample-gallery person, as relative paths."""
     return [f"{person}/{p.name}" for p in sorted((SAMPLE_GALLERY / person).glob("*.jpg"))[:count]]

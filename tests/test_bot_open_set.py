@@ -11,7 +11,7 @@ import pytest
 
 from bot_helpers import USER, albums, captions, running_bot
 from fake_bot_api import FakeBotAPI
-from helpers_engine import CLEAR_FACES, SAMPLE_GALLERY, copy_photos, sample
+from helpers_engine import CLEAR_FACES, copy_enrolled, sample
 
 TIMEOUT = 60
 ENROLLED = ("Ben_Afflek", "Elton_John", "Jerry_Seinfeld")
@@ -19,16 +19,8 @@ ENROLLED = ("Ben_Afflek", "Elton_John", "Jerry_Seinfeld")
 
 @pytest.fixture(scope="module")
 def open_set_bot_engine(tmp_path_factory, make_engine):
-    from engine.images import list_gallery_images
-
     root = tmp_path_factory.mktemp("bot-open-set")
-    held_out = set(CLEAR_FACES.values())
-    enrolled = [
-        p.relative_to(SAMPLE_GALLERY).as_posix()
-        for p in list_gallery_images(SAMPLE_GALLERY)
-        if p.parent.name in ENROLLED and p.relative_to(SAMPLE_GALLERY).as_posix() not in held_out
-    ]
-    copy_photos(root / "gallery", enrolled)
+    copy_enrolled(root / "gallery", ENROLLED)
     engine = make_engine(data_dir=root / "data", gallery_dir=root / "gallery")
     engine.load("facenet")
     engine.build_index("facenet")

@@ -13,7 +13,7 @@ import pytest
 
 from engine import Identity
 from engine.identity import DEFAULT_PARAMS, IdentityParams, identify, person_scores
-from helpers_engine import CLEAR_FACES, copy_photos, person_of, sample
+from helpers_engine import CLEAR_FACES, copy_enrolled, person_of, sample
 
 ENROLLED = ("Ben_Afflek", "Elton_John", "Jerry_Seinfeld")
 STRANGERS = ("Madonna", "Mindy_Kaling")
@@ -22,17 +22,8 @@ STRANGERS = ("Madonna", "Mindy_Kaling")
 @pytest.fixture(scope="module")
 def open_set_engine(make_engine, tmp_path_factory):
     """An engine whose gallery holds three of the five sample people, each without their clear-face photo."""
-    from engine.images import list_gallery_images
-    from helpers_engine import SAMPLE_GALLERY
-
     root = tmp_path_factory.mktemp("open-set")
-    held_out = set(CLEAR_FACES.values())
-    enrolled = [
-        p.relative_to(SAMPLE_GALLERY).as_posix()
-        for p in list_gallery_images(SAMPLE_GALLERY)
-        if p.parent.name in ENROLLED and p.relative_to(SAMPLE_GALLERY).as_posix() not in held_out
-    ]
-    copy_photos(root / "gallery", enrolled)
+    enrolled = copy_enrolled(root / "gallery", ENROLLED)
     engine = make_engine(data_dir=root / "data", gallery_dir=root / "gallery")
     report = engine.build_index("facenet")
     assert report.faces_indexed >= len(enrolled) - 3
