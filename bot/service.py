@@ -445,7 +445,7 @@ class BotService:
             await self._record(first, user, model, k, photo.result, started)
         state = ResultState(
             chat_id=first.chat_id, user_id=user.id, model=model, k=k, shown=page, page=page, max_k=self.settings.max_k,
-            index_size=(self.engine.index_info(model).count if self.engine.index_info(model) else 0),
+            index_size=info.count if (info := self.engine.index_info(model)) else 0,
             photos=[
                 PhotoQuery(
                     p.file_id, p.name, [f.box for f in p.result.faces], [f.matches for f in p.result.faces],

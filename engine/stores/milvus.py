@@ -81,6 +81,7 @@ class MilvusStore:
                 self.client.load_collection(name)
         self.header: StoreHeader | None = None
         self._version = ""
+        self._count: int | None = None  # per version: the bot reads it on every answer, on its event loop
         self.refresh()
 
     def __str__(self) -> str:
@@ -94,21 +95,26 @@ class MilvusStore:
 
     @property
     def count(self) -> int:
-        if self.header is None or not self.client.has_collection(self.faces):
-            return 0
-        result = self.client.query(self.faces, filter="", output_fields=["count(*)"])
-        return int(result[0]["count(*)"])
+        """Faces in the collection, asked of Milvus once per store version (refresh() and apply() renew it)."""
+        if self._count is None:
+            if self.header is None or not self.client.has_collection(self.faces):
+                return 0
+            result = self.client.query(self.faces, filter="", output_fields=["count(*)"])
+            self._count = int(result[0]["count(*)"])
+        return self._count
 
     def refresh(self) -> bool:
         if not self.client.has_collection(self.meta_c):
             changed = self.header is not None
-            self.header, self._version = None, ""
+            self.header, self._version, self._count = None, "", None
             return changed
         header = self._get_blob("header")
         version = (self._get_blob("version") or b"").decode()
         changed = version != self._version
         self.header = StoreHeader(**json.loads(header)) if header else None
         self._version = version
+        if changed:
+            self._count = None
         return changed
 
     def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
