@@ -58,11 +58,13 @@ class Detections:
     people: list[str]
     faces: list[list[DetectedFace]]  # per image, most prominent first, confidence >= CACHE_CONFIDENCE
 
-    def main_face(self, i: int, confidence: float = 0.9) -> DetectedFace | None:
+    def main_face(self, i: int, confidence: float = 0.9, fallback: float = 1.0) -> DetectedFace | None:
+        """The most prominent face at `confidence`; else, as the engine does, the most confident from `fallback` on."""
         for face in self.faces[i]:
             if face.confidence >= confidence:
                 return face
-        return None
+        weak = [face for face in self.faces[i] if face.confidence >= fallback]
+        return max(weak, key=lambda face: face.confidence) if weak else None
 
 
 class _Unpickler(pickle.Unpickler):
@@ -109,11 +111,13 @@ def make_crop(image: np.ndarray, face: DetectedFace, variant: str) -> np.ndarray
 
 
 def load_embeddings(detections: Detections, variant: str, embedder, *, confidence: float = 0.9, mirrored: bool = False,
-                    verbose: bool = True):
+                    verbose: bool = True, fallback: float = 1.0):
     """(plain, mirrored) L2-normalised embeddings of each image's main face, NaN rows where none; cached.
 
     The mirrored ones (for flip-averaged queries, as search makes them) double the work: only with
-    `mirrored`, else whatever the cache holds (None when it holds none).
+    `mirrored`, else whatever the cache holds (None when it holds none). With `fallback` below
+    `confidence`, photos without a face at `confidence` get their most confident face from `fallback` on
+    (the engine's FACE_FALLBACK_CONFIDENCE); only those few are embedded on top of the cached arrays.
     """
     paths = {
         side: cache_dir() / f"lfw-{detections.kind}-{variant}-c{confidence}-{side}.npy" for side in ("plain", "mirrored")
@@ -122,7 +126,38 @@ def load_embeddings(detections: Detections, variant: str, embedder, *, confidenc
     missing = [side for side in wanted if not paths[side].is_file()]
     if missing:
         _embed(detections, variant, embedder, confidence, missing, paths, verbose)
-    return tuple(np.load(paths[side]) if paths[side].is_file() else None for side in ("plain", "mirrored"))
+    plain, flipped = (np.load(paths[side]) if paths[side].is_file() else None for side in ("plain", "mirrored"))
+    if fallback < confidence:
+        plain, flipped = _with_fallback(detections, variant, embedder, confidence, fallback, plain, flipped)
+    return plain, flipped
+
+
+def _with_fallback(detections, variant, embedder, confidence, fallback, plain, flipped):
+    """Fill the rows of photos with no face at `confidence` from their fallback face (cached per fallback)."""
+    path = cache_dir() / f"lfw-{detections.kind}-{variant}-c{confidence}-f{fallback}.npz"
+    rows = [i for i in range(len(detections.images)) if detections.main_face(i, confidence) is None
+            and detections.main_face(i, confidence, fallback) is not None]
+    if path.is_file():
+        cached = np.load(path)
+        extra_plain, extra_flipped = cached["plain"], cached["mirrored"]
+    else:
+        if embedder is None:
+            from engine.facenet import FaceNetEmbedder
+
+            embedder = FaceNetEmbedder(EngineSettings().facenet_weights, batch_size=64, xla=False)
+        gallery = LFW / detections.kind
+        crops = np.zeros((len(rows), 160, 160, 3), np.uint8)
+        for position, i in enumerate(rows):
+            image = read_image(gallery / detections.images[i], max_bytes=10**8, max_pixels=10**8)
+            crops[position] = make_crop(image, detections.main_face(i, confidence, fallback), variant)
+        extra_plain, extra_flipped = embedder.embed(crops), embedder.embed(crops[:, :, ::-1, :].copy())
+        np.savez(path, plain=extra_plain, mirrored=extra_flipped)
+    plain = plain.copy()
+    plain[rows] = extra_plain
+    if flipped is not None:
+        flipped = flipped.copy()
+        flipped[rows] = extra_flipped
+    return plain, flipped
 
 
 def query_vectors(plain: np.ndarray, mirrored: np.ndarray | None) -> np.ndarray:

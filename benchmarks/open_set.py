@@ -115,25 +115,34 @@ def describe(params: IdentityParams) -> str:
 
 
 def decision_cost(features: np.ndarray, people: list[str], queries: np.ndarray, params: IdentityParams) -> None:
-    """The search step with and without the identity decision (k=5 vs `neighbours` + identify), per query."""
+    """The search step through the local store with and without the identity decision (k=5 vs `neighbours` +
+    identify), per query."""
+    import tempfile
     import time
 
     from engine.identity import identify
-    from engine.search import VectorSearch
+    from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader
+    from engine.stores.local import LocalStore
 
-    search = VectorSearch(features)
-    timings = {}
-    for label, k, decide in (("k=5 matches only", 5, False), (f"k={params.neighbours} + identity", params.neighbours, True)):
-        times = []
-        for query in queries:
-            started = time.perf_counter()
-            similarities, rows = search.search(query[None], k)
-            if decide:
-                identify([people[r] for r in rows[0]], similarities[0], params)
-            times.append((time.perf_counter() - started) * 1000)
-        timings[label] = np.percentile(times, 50)
+    with tempfile.TemporaryDirectory() as folder:
+        store = LocalStore(Path(folder))
+        store.initialise(StoreHeader("facenet", features.shape[1], "open-set-bench", "/lfw"))
+        rows = [FaceRow(f"{person}/{i}.jpg", person, (0, 0, 1, 1)) for i, person in enumerate(people)]
+        records = [FileRecord(row.path, 1, i, "0" * 64, 1) for i, row in enumerate(rows)]
+        store.apply(Changes(rows=rows, vectors=features, records=records))
+        timings = {}
+        for label, k, decide in (("k=5 matches only", 5, False), (f"k={params.neighbours} + identity", params.neighbours, True)):
+            times = []
+            for query in queries:
+                started = time.perf_counter()
+                hits = store.search(query[None], k)[0]
+                if decide:
+                    identify([hit.row.name for hit in hits], [hit.similarity for hit in hits], params)
+                times.append((time.perf_counter() - started) * 1000)
+            timings[label] = np.percentile(times, 50)
+        store.close()
     print(
-        f"search step on a {len(features)}-face gallery, p50 over {len(queries)} queries: "
+        f"search step on a {len(features)}-face gallery (local store), p50 over {len(queries)} queries: "
         + ", ".join(f"{label} {ms:.3f} ms" for label, ms in timings.items()),
         flush=True,
     )
@@ -157,7 +166,8 @@ def main() -> int:
     for kind in args.kinds.split(","):
         detections = load_detections(kind)
         for variant in args.variants.split(","):
-            plain, mirrored = load_embeddings(detections, variant, embedder)
+            fallback = EngineSettings().face_fallback_confidence  # the engine's detection, fallback face included
+            plain, mirrored = load_embeddings(detections, variant, embedder, fallback=fallback)
             found = ~np.isnan(plain[:, 0])
             decision_cost(plain[found], [p for p, f in zip(detections.people, found) if f], plain[found][::40], default)
             results = {fold: fold_answers(detections, plain, mirrored, fold, params_list, args.splits) for fold in FOLDS}

@@ -1,7 +1,7 @@
 """Crop and answer settings chosen on one fold of people, reported on the other (LFW development part).
 
 The development people are split by name into two folds, A–F and G–L. For each photo kind, every
-candidate (crop variant × person-level support) is scored by leave-one-out rank-1 within each fold
+candidate (crop variant × fallback face confidence × person-level support) is scored by leave-one-out rank-1 within each fold
 (the protocol of `python -m engine eval`: gallery rows are plain embeddings of each photo's main face,
 queries flip-averaged when the cache holds mirrored embeddings, else plain; a photo without a face a
 miss). The best candidate on one fold is reported on the other, and the other way round; a candidate
@@ -66,6 +66,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--fallbacks", default="1.0,0.9,0.85,0.8,0.7",
+        help="FACE_FALLBACK_CONFIDENCE candidates (1.0: off; photos with no face at 0.9 take their best face from there on)",
+    )
     args = parser.parse_args()
     if lfw_root() is None:
         print("../shared/data/lfw not found: this benchmark needs it")
@@ -75,21 +79,22 @@ def main() -> int:
     embedder = FaceNetEmbedder(EngineSettings().facenet_weights, batch_size=64, xla=False)
     for kind in args.kinds.split(","):
         detections = load_detections(kind)
-        table: dict[tuple[str, float], dict[str, float]] = {}
+        table: dict[tuple[str, float, float], dict[str, float]] = {}
         for variant in args.variants.split(","):
-            plain, mirrored = load_embeddings(detections, variant, embedder)
-            per_fold = {fold: fold_scores(detections, plain, mirrored, fold) for fold in FOLDS}
-            for support in SUPPORTS:
-                table[(variant, support)] = {fold: per_fold[fold][support] for fold in FOLDS}
-                print(
-                    f"{kind:15s} crop={variant:13s} support={support:<4} "
-                    + "  ".join(f"rank1[{fold}]={per_fold[fold][support]:.4f}" for fold in FOLDS),
-                    flush=True,
-                )
+            for fallback in (float(f) for f in args.fallbacks.split(",")):
+                plain, mirrored = load_embeddings(detections, variant, embedder, fallback=fallback)
+                per_fold = {fold: fold_scores(detections, plain, mirrored, fold) for fold in FOLDS}
+                for support in SUPPORTS:
+                    table[(variant, fallback, support)] = {fold: per_fold[fold][support] for fold in FOLDS}
+                    print(
+                        f"{kind:15s} crop={variant:13s} fallback={fallback:<4} support={support:<4} "
+                        + "  ".join(f"rank1[{fold}]={per_fold[fold][support]:.4f}" for fold in FOLDS),
+                        flush=True,
+                    )
         for chooser, reporter in (("A-F", "G-L"), ("G-L", "A-F")):
             best = max(table, key=lambda key: table[key][chooser])
             print(
-                f"{kind}: chosen on {chooser}: crop={best[0]} support={best[1]} "
+                f"{kind}: chosen on {chooser}: crop={best[0]} fallback={best[1]} support={best[2]} "
                 f"(rank1 {table[best][chooser]:.4f} there) -> rank1 on {reporter}: {table[best][reporter]:.4f}"
             )
         both = [key for key in table if all(table[key][f] >= max(t[f] for t in table.values()) - 0.001 for f in FOLDS)]

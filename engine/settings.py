@@ -27,6 +27,13 @@ class EngineSettings(BaseSettings):
     detect_max_side: int = Field(640, ge=64, description="Longest side a photo is scaled to for detection.")
     min_face_size: int = Field(20, ge=20, description="Smallest face (pixels) looked for; photos are scaled so it becomes 20 px for MTCNN.")
     face_confidence: float = Field(0.90, ge=0.0, le=1.0, description="Minimum MTCNN confidence for a face.")
+    face_fallback_confidence: float = Field(
+        0.85,
+        ge=0.0,
+        le=1.0,
+        description="A photo with no face at FACE_CONFIDENCE gets its single most confident face from this level on "
+        "(1.0: off). Chosen on one fold of LFW people, checked on the other (benchmarks/tune_lfw.py --fallbacks).",
+    )
     face_margin: float = Field(0.1, ge=0.0, le=1.0, description="Margin added around a face box, as a share of its size.")
     face_alignment: Literal["template", "rotate", "none"] = Field(
         "rotate",

@@ -121,7 +121,7 @@ def make_engine(facenet_engine):
     from engine import Engine, EngineSettings
 
     base = facenet_engine.settings
-    detector_fields = ("detect_max_side", "min_face_size", "face_confidence", "detect_batch_size")
+    detector_fields = ("detect_max_side", "min_face_size", "face_confidence", "face_fallback_confidence", "detect_batch_size")
     facenet_fields = ("models_dir", "embed_batch_size", "xla")
 
     def make(**overrides) -> Engine:

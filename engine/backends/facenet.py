@@ -24,6 +24,7 @@ class FaceNetBackend(ModelBackend):
             max_side=settings.detect_max_side,
             min_face_size=settings.min_face_size,
             confidence=settings.face_confidence,
+            fallback_confidence=settings.face_fallback_confidence,
             batch_size=settings.detect_batch_size,
         )
         self._network = None
@@ -67,6 +68,7 @@ class FaceNetBackend(ModelBackend):
             "detect_max_side": s.detect_max_side,
             "min_face_size": s.min_face_size,
             "face_confidence": s.face_confidence,
+            "face_fallback_confidence": s.face_fallback_confidence,
             "face_margin": s.face_margin,
             "face_alignment": s.face_alignment,
             "flip_gallery": s.flip_gallery,
