@@ -18,7 +18,7 @@ from engine.backends import ModelBackend, check_model, create_backends
 from engine.builder import IndexBuilder, ProgressCallback
 from engine.device import DeviceInfo, probe_device
 from engine.errors import BadInputError, IndexUnavailableError
-from engine.images import decode_image
+from engine.images import decode_image, read_image
 from engine.searcher import Searcher
 from engine.settings import EngineSettings
 from engine.stores import open_store
@@ -176,11 +176,9 @@ class Engine:
         return decode_image(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, name=name)
 
     def read(self, path: Path) -> np.ndarray:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as error:
-            raise BadInputError(f"{path}: cannot read ({error.strerror or error})") from error
-        return self.decode(data, name=str(path))
+        """A photo file as an upright RGB array, within the same limits as `decode`."""
+        s = self.settings
+        return read_image(Path(path), max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
 
     def search_bytes(self, data: bytes, *, model: str = "facenet", k: int | None = None, max_faces: int | None = None, name: str = "photo") -> SearchResult:
         """Decode an uploaded photo and search it (see `search_image`)."""

@@ -54,13 +54,14 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "i
     return array
 
 
-def read_image(path: Path, *, max_bytes: int, max_pixels: int) -> np.ndarray:
-    """Read and decode one file; unreadable files raise BadImageError."""
+def read_image(path: Path, *, max_bytes: int, max_pixels: int, name: str | None = None) -> np.ndarray:
+    """Read and decode one file; unreadable files raise BadImageError naming `name` (default: the path)."""
+    name = str(path) if name is None else name
     try:
-        data = path.read_bytes()
+        data = Path(path).read_bytes()
     except OSError as error:
-        raise BadImageError(f"{path}: cannot read ({error.strerror or error})") from error
-    return decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, name=str(path))
+        raise BadImageError(f"{name}: cannot read ({error.strerror or error})") from error
+    return decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, name=name)
 
 
 def list_gallery_images(gallery: Path) -> list[Path]:

@@ -27,7 +27,7 @@ import numpy as np
 from engine.backends import BACKENDS, ModelBackend, Region
 from engine.device import DeviceInfo, cpu_cores, default_index_workers, device_scope
 from engine.errors import BadInputError, EngineError
-from engine.images import decode_image
+from engine.images import decode_image, read_image
 from engine.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -110,12 +110,10 @@ class Preparer:
 
     def read(self, relative: str, path: Path | bytes) -> np.ndarray:
         """`path` may also be the file's bytes (Ray shards shipped by the driver)."""
-        try:
-            data = path if isinstance(path, bytes) else Path(path).read_bytes()
-        except OSError as error:
-            raise BadInputError(f"{relative}: cannot read ({error.strerror or error})") from error
         s = self.settings
-        return decode_image(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, name=relative)
+        if isinstance(path, bytes):
+            return decode_image(path, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, name=relative)
+        return read_image(Path(path), max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, name=relative)
 
 
 def embed_prepared(backend: ModelBackend, prepared: list[PreparedImage]) -> list[EmbeddedImage]:
