@@ -44,7 +44,8 @@ class IdentityParams:
 # photos, flip-averaged queries, 10 splits per fold; benchmarks/open_set.py) the cohort of the next 20
 # people at half weight had the best worst-fold trade-off; 0.427 is the threshold that best meets
 # FPIR <= 0.05 and FNIR <= 0.04 on both folds together. There: FPIR 0.048 / FNIR 0.043 (A–F) and
-# FPIR 0.041 / FNIR 0.033 (G–L). A higher threshold names fewer strangers and misses more enrolled
+# FPIR 0.041 / FNIR 0.033 (G–L); with the fallback face added later (FACE_FALLBACK_CONFIDENCE, chosen on
+# rank-1, threshold unchanged) A–F FNIR is 0.038. A higher threshold names fewer strangers and misses more enrolled
 # people (the whole curve: `python -m engine eval --open-set`); OPEN_SET_THRESHOLD overrides it.
 # VGG16 compares whole images, not faces: its threshold is the plain similarity level the bot used
 # before, not calibrated (no development run with its weights).
