@@ -82,22 +82,15 @@ def synthetic(n: int, dim: int, rng: np.random.Generator, per_identity: int = 10
 def exact_top10(queries: np.ndarray, data: np.ndarray, new_data: np.ndarray, removed_rows: slice) -> np.ndarray:
     """Exact top-10 positions over the live vectors (data less `removed_rows`, then new_data at len(data)+j),
     computed in chunks so 10M faces need no 20 GB similarity matrix."""
+    chunks = [(start, data[start : start + 200_000]) for start in range(0, len(data), 200_000)]
     best_sims = np.full((len(queries), 0), -np.inf, np.float32)
     best_ids = np.zeros((len(queries), 0), np.int64)
-    chunk = 200_000
-    for start in range(0, len(data) + len(new_data), chunk):
-        stop = min(len(data) + len(new_data), start + chunk)
-        if start < len(data):
-            block = np.asarray(data[start : min(stop, len(data))])
-            if stop > len(data):
-                block = np.concatenate([block, new_data[: stop - len(data)]])
-        else:
-            block = new_data[start - len(data) : stop - len(data)]
-        sims = queries @ block.T
-        dead = np.arange(start, stop)
-        sims[:, (dead >= removed_rows.start) & (dead < removed_rows.stop)] = -np.inf
+    for start, block in [*chunks, (len(data), new_data)]:
+        sims = queries @ np.asarray(block).T
+        positions = np.arange(start, start + len(block))
+        sims[:, (positions >= removed_rows.start) & (positions < removed_rows.stop)] = -np.inf
         sims = np.concatenate([best_sims, sims], axis=1)
-        ids = np.concatenate([best_ids, np.broadcast_to(dead, (len(queries), len(dead)))], axis=1)
+        ids = np.concatenate([best_ids, np.broadcast_to(positions, (len(queries), len(positions)))], axis=1)
         top = np.argpartition(-sims, 10, axis=1)[:, :10]
         best_sims, best_ids = np.take_along_axis(sims, top, 1), np.take_along_axis(ids, top, 1)
     return best_ids

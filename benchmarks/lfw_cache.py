@@ -105,6 +105,13 @@ def load_detections(kind: str, *, min_face_size: int = 20, verbose: bool = True)
     return detections
 
 
+def make_embedder():
+    """FaceNet for the accuracy benchmarks: large batches, no XLA (it compiles per batch size)."""
+    from engine.facenet import FaceNetEmbedder
+
+    return FaceNetEmbedder(EngineSettings().facenet_weights, batch_size=64, xla=False)
+
+
 def make_crop(image: np.ndarray, face: DetectedFace, variant: str) -> np.ndarray:
     margin, alignment = VARIANTS[variant]
     return face_crop(image, face, size=160, margin=margin, alignment=alignment)
@@ -141,10 +148,7 @@ def _with_fallback(detections, variant, embedder, confidence, fallback, plain, f
         cached = np.load(path)
         extra_plain, extra_flipped = cached["plain"], cached["mirrored"]
     else:
-        if embedder is None:
-            from engine.facenet import FaceNetEmbedder
-
-            embedder = FaceNetEmbedder(EngineSettings().facenet_weights, batch_size=64, xla=False)
+        embedder = embedder if embedder is not None else make_embedder()
         gallery = LFW / detections.kind
         crops = np.zeros((len(rows), 160, 160, 3), np.uint8)
         for position, i in enumerate(rows):
@@ -211,10 +215,7 @@ def main() -> int:
     variants = [v for v in args.variants.split(",") if v]
     if variants:
         # one variant at a time over the kinds given, in the order given
-        from engine.facenet import FaceNetEmbedder
-
-        settings = EngineSettings()
-        embedder = FaceNetEmbedder(settings.facenet_weights, batch_size=64, xla=False)
+        embedder = make_embedder()
         for variant in variants:
             for kind in kinds:
                 load_embeddings(detections[kind], variant, embedder, mirrored=args.mirrored)

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from lfw_cache import lfw_root, load_detections, load_embeddings, query_vectors  # noqa: E402
+from lfw_cache import lfw_root, make_embedder, load_detections, load_embeddings, query_vectors  # noqa: E402
 from tune_lfw import FOLDS, fold_of  # noqa: E402
 
 from engine.evaluate import array_search, open_set_answers, open_set_split  # noqa: E402
@@ -158,9 +158,7 @@ def main() -> int:
     if lfw_root() is None:
         print("../shared/data/lfw not found: this benchmark needs it")
         return 0
-    from engine.facenet import FaceNetEmbedder
-
-    embedder = FaceNetEmbedder(EngineSettings().facenet_weights, batch_size=64, xla=False)
+    embedder = make_embedder()
     default = DEFAULT_PARAMS["facenet"]
     params_list = [default] if args.default_only else [default, *candidates()]
     for kind in args.kinds.split(","):

@@ -19,10 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from lfw_cache import KINDS, VARIANTS, lfw_root, load_detections, load_embeddings, query_vectors  # noqa: E402
+from lfw_cache import KINDS, VARIANTS, lfw_root, make_embedder, load_detections, load_embeddings, query_vectors  # noqa: E402
 
 from engine.identity import IdentityParams, person_scores  # noqa: E402
-from engine.settings import EngineSettings  # noqa: E402
 
 FOLDS = {"A-F": tuple("ABCDEF"), "G-L": tuple("GHIJKL")}
 SUPPORTS = (0.0, 0.05, 0.1, 0.25)
@@ -74,9 +73,7 @@ def main() -> int:
     if lfw_root() is None:
         print("../shared/data/lfw not found: this benchmark needs it")
         return 0
-    from engine.facenet import FaceNetEmbedder
-
-    embedder = FaceNetEmbedder(EngineSettings().facenet_weights, batch_size=64, xla=False)
+    embedder = make_embedder()
     for kind in args.kinds.split(","):
         detections = load_detections(kind)
         table: dict[tuple[str, float, float], dict[str, float]] = {}

@@ -93,6 +93,7 @@ class FaceDetector:
                 small, scale_xy = image, (1.0, 1.0)
             scaled.append((small, scale_xy))
 
+        kept_from = min(self.confidence, self.fallback_confidence)  # fallback candidates are kept too
         by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for position, (small, _) in enumerate(scaled):
             by_shape[small.shape].append(position)
@@ -103,8 +104,7 @@ class FaceDetector:
                 for row in rows:
                     position = chunk[int(row[0])]
                     face = _face_from_row(row, scaled[position][1], images[position].shape)
-                    wanted = min(self.confidence, self.fallback_confidence)
-                    if face.confidence >= wanted and max(face.box[2], face.box[3]) >= self.min_face_size:
+                    if face.confidence >= kept_from and max(face.box[2], face.box[3]) >= self.min_face_size:
                         results[position].append(face)
         return results
 
