@@ -49,6 +49,7 @@ def cli_place(indexed_engine, tmp_path_factory) -> CliPlace:
     place.env.update(
         DATA_DIR=str(place.data_dir),
         MODELS_DIR=str(place.models_dir),
+        GALLERY_DIR=str(indexed_engine.settings.resolved_gallery()),  # the gallery the copied index was built from
         TF_CPP_MIN_LOG_LEVEL="3",
         PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
     )
@@ -68,6 +69,7 @@ def cli(cli_place) -> dict[str, Run]:
         "unknown_command": ["frobnicate"],
         "missing_gallery": ["index", "--gallery", "/nonexistent/gallery"],
         "models": ["models"],
+        "demo": ["demo"],  # what `make run` shows without a Telegram token
     }
 
     def run(name: str) -> Run:
@@ -82,6 +84,19 @@ def cli(cli_place) -> dict[str, Run]:
         runs = dict(zip(commands, pool.map(run, commands)))
     assert sorted(p.name for p in cli_place.cwd.iterdir()) == ["notes.jpg"]  # nothing written relative to the cwd
     return runs
+
+
+def test_demo_answers_every_sample_person_by_name(cli, cli_place):
+    """Each person's first photo with a face finds that person first (Elton John's first photo has none)."""
+    run = cli["demo"]
+    assert run.returncode == 0, run.stderr
+    answers = {line.split("→")[0].strip(): line.split("→")[1] for line in run.stdout.splitlines() if "→" in line}
+    assert sorted(answers) == ["Ben_Afflek", "Elton_John", "Jerry_Seinfeld", "Madonna", "Mindy_Kaling"]
+    for folder, answer in answers.items():
+        assert answer.strip().startswith(folder.replace("_", " ") + " ("), (folder, answer)
+    assert "earlier photo(s) without a face" in answers["Elton_John"]
+    assert "Leave-one-out on 118 photos of 5 people" in run.stdout
+    assert (cli_place.data_dir / "reports").is_dir()
 
 
 def test_search_json_lines(cli):
