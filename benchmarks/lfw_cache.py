@@ -118,13 +118,14 @@ def make_crop(image: np.ndarray, face: DetectedFace, variant: str) -> np.ndarray
 
 
 def load_embeddings(detections: Detections, variant: str, embedder, *, confidence: float = 0.9, mirrored: bool = False,
-                    verbose: bool = True, fallback: float = 1.0):
+                    verbose: bool = True, fallback: float = 1.0, padding: float = 0.0):
     """(plain, mirrored) L2-normalised embeddings of each image's main face, NaN rows where none; cached.
 
     The mirrored ones (for flip-averaged queries, as search makes them) double the work: only with
     `mirrored`, else whatever the cache holds (None when it holds none). With `fallback` below
     `confidence`, photos without a face at `confidence` get their most confident face from `fallback` on
-    (the engine's FACE_FALLBACK_CONFIDENCE); only those few are embedded on top of the cached arrays.
+    (the engine's FACE_FALLBACK_CONFIDENCE); with `padding`, those photos are first detected again as the
+    engine's last, padded pass does (FACE_RETRY_PADDING). Only those few are embedded on top of the cached arrays.
     """
     paths = {
         side: cache_dir() / f"lfw-{detections.kind}-{variant}-c{confidence}-{side}.npy" for side in ("plain", "mirrored")
@@ -134,28 +135,46 @@ def load_embeddings(detections: Detections, variant: str, embedder, *, confidenc
     if missing:
         _embed(detections, variant, embedder, confidence, missing, paths, verbose)
     plain, flipped = (np.load(paths[side]) if paths[side].is_file() else None for side in ("plain", "mirrored"))
-    if fallback < confidence:
-        plain, flipped = _with_fallback(detections, variant, embedder, confidence, fallback, plain, flipped)
+    if fallback < confidence or padding > 0:
+        plain, flipped = _without_face(detections, variant, embedder, confidence, fallback, padding, plain, flipped)
     return plain, flipped
 
 
-def _with_fallback(detections, variant, embedder, confidence, fallback, plain, flipped):
-    """Fill the rows of photos with no face at `confidence` from their fallback face (cached per fallback)."""
-    path = cache_dir() / f"lfw-{detections.kind}-{variant}-c{confidence}-f{fallback}.npz"
-    rows = [i for i in range(len(detections.images)) if detections.main_face(i, confidence) is None
-            and detections.main_face(i, confidence, fallback) is not None]
+def _without_face(detections, variant, embedder, confidence, fallback, padding, plain, flipped):
+    """Fill the rows of photos with no face at `confidence` as the engine does: the padded pass, then the fallback
+    face (cached per fallback and padding); rows where neither finds a face stay NaN."""
+    suffix = f"-p{padding}" if padding > 0 else ""
+    path = cache_dir() / f"lfw-{detections.kind}-{variant}-c{confidence}-faceless-f{fallback}{suffix}.npz"
+    without = [i for i in range(len(detections.images)) if detections.main_face(i, confidence) is None]
     if path.is_file():
         cached = np.load(path)
-        extra_plain, extra_flipped = cached["plain"], cached["mirrored"]
+        rows, extra_plain, extra_flipped = cached["rows"].tolist(), cached["plain"], cached["mirrored"]
     else:
         embedder = embedder if embedder is not None else make_embedder()
+        detector = None
+        if padding > 0:
+            detector = FaceDetector(
+                max_side=EngineSettings().detect_max_side, min_face_size=20, confidence=confidence,
+                fallback_confidence=fallback, retry_padding=padding,
+            )  # fmt: skip
+            detector.load()
         gallery = LFW / detections.kind
-        crops = np.zeros((len(rows), 160, 160, 3), np.uint8)
-        for position, i in enumerate(rows):
+        rows, crops = [], []
+        for i in without:
             image = read_image(gallery / detections.images[i], max_bytes=10**8, max_pixels=10**8)
-            crops[position] = make_crop(image, detections.main_face(i, confidence, fallback), variant)
-        extra_plain, extra_flipped = embedder.embed(crops), embedder.embed(crops[:, :, ::-1, :].copy())
-        np.savez(path, plain=extra_plain, mirrored=extra_flipped)
+            if detector is not None:
+                faces = detector.detect([image])[0]
+                face = faces[0] if faces else None
+            else:
+                face = detections.main_face(i, confidence, fallback)
+            if face is not None:
+                rows.append(i)
+                crops.append(make_crop(image, face, variant))
+        extra_plain = extra_flipped = np.zeros((0, 128), np.float32)
+        if crops:
+            batch = np.stack(crops)
+            extra_plain, extra_flipped = embedder.embed(batch), embedder.embed(batch[:, :, ::-1, :].copy())
+        np.savez(path, rows=np.array(rows, dtype=np.int64), plain=extra_plain, mirrored=extra_flipped)
     plain = plain.copy()
     plain[rows] = extra_plain
     if flipped is not None:

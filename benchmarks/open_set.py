@@ -164,8 +164,10 @@ def main() -> int:
     for kind in args.kinds.split(","):
         detections = load_detections(kind)
         for variant in args.variants.split(","):
-            fallback = EngineSettings().face_fallback_confidence  # the engine's detection, fallback face included
-            plain, mirrored = load_embeddings(detections, variant, embedder, fallback=fallback)
+            settings = EngineSettings()  # the engine's detection: padded pass and fallback face included
+            plain, mirrored = load_embeddings(
+                detections, variant, embedder, fallback=settings.face_fallback_confidence, padding=settings.face_retry_padding
+            )
             found = ~np.isnan(plain[:, 0])
             decision_cost(plain[found], [p for p, f in zip(detections.people, found) if f], plain[found][::40], default)
             results = {fold: fold_answers(detections, plain, mirrored, fold, params_list, args.splits) for fold in FOLDS}

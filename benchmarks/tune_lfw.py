@@ -1,7 +1,8 @@
 """Crop and answer settings chosen on one fold of people, reported on the other (LFW development part).
 
 The development people are split by name into two folds, A–F and G–L. For each photo kind, every
-candidate (crop variant × fallback face confidence × person-level support) is scored by leave-one-out rank-1 within each fold
+candidate (crop variant × fallback face confidence × person-level support; the padded detection pass as the
+engine does it unless --padding 0) is scored by leave-one-out rank-1 within each fold
 (the protocol of `python -m engine eval`: gallery rows are plain embeddings of each photo's main face,
 queries flip-averaged when the cache holds mirrored embeddings, else plain; a photo without a face a
 miss). The best candidate on one fold is reported on the other, and the other way round; a candidate
@@ -22,6 +23,7 @@ import numpy as np  # noqa: E402
 from lfw_cache import KINDS, VARIANTS, lfw_root, make_embedder, load_detections, load_embeddings, query_vectors  # noqa: E402
 
 from engine.identity import IdentityParams, person_scores  # noqa: E402
+from engine.settings import EngineSettings  # noqa: E402
 
 FOLDS = {"A-F": tuple("ABCDEF"), "G-L": tuple("GHIJKL")}
 SUPPORTS = (0.0, 0.05, 0.1, 0.25)
@@ -69,6 +71,10 @@ def main() -> int:
         "--fallbacks", default="1.0,0.9,0.85,0.8,0.7",
         help="FACE_FALLBACK_CONFIDENCE candidates (1.0: off; photos with no face at 0.9 take their best face from there on)",
     )
+    parser.add_argument(
+        "--padding", type=float, default=EngineSettings().face_retry_padding,
+        help="FACE_RETRY_PADDING: the last, padded detection pass for photos without a face (0: off; default: the engine's)",
+    )
     args = parser.parse_args()
     if lfw_root() is None:
         print("../shared/data/lfw not found: this benchmark needs it")
@@ -79,7 +85,7 @@ def main() -> int:
         table: dict[tuple[str, float, float], dict[str, float]] = {}
         for variant in args.variants.split(","):
             for fallback in (float(f) for f in args.fallbacks.split(",")):
-                plain, mirrored = load_embeddings(detections, variant, embedder, fallback=fallback)
+                plain, mirrored = load_embeddings(detections, variant, embedder, fallback=fallback, padding=args.padding)
                 per_fold = {fold: fold_scores(detections, plain, mirrored, fold) for fold in FOLDS}
                 for support in SUPPORTS:
                     table[(variant, fallback, support)] = {fold: per_fold[fold][support] for fold in FOLDS}

@@ -34,6 +34,13 @@ class EngineSettings(BaseSettings):
         description="A photo with no face at FACE_CONFIDENCE gets its single most confident face from this level on "
         "(1.0: off). Chosen on one fold of LFW people, checked on the other (benchmarks/tune_lfw.py --fallbacks).",
     )
+    face_retry_padding: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="A photo with no face at FACE_CONFIDENCE after the normal passes is searched once more framed by "
+        "this share of its sides (edge pixels): MTCNN misses some faces that fill the frame or touch its edge (0: off).",
+    )
     face_margin: float = Field(0.1, ge=0.0, le=1.0, description="Margin added around a face box, as a share of its size.")
     face_alignment: Literal["template", "rotate", "none"] = Field(
         "rotate",

@@ -25,6 +25,10 @@ ELTON = "Elton_John/httpmediapopsugarassetscomfilescbffewltonjpg.jpg"
 JERRY = "Jerry_Seinfeld/httpafilesbiographycomimageuploadcfillcssrgbdprgfacehqwMTIwNjANjMMDINzIxNjcjpg.jpg"
 MADONNA = "Madonna/httpimagegaladevcmseamadonnaprivatdetektivsquaretopsquarejpgv.jpg"
 MINDY = "Mindy_Kaling/httpafilesbiographycomimageuploadcfillcssrgbdprgfacehqwMTIOTcwODQNTUzNjQMzcjpg.jpg"
+# Photos of the sample gallery where MTCNN finds no face unless the photo is framed (FACE_RETRY_PADDING):
+# a close-up that fills the frame with tinted glasses, and a face at the top edge behind sunglasses.
+CLOSE_UP = "Elton_John/httpafilesbiographycomimageuploadcfillcssrgbdprgfacehqwMTEODAOTcxNjcMjczMjkzjpg.jpg"
+AT_THE_EDGE = "Elton_John/httpsuploadwikimediaorgwikipediacommonsthumbEltonJohninsjpgpxEltonJohninsjpg.jpg"
 CLEAR_FACES = {
     "Ben Afflek": BEN, "Elton John": ELTON, "Jerry Seinfeld": JERRY, "Madonna": MADONNA, "Mindy Kaling": MINDY,
 }  # fmt: skip

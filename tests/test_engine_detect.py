@@ -1,4 +1,4 @@
-"""Face detection with the real MTCNN: the fallback face of a photo that has none at FACE_CONFIDENCE."""
+"""Face detection with the real MTCNN: the padded last pass and the fallback face of a photo that has none at FACE_CONFIDENCE."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from engine.detect import FaceDetector
-from helpers_engine import BEN, JERRY, sample
+from helpers_engine import AT_THE_EDGE, BEN, CLOSE_UP, JERRY, sample
 
 
 def _photo(*relatives: str, height: int = 300) -> np.ndarray:
@@ -24,11 +24,15 @@ def _photo(*relatives: str, height: int = 300) -> np.ndarray:
     return np.asarray(canvas)
 
 
-def _detector(facenet_engine, *, confidence: float, fallback: float) -> FaceDetector:
+def _detector(facenet_engine, *, confidence: float, fallback: float, padding: float = 0.0) -> FaceDetector:
     """A detector with these thresholds sharing the session's loaded MTCNN."""
     loaded = facenet_engine.backends["facenet"].detector
     detector = FaceDetector(
-        max_side=loaded.max_side, min_face_size=loaded.min_face_size, confidence=confidence, fallback_confidence=fallback
+        max_side=loaded.max_side,
+        min_face_size=loaded.min_face_size,
+        confidence=confidence,
+        fallback_confidence=fallback,
+        retry_padding=padding,
     )
     detector._mtcnn = loaded._mtcnn
     return detector
@@ -60,3 +64,22 @@ def test_the_fallback_adds_nothing_to_a_photo_with_a_confident_face(facenet_engi
     threshold = sum(between) / 2  # only the best face reaches it
     faces = _detector(facenet_engine, confidence=threshold, fallback=0.0).detect([image])[0]
     assert [face.box for face in faces] == [best.box]
+
+
+def test_faces_filling_the_frame_or_at_its_edge_are_found_by_the_padded_pass(indexed_engine):
+    """Two real photos MTCNN misses as they are; framed by the last pass, each face is found, inside the
+    photo, and it is Elton John's: his other gallery photos are its nearest faces."""
+    settings = indexed_engine.settings
+    assert settings.face_retry_padding > 0  # on by default
+    for relative in (CLOSE_UP, AT_THE_EDGE):
+        with Image.open(sample(relative)) as opened:
+            image = np.asarray(opened.convert("RGB"))
+        plain = _detector(indexed_engine, confidence=settings.face_confidence, fallback=settings.face_fallback_confidence)
+        assert plain.detect([image]) == [[]], relative
+        [faces] = indexed_engine.backends["facenet"].detector.detect([image])
+        assert len(faces) == 1 and faces[0].confidence >= settings.face_confidence, relative
+        x, y, w, h = faces[0].box
+        assert 0 <= x and 0 <= y and w > 40 and h > 40 and x + w <= image.shape[1] and y + h <= image.shape[0]
+        [found] = indexed_engine.search_path(sample(relative), model="facenet", k=4).faces
+        others = [match.name for match in found.matches if match.path != str(sample(relative).resolve())]
+        assert others[:3] == ["Elton John"] * 3, (relative, others)

@@ -25,6 +25,7 @@ class FaceNetBackend(ModelBackend):
             min_face_size=settings.min_face_size,
             confidence=settings.face_confidence,
             fallback_confidence=settings.face_fallback_confidence,
+            retry_padding=settings.face_retry_padding,
             batch_size=settings.detect_batch_size,
         )
         self._network = None
@@ -69,6 +70,7 @@ class FaceNetBackend(ModelBackend):
             "min_face_size": s.min_face_size,
             "face_confidence": s.face_confidence,
             "face_fallback_confidence": s.face_fallback_confidence,
+            "face_retry_padding": s.face_retry_padding,
             "face_margin": s.face_margin,
             "face_alignment": s.face_alignment,
             "flip_gallery": s.flip_gallery,
