@@ -58,13 +58,13 @@ class FaceDetector:
 
         mtcnn's pyramid stops a level or two short on small photos, so a close-up face can
         be missed once the photo is shrunk for `min_face_size`; photos where the fast pass
-        finds no face at `confidence` get a second pass at the larger `max_side` scale, and
-        those still without one a last pass with `retry_padding` of each side added (edge
-        pixels): MTCNN misses some faces that fill the frame or touch its edge (measured: this
-        finds a face in all 4 photos that had none, 2 in LFW A–L and 2 in the sample gallery,
-        and lifts 9 of the 12 LFW faces found under 0.9 above it). A photo that still has none gets its single most confident face from
-        `fallback_confidence` on (hard photos: profile, low contrast; measured on LFW, this
-        recovers 6 of the 7 photos per kind that had no face and lowers rank-1 on no fold).
+        finds no face at `confidence` get a second pass at the larger `max_side` scale.
+        Those still without one get a last pass framed by `retry_padding` of each side (edge
+        pixels): MTCNN misses some faces that fill the frame or touch its edge. Measured, this
+        finds a face in all 4 photos that had none (2 in LFW A–L, 2 in the sample gallery) and
+        lifts 9 of the 12 LFW faces found under `confidence` above it. A photo that still has
+        none gets its single most confident face from `fallback_confidence` on (hard photos:
+        profile, low contrast; chosen on LFW by folds, it lowers rank-1 on no fold).
         """
         self.load()
         results = self._detect_scaled(images, for_min_face=True)
@@ -75,15 +75,18 @@ class FaceDetector:
             and self.detection_scale(*image.shape[:2], for_min_face=False)
             > self.detection_scale(*image.shape[:2], for_min_face=True)
         ]
-        if retry:
-            for position, faces in zip(retry, self._detect_scaled([images[p] for p in retry], for_min_face=False)):
-                results[position] = faces if self._confident(faces) else results[position] + faces
-        padded = [position for position, faces in enumerate(results) if not self._confident(faces)]
-        if padded and self.retry_padding > 0:
-            batch = [images[p] for p in padded]
-            for position, faces in zip(padded, self._detect_scaled(batch, for_min_face=False, pad=self.retry_padding)):
-                results[position] = faces if self._confident(faces) else results[position] + faces
+        self._pass_again(results, images, retry, for_min_face=False)
+        if self.retry_padding > 0:
+            without = [position for position, faces in enumerate(results) if not self._confident(faces)]
+            self._pass_again(results, images, without, for_min_face=False, pad=self.retry_padding)
         return [rank_by_prominence(self._chosen(faces), image.shape) for faces, image in zip(results, images)]
+
+    def _pass_again(self, results: list[list[DetectedFace]], images: list[np.ndarray], positions: list[int], **how) -> None:
+        """Detect `positions` again: confident faces replace the earlier ones, others join the fallback candidates."""
+        if not positions:
+            return
+        for position, faces in zip(positions, self._detect_scaled([images[p] for p in positions], **how)):
+            results[position] = faces if self._confident(faces) else results[position] + faces
 
     def _confident(self, faces: list[DetectedFace]) -> list[DetectedFace]:
         return [face for face in faces if face.confidence >= self.confidence]
