@@ -128,8 +128,8 @@ class FaceDetector:
                 rows = self._run([scaled[p][0] for p in chunk])
                 for row in rows:
                     position = chunk[int(row[0])]
-                    _, scale_xy, offset = scaled[position]
-                    if not _centred_inside(row, scaled[position][0].shape, offset):
+                    small, scale_xy, offset = scaled[position]
+                    if not _centred_inside(row, small.shape, offset):
                         continue  # a "face" in the padding
                     face = _face_from_row(row, scale_xy, images[position].shape, offset)
                     if face.confidence >= kept_from and max(face.box[2], face.box[3]) >= self.min_face_size:

@@ -115,21 +115,21 @@ def make_engine(facenet_engine):
     """Factory: `make_engine(data_dir=..., gallery_dir=..., **settings)` → a fresh Engine.
 
     The fresh engine has its own settings and its own indexes, but reuses the session's
-    already-loaded MTCNN and FaceNet networks when the settings they depend on are the
-    same (loading them again costs seconds per engine).
+    already-loaded networks (loading them again costs seconds per engine): MTCNN always,
+    under this engine's own detector and its detection settings; FaceNet when the settings
+    it depends on are the same.
     """
     from engine import Engine, EngineSettings
 
     base = facenet_engine.settings
-    detector_fields = ("detect_max_side", "min_face_size", "face_confidence", "face_fallback_confidence", "detect_batch_size")
     facenet_fields = ("models_dir", "embed_batch_size", "xla")
 
     def make(**overrides) -> Engine:
         settings = EngineSettings(**{**base.model_dump(), **overrides})
         engine = Engine(settings)
         mine, loaded = engine.backends["facenet"], facenet_engine.backends["facenet"]
-        if all(getattr(settings, f) == getattr(base, f) for f in detector_fields):
-            mine.detector = loaded.detector
+        loaded.detector.load()
+        mine.detector._mtcnn = loaded.detector._mtcnn  # the loaded network; every detection setting stays this engine's
         if all(getattr(settings, f) == getattr(base, f) for f in facenet_fields):
             mine.network = loaded.network
         return engine
