@@ -66,6 +66,19 @@ def copy_enrolled(gallery: Path, people: tuple[str, ...]) -> list[str]:
     return enrolled
 
 
+# Vectors computed in other processes, batch shapes or runtimes differ in their last float32 bits (the CPU's
+# kernels take other code paths), so they are compared by what matters: their direction.
+SAME_VECTOR_COSINE = 0.99999
+
+
+def assert_same_vectors(got: np.ndarray, want: np.ndarray, min_cosine: float = SAME_VECTOR_COSINE, what: str = "") -> None:
+    """Each row of `got` points where the same row of `want` does: cosine similarity >= `min_cosine`."""
+    got, want = np.atleast_2d(np.asarray(got, np.float64)), np.atleast_2d(np.asarray(want, np.float64))
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    cosine = np.sum(got * want, axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    assert np.all(cosine >= min_cosine), (what, cosine.min())
+
+
 def first_photos(person: str, count: int) -> list[str]:
     """The first `count` photos (sorted) of a sample-gallery person, as relative paths."""
     return [f"{person}/{p.name}" for p in sorted((SAMPLE_GALLERY / person).glob("*.jpg"))[:count]]

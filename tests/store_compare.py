@@ -16,4 +16,6 @@ def assert_same_store(expected, actual, queries: int = 40) -> None:
     k = min(10, expected.count)
     for want, got in zip(expected.search(vectors, k), actual.search(vectors, k)):
         assert [(hit.row.path, hit.row.box) for hit in got] == [(hit.row.path, hit.row.box) for hit in want]
-        np.testing.assert_allclose([hit.similarity for hit in got], [hit.similarity for hit in want], atol=1e-4)
+        # Vectors from other processes agree to cosine >= 0.99999 (see helpers_engine.assert_same_vectors), so a
+        # query's similarity to them may move by up to sqrt(2 * 1e-5) ~ 0.0045; the answers themselves must not.
+        np.testing.assert_allclose([hit.similarity for hit in got], [hit.similarity for hit in want], atol=0.0045)

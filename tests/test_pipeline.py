@@ -16,7 +16,15 @@ import pytest
 
 from engine.device import DeviceInfo, cpu_cores, default_index_workers, probe_device
 from engine.pipeline import IndexPipeline
-from helpers_engine import CLOSE_UP, REPO_ROOT, bad_image_files, copy_photos, first_photos, gradient_image
+from helpers_engine import (
+    CLOSE_UP,
+    REPO_ROOT,
+    assert_same_vectors,
+    bad_image_files,
+    copy_photos,
+    first_photos,
+    gradient_image,
+)
 
 PEOPLE = ("Ben_Afflek", "Elton_John", "Jerry_Seinfeld", "Madonna", "Mindy_Kaling")
 PHOTOS = [relative for person in PEOPLE for relative in first_photos(person, 5)]  # 25 real photos
@@ -67,7 +75,7 @@ def assert_same_results(expected, actual):
         assert got.error == want.error, want.path
         assert [box for box, _ in got.faces] == [box for box, _ in want.faces], want.path
         for (_, want_vector), (_, got_vector) in zip(want.faces, got.faces):
-            np.testing.assert_allclose(got_vector, want_vector, atol=1e-5)
+            assert_same_vectors(got_vector, want_vector, what=want.path)
 
 
 def test_worker_processes_give_the_in_process_results(in_process, two_workers, items):
