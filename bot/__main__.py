@@ -14,6 +14,7 @@ from bot.settings import Settings  # noqa: E402
 def main() -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which CPU instructions FAISS loaded with
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     settings = Settings()
     if not settings.token():

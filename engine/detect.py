@@ -9,6 +9,7 @@ from collections import defaultdict
 import numpy as np
 from PIL import Image
 
+from engine.quiet import import_quietly
 from engine.types import DetectedFace
 
 # MTCNN's own pyramid is only correct at min_face_size=20 (mtcnn 1.0 keeps the level
@@ -42,7 +43,8 @@ class FaceDetector:
     def load(self) -> None:
         with self._lock:
             if self._mtcnn is None:
-                from mtcnn import MTCNN  # imports TensorFlow: deferred until a detector is needed
+                import_quietly("tensorflow")  # mtcnn imports it: deferred until a detector is needed
+                from mtcnn import MTCNN
 
                 self._mtcnn = MTCNN(device="CPU:0")
                 _trace_networks(self._mtcnn)

@@ -14,6 +14,8 @@ import logging
 import os
 from dataclasses import dataclass
 
+from engine.quiet import filtered_stderr, import_quietly
+
 log = logging.getLogger(__name__)
 
 GPU_EMBED_BATCH = 256  # H200, Keras 3 FaceNet: 4,346 faces/s at 32, 5,979 at 1,024; 256 is near the top
@@ -77,10 +79,10 @@ def probe_device(preference: str = "auto", cpu_batch_size: int = 32) -> DeviceIn
         _hide_gpus()
         return cpu
     try:
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        built_with_cuda = tf.test.is_built_with_cuda()
+        tf = import_quietly("tensorflow")
+        with filtered_stderr():  # "failed call to cuInit" on a machine without a GPU
+            gpus = tf.config.list_physical_devices("GPU")
+            built_with_cuda = tf.test.is_built_with_cuda()
     except Exception as error:  # a TensorFlow that cannot even list devices: CPU
         return _fallback(cpu, f"TensorFlow could not list GPUs ({error.__class__.__name__}: {error})", preference)
     if not gpus:
@@ -115,7 +117,7 @@ def _fallback(cpu: DeviceInfo, reason: str, preference: str, quiet: bool = False
 def _hide_gpus() -> None:
     """Keep TensorFlow off the GPUs (DEVICE=cpu, a failed probe, detection workers). Best effort."""
     try:
-        import tensorflow as tf
+        tf = import_quietly("tensorflow")
 
         tf.config.set_visible_devices([], "GPU")
     except Exception:  # the runtime is already initialised; ops are then placed by `tf_device` scopes
@@ -126,6 +128,6 @@ def device_scope(device: DeviceInfo | None):
     """A TensorFlow device scope for embedding on `device` (a no-op scope when None)."""
     if device is None:
         return contextlib.nullcontext()
-    import tensorflow as tf
+    tf = import_quietly("tensorflow")
 
     return tf.device(device.tf_device)

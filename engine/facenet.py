@@ -12,11 +12,14 @@ import threading
 from pathlib import Path
 
 import h5py
-import keras
 import numpy as np
 
 from engine.errors import ModelUnavailableError
+from engine.quiet import import_quietly
 from engine.search import l2_normalize
+
+import_quietly("tensorflow")  # Keras 3 imports TensorFlow: without its C++ start-up lines
+import keras  # noqa: E402
 
 FACENET_INPUT_SIZE = 160
 FACENET_DIM = 128

@@ -28,6 +28,7 @@ from engine.backends import BACKENDS, ModelBackend, Region
 from engine.device import DeviceInfo, cpu_cores, default_index_workers, device_scope
 from engine.errors import BadInputError, EngineError
 from engine.images import decode_image, read_image
+from engine.quiet import import_quietly
 from engine.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ _WORKER: Preparer | None = None
 
 def limit_tensorflow(threads: int, *, hide_gpus: bool) -> None:
     """A fresh process's TensorFlow: `threads` threads per op pool, optionally no GPU. Before any TF op."""
-    import tensorflow as tf
+    tf = import_quietly("tensorflow")
 
     try:
         if hide_gpus:

@@ -40,8 +40,10 @@ class VGG16Embedder:
                     f"VGG16 weights not found at {self.weights_path}. Fetch them (553 MB, needs internet access) "
                     "with: python -m engine models fetch vgg16"
                 )
+            from engine.quiet import import_quietly
+
+            tf = import_quietly("tensorflow")
             import keras
-            import tensorflow as tf
 
             base = keras.applications.VGG16(weights=None, include_top=True)
             if not self.random_weights:

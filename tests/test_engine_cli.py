@@ -56,6 +56,11 @@ def cli_place(indexed_engine, tmp_path_factory) -> CliPlace:
     return place
 
 
+def make_run_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of `make run` on a fresh machine: no token, no TensorFlow log level chosen."""
+    return {k: v for k, v in env.items() if k not in ("BOT_TOKEN", "TF_CPP_MIN_LOG_LEVEL")}
+
+
 @pytest.fixture(scope="module")
 def cli(cli_place) -> dict[str, Run]:
     """Every subprocess invocation of this module (two at a time); name → Run."""
@@ -69,14 +74,15 @@ def cli(cli_place) -> dict[str, Run]:
         "unknown_command": ["frobnicate"],
         "missing_gallery": ["index", "--gallery", "/nonexistent/gallery"],
         "models": ["models"],
-        "demo": ["demo"],  # what `make run` shows without a Telegram token
+        "demo": [],  # `python -m bot` without a Telegram token: what `make run` shows a newcomer
     }
 
     def run(name: str) -> Run:
         args = commands[name]
+        module, env = ("engine", cli_place.env) if name != "demo" else ("bot", make_run_env(cli_place.env))
         done = subprocess.run(
-            [sys.executable, "-m", "engine", *args],
-            cwd=cli_place.cwd, env=cli_place.env, capture_output=True, text=True, timeout=300,
+            [sys.executable, "-m", module, *args],
+            cwd=cli_place.cwd, env=env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         return Run(args, done.returncode, done.stdout, done.stderr)
 
@@ -90,12 +96,21 @@ def test_demo_answers_every_sample_person_by_name(cli, cli_place):
     """Each person's first photo with a face finds that person first."""
     run = cli["demo"]
     assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("BOT_TOKEN is not set: running the engine demo")
     answers = {line.split("→")[0].strip(): line.split("→")[1] for line in run.stdout.splitlines() if "→" in line}
     assert sorted(answers) == ["Ben_Afflek", "Elton_John", "Jerry_Seinfeld", "Madonna", "Mindy_Kaling"]
     for folder, answer in answers.items():
         assert answer.strip().startswith(folder.replace("_", " ") + " ("), (folder, answer)
     assert "Leave-one-out on 118 photos of 5 people" in run.stdout
     assert (cli_place.data_dir / "reports").is_dir()
+
+
+def test_demo_shows_no_tensorflow_start_up_chatter(cli):
+    """On a machine without a GPU the newcomer's first screen holds the device line, not C++ logs about CUDA."""
+    stderr = cli["demo"].stderr
+    for chatter in ("cuda", "cuInit", "absl", "I0000", "E0000", "W0000", "faiss.loader"):
+        assert chatter not in stderr, stderr
+    assert "embedding on" in stderr or not stderr.strip(), stderr  # the device line, at most
 
 
 def test_search_json_lines(cli):
