@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup weights run test bench eval clean
+.PHONY: setup weights run test lint bench eval clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ run: weights
 
 test: weights
 	$(BIN)/python -m pytest -q
+
+# ruff (lint and format) and mypy on the engine and the bot: CI runs it before the tests.
+lint: setup
+	$(BIN)/ruff check engine bot tests benchmarks migrations
+	$(BIN)/ruff format --check engine bot tests benchmarks migrations
+	$(BIN)/mypy
 
 bench: weights
 	$(BIN)/python benchmarks/run_all.py
