@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-# GPU=1 (make setup GPU=1, make test GPU=1): TensorFlow with CUDA for GPU embedding (Linux x86-64, NVIDIA driver).
+# GPU=1 (make setup GPU=1, make test GPU=1): TensorFlow with CUDA, and onnxruntime-gpu, for GPU embedding (Linux x86-64, NVIDIA driver).
 GPU ?= 0
 comma := ,
 EXTRAS := dev$(if $(filter 1 yes true,$(GPU)),$(comma)gpu)
@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml | $(BIN)/activate
 	@# tensorflow-cpu (older set-ups) and tensorflow both provide the `tensorflow` module: keep only one.
 	$(BIN)/pip uninstall --quiet --yes tensorflow-cpu 2>/dev/null || true
 	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	@# onnxruntime and onnxruntime-gpu (the gpu extra) both provide the `onnxruntime` module: keep only the GPU one.
+	$(if $(filter 1 yes true,$(GPU)),$(BIN)/pip uninstall --quiet --yes onnxruntime && $(BIN)/pip install --quiet --force-reinstall --no-deps "onnxruntime-gpu>=1.20$(comma)<2")
 	touch $@
 
 setup: $(STAMP)

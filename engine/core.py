@@ -52,7 +52,8 @@ class Engine:
     def device(self) -> DeviceInfo:
         """The embedding device (a GPU, or the CPU with a clear log line why), probed once before TensorFlow runs."""
         if self._device is None:
-            self._device = probe_device(self.settings.device, self.settings.embed_batch_size)
+            runtime = self.backends["facenet"].runtime
+            self._device = probe_device(self.settings.device, self.settings.embed_batch_size, runtime=runtime)
             self.backends["facenet"].network.batch_size = self._device.embed_batch_size
         return self._device
 

@@ -1,10 +1,11 @@
-"""Face detection (the `mtcnn` package), prominence ranking and aligned crops."""
+"""Face detection (MTCNN: the `mtcnn` package, or its networks on ONNX Runtime), prominence ranking and aligned crops."""
 
 from __future__ import annotations
 
 import math
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -19,7 +20,11 @@ _MTCNN_MIN_FACE = 20
 
 
 class FaceDetector:
-    """MTCNN, loaded once; `detect` takes a batch of RGB arrays and returns faces per image."""
+    """MTCNN, loaded once; `detect` takes a batch of RGB arrays and returns faces per image.
+
+    `open_network` gives the network to run (engine.mtcnn_onnx on ONNX Runtime); None: the `mtcnn`
+    package on TensorFlow. Everything else (scaling, the retry passes, the fallback) is the same for both.
+    """
 
     def __init__(
         self,
@@ -30,6 +35,7 @@ class FaceDetector:
         fallback_confidence: float = 1.0,
         retry_padding: float = 0.0,
         batch_size: int = 16,
+        open_network: Callable[[], object] | None = None,
     ):
         self.max_side = max_side
         self.min_face_size = min_face_size
@@ -37,17 +43,21 @@ class FaceDetector:
         self.fallback_confidence = fallback_confidence
         self.retry_padding = retry_padding
         self.batch_size = batch_size
+        self.open_network = open_network
         self._mtcnn = None
         self._lock = threading.Lock()
 
     def load(self) -> None:
         with self._lock:
             if self._mtcnn is None:
-                import_quietly("tensorflow")  # mtcnn imports it: deferred until a detector is needed
-                from mtcnn import MTCNN
+                if self.open_network is not None:
+                    self._mtcnn = self.open_network()
+                else:
+                    import_quietly("tensorflow")  # mtcnn imports it: deferred until a detector is needed
+                    from mtcnn import MTCNN
 
-                self._mtcnn = MTCNN(device="CPU:0")
-                _trace_networks(self._mtcnn)
+                    self._mtcnn = MTCNN(device="CPU:0")
+                    _trace_networks(self._mtcnn)
                 self._run([np.zeros((64, 64, 3), np.uint8)])  # warm up
 
     def detection_scale(self, height: int, width: int, *, for_min_face: bool = True) -> float:

@@ -39,6 +39,7 @@ class DeviceInfo:
     cores: int  # CPU cores available (detection runs there either way)
     embed_batch_size: int  # faces per FaceNet batch on this device
     reason: str = ""  # why the CPU, when a GPU was possible or asked for
+    runtime: str = "keras"  # what runs the networks: "keras" (TensorFlow) or "onnx" (ONNX Runtime)
 
     @property
     def is_gpu(self) -> bool:
@@ -49,12 +50,16 @@ class DeviceInfo:
         return "/GPU:0" if self.is_gpu else "/CPU:0"
 
     def describe(self) -> str:
+        on = " on ONNX Runtime" if self.runtime == "onnx" else ""
         if self.is_gpu:
-            return f"GPU ({self.name}), embedding batches of {self.embed_batch_size}; detection on {self.cores} CPU cores"
-        return f"CPU ({self.cores} cores), embedding batches of {self.embed_batch_size}"
+            return f"GPU ({self.name}), embedding batches of {self.embed_batch_size}; detection on {self.cores} CPU cores{on}"
+        return f"CPU ({self.cores} cores), embedding batches of {self.embed_batch_size}{on}"
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "cores": self.cores, "embed_batch_size": self.embed_batch_size}
+        return {
+            "kind": self.kind, "name": self.name, "cores": self.cores, "embed_batch_size": self.embed_batch_size,
+            "runtime": self.runtime,
+        }  # fmt: skip
 
 
 MAX_DEFAULT_WORKERS = 8  # each worker holds TensorFlow and MTCNN (~0.6 GB resident, measured)
@@ -71,10 +76,15 @@ def default_index_workers(cores: int | None = None) -> int:
     return 0 if cores <= 2 else min(cores, MAX_DEFAULT_WORKERS)
 
 
-def probe_device(preference: str = "auto", cpu_batch_size: int = 32) -> DeviceInfo:
-    """The embedding device for `preference` ("auto", "gpu" or "cpu"); falls back to the CPU, never raises."""
+def probe_device(preference: str = "auto", cpu_batch_size: int = 32, runtime: str = "keras") -> DeviceInfo:
+    """The embedding device for `preference` ("auto", "gpu" or "cpu"); falls back to the CPU, never raises.
+
+    `runtime="onnx"` asks ONNX Runtime instead of TensorFlow (which it never imports).
+    """
     cores = cpu_cores()
     cpu = DeviceInfo(kind="cpu", name="CPU", cores=cores, embed_batch_size=cpu_batch_size)
+    if runtime == "onnx":
+        return _probe_onnx(cpu, preference)
     if preference == "cpu":
         _hide_gpus()
         return cpu
@@ -108,10 +118,33 @@ def probe_device(preference: str = "auto", cpu_batch_size: int = 32) -> DeviceIn
     return DeviceInfo(kind="gpu", name=str(name), cores=cores, embed_batch_size=max(cpu_batch_size, GPU_EMBED_BATCH))
 
 
+def _probe_onnx(cpu: DeviceInfo, preference: str) -> DeviceInfo:
+    """ONNX Runtime's device: CUDA when onnxruntime-gpu offers its execution provider (the `gpu` extra), else the CPU."""
+    cpu = DeviceInfo(kind="cpu", name=cpu.name, cores=cpu.cores, embed_batch_size=cpu.embed_batch_size, runtime="onnx")
+    if preference == "cpu":
+        return cpu
+    try:
+        import onnxruntime
+
+        providers = onnxruntime.get_available_providers()
+    except Exception as error:  # not installed or broken: the backend says so when it loads
+        return _fallback(cpu, f"ONNX Runtime is unavailable ({error.__class__.__name__}: {error})", preference)
+    if "CUDAExecutionProvider" not in providers:
+        reason = "this ONNX Runtime has no CUDA execution provider; pip install '.[gpu]' adds onnxruntime-gpu"
+        return _fallback(cpu, reason, preference, quiet=preference == "auto")
+    return DeviceInfo(
+        kind="gpu", name="CUDA (ONNX Runtime)", cores=cpu.cores,
+        embed_batch_size=max(cpu.embed_batch_size, GPU_EMBED_BATCH), runtime="onnx",
+    )  # fmt: skip
+
+
 def _fallback(cpu: DeviceInfo, reason: str, preference: str, quiet: bool = False) -> DeviceInfo:
     level = logging.INFO if quiet else logging.WARNING
     log.log(level, "embedding on the CPU (%d cores): %s", cpu.cores, reason)
-    return DeviceInfo(kind="cpu", name=cpu.name, cores=cpu.cores, embed_batch_size=cpu.embed_batch_size, reason=reason)
+    return DeviceInfo(
+        kind="cpu", name=cpu.name, cores=cpu.cores, embed_batch_size=cpu.embed_batch_size, reason=reason,
+        runtime=cpu.runtime,
+    )  # fmt: skip
 
 
 def _hide_gpus() -> None:
@@ -125,8 +158,8 @@ def _hide_gpus() -> None:
 
 
 def device_scope(device: DeviceInfo | None):
-    """A TensorFlow device scope for embedding on `device` (a no-op scope when None)."""
-    if device is None:
+    """A TensorFlow device scope for embedding on `device` (a no-op scope when None or on ONNX Runtime)."""
+    if device is None or device.runtime == "onnx":
         return contextlib.nullcontext()
     tf = import_quietly("tensorflow")
 

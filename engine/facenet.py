@@ -15,14 +15,14 @@ import h5py
 import numpy as np
 
 from engine.errors import ModelUnavailableError
+from engine.onnx_runtime import FACENET_DIM, FACENET_INPUT_SIZE, embed_crops, prewhiten
 from engine.quiet import import_quietly
-from engine.search import l2_normalize
 
 import_quietly("tensorflow")  # Keras 3 imports TensorFlow: without its C++ start-up lines
 import keras  # noqa: E402
 
-FACENET_INPUT_SIZE = 160
-FACENET_DIM = 128
+__all__ = ["FACENET_DIM", "FACENET_INPUT_SIZE", "FaceNetEmbedder", "build_facenet", "prewhiten"]
+
 XLA_MAX_BATCH = 8  # query-sized batches (up to four faces with their mirror images)
 
 
@@ -130,16 +130,6 @@ def build_facenet(weights_path: Path) -> keras.Model:
     return model
 
 
-def prewhiten(faces: np.ndarray) -> np.ndarray:
-    """Per-image standardisation, as FaceNet was trained with."""
-    faces = faces.astype(np.float32)
-    axes = (1, 2, 3)
-    mean = faces.mean(axis=axes, keepdims=True)
-    std = faces.std(axis=axes, keepdims=True)
-    std_adjusted = np.maximum(std, 1.0 / np.sqrt(faces[0].size))
-    return (faces - mean) / std_adjusted
-
-
 class FaceNetEmbedder:
     """Loads the network once (idempotent `load()`), then embeds batches of 160×160 face crops."""
 
@@ -209,16 +199,6 @@ class FaceNetEmbedder:
 
         With `flip`, each embedding is averaged with that of the mirrored crop (twice the work).
         """
-        if len(faces) == 0:
-            return np.zeros((0, self.dim), np.float32)
-        self.load()
-        batch = prewhiten(faces)
-        if flip:
-            batch = np.concatenate([batch, batch[:, :, ::-1, :]])
-        outputs = []
-        for start in range(0, len(batch), self.batch_size):
-            outputs.append(self._forward(batch[start : start + self.batch_size]))
-        features = np.concatenate(outputs)
-        if flip:
-            features = l2_normalize(features[: len(faces)]) + l2_normalize(features[len(faces) :])
-        return l2_normalize(features)
+        if len(faces):
+            self.load()
+        return embed_crops(self._forward, faces, batch_size=self.batch_size, flip=flip)

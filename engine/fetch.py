@@ -37,6 +37,20 @@ def gallery_folder_name(folder: str) -> str:
 
 
 def fetch_facenet(models_dir: Path, gallery_dir: Path, log=print) -> None:
+    """`facenet_keras.h5` and the sample gallery, then the ONNX graphs converted from them. Idempotent."""
+    _fetch_facenet_weights(models_dir, gallery_dir, log)
+    try:
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        log("ONNX graphs not written: the converter is not installed (pip install tf2onnx, or '.[dev]'); "
+            "the keras runtime will be used")  # fmt: skip
+        return
+    from engine.onnx_export import export_onnx
+
+    export_onnx(models_dir, gallery_dir, log)
+
+
+def _fetch_facenet_weights(models_dir: Path, gallery_dir: Path, log) -> None:
     """Put `facenet_keras.h5` in `models_dir` and the sample gallery in `gallery_dir`. Idempotent."""
     weights = models_dir / "facenet_keras.h5"
     if weights.is_file() and file_sha256(weights) == FACENET_SHA256 and _gallery_complete(gallery_dir):

@@ -151,8 +151,12 @@ def limit_tensorflow(threads: int, *, hide_gpus: bool) -> None:
 def _init_worker(settings: EngineSettings, model: str, threads: int) -> None:
     """Runs once per worker process: CPU only, its share of the cores, MTCNN loaded."""
     global _WORKER
-    limit_tensorflow(threads, hide_gpus=True)  # the GPU is the embedder's; TF would reserve its memory
-    _WORKER = Preparer(settings, BACKENDS[model](settings))
+    backend = BACKENDS[model](settings)
+    if getattr(backend, "runtime", "keras") == "onnx":
+        backend.session_threads = threads  # ONNX Runtime: TensorFlow is never imported here
+    else:
+        limit_tensorflow(threads, hide_gpus=True)  # the GPU is the embedder's; TF would reserve its memory
+    _WORKER = Preparer(settings, backend)
     _WORKER.load()
 
 

@@ -54,7 +54,14 @@ class EngineSettings(BaseSettings):
     embed_batch_size: int = Field(32, ge=1, description="Faces per FaceNet batch.")
     xla: bool = Field(True, description="Run query-sized FaceNet batches through XLA (faster on CPU, compiled once per size).")
 
-    # devices and parallel indexing
+    # runtime, devices and parallel indexing
+    engine_runtime: Literal["auto", "onnx", "keras"] = Field(
+        "auto",
+        description="What runs FaceNet and MTCNN: 'onnx' (ONNX Runtime; never imports TensorFlow), 'keras' "
+        "(TensorFlow), or 'auto': onnx when onnxruntime is installed and MODELS_DIR/onnx.json is there (written "
+        "by `python -m engine models fetch`), else keras. Both give the same vectors (checked at fetch time), so "
+        "an index built on one is searched on the other.",
+    )
     device: Literal["auto", "gpu", "cpu"] = Field("auto", description="Embedding device: a GPU when TensorFlow sees one (auto), or the CPU.")
     index_workers: int | None = Field(None, ge=0, description="Processes decoding and detecting while indexing (0: in the indexing process). Default: one per core (at most 8), 0 on up to 2 cores.")
     index_ray: str | None = Field(None, description="Index on Ray: 'local' starts a local cluster, else a cluster address (host:port, ray://...).")

@@ -1,13 +1,39 @@
-"""FaceNet backend: MTCNN faces, aligned crops, 128-d embeddings."""
+"""FaceNet backend: MTCNN faces, aligned crops, 128-d embeddings; on ONNX Runtime or on TensorFlow (ENGINE_RUNTIME).
+
+Under the onnx runtime nothing here imports TensorFlow or Keras: FaceNet and MTCNN's networks run from the
+graphs `models fetch` converted and checked (engine/onnx_runtime.py, engine/mtcnn_onnx.py).
+
+Fingerprint rule: the index fingerprint names the Keras weights (facenet_keras.h5's sha256) under both
+runtimes, so an index built on one runtime is searched on the other. The ONNX graphs count as those
+weights because `models fetch` accepts a graph only when its vectors agree with Keras' within cosine
+0.99999 on real face crops and MTCNN's boxes within a pixel (the tolerance every vector comparison
+in the project uses), and the graph is opened only when its sha256 matches the manifest that names
+the h5 it came from. Graphs of other weights name another h5: another fingerprint, a refused index.
+"""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 
 from engine.backends.base import ModelBackend, Region
 from engine.detect import FaceDetector, face_crop
+from engine.device import cpu_cores
+from engine.errors import ModelUnavailableError
+from engine.onnx_runtime import (
+    FACENET_GRAPH,
+    FETCH_HINT,
+    MTCNN_GRAPHS,
+    OnnxFaceNet,
+    SessionConfig,
+    onnxruntime_module,
+    open_mtcnn,
+    read_manifest,
+    resolve_runtime,
+    source_sha256,
+)
 from engine.types import DetectedFace
 
 FACENET_DIM = 128
@@ -20,24 +46,55 @@ class FaceNetBackend(ModelBackend):
 
     def __init__(self, settings):
         super().__init__(settings)
-        self.detector = FaceDetector(
-            max_side=settings.detect_max_side,
-            min_face_size=settings.min_face_size,
-            confidence=settings.face_confidence,
-            fallback_confidence=settings.face_fallback_confidence,
-            retry_padding=settings.face_retry_padding,
-            batch_size=settings.detect_batch_size,
-        )
+        self.session_threads = cpu_cores()  # ONNX Runtime's intra-op threads (a worker process: its share)
+        self._runtime: str | None = None
+        self._detector: FaceDetector | None = None
         self._network = None
+
+    @property
+    def runtime(self) -> str:
+        """"onnx" or "keras" (ENGINE_RUNTIME; "auto" resolved once)."""
+        if self._runtime is None:
+            self._runtime = resolve_runtime(self.settings.engine_runtime, self.settings.models_dir)
+        return self._runtime
+
+    def _session_config(self) -> SessionConfig:
+        return SessionConfig(threads=self.session_threads, device=self.settings.device)
+
+    @property
+    def detector(self) -> FaceDetector:
+        """MTCNN with the detection settings, on this backend's runtime (nothing loaded until used)."""
+        if self._detector is None:
+            s = self.settings
+            open_network = None
+            if self.runtime == "onnx":
+                open_network = functools.partial(open_mtcnn, s.models_dir, self._session_config())
+            self._detector = FaceDetector(
+                max_side=s.detect_max_side,
+                min_face_size=s.min_face_size,
+                confidence=s.face_confidence,
+                fallback_confidence=s.face_fallback_confidence,
+                retry_padding=s.face_retry_padding,
+                batch_size=s.detect_batch_size,
+                open_network=open_network,
+            )
+        return self._detector
+
+    @detector.setter
+    def detector(self, detector: FaceDetector) -> None:
+        self._detector = detector
 
     @property
     def network(self):
         """The FaceNet network wrapper, created on first use (importing Keras takes seconds)."""
         if self._network is None:
-            from engine.facenet import FaceNetEmbedder
-
             s = self.settings
-            self._network = FaceNetEmbedder(s.facenet_weights, batch_size=s.embed_batch_size, xla=s.xla)
+            if self.runtime == "onnx":
+                self._network = OnnxFaceNet(s.models_dir, self._session_config(), batch_size=s.embed_batch_size)
+            else:
+                from engine.facenet import FaceNetEmbedder
+
+                self._network = FaceNetEmbedder(s.facenet_weights, batch_size=s.embed_batch_size, xla=s.xla)
         return self._network
 
     @network.setter
@@ -47,7 +104,26 @@ class FaceNetBackend(ModelBackend):
     def weights_path(self) -> Path:
         return self.settings.facenet_weights
 
+    def weights_sha256(self) -> str:
+        """The Keras weights' sha256 under both runtimes (see the fingerprint rule above)."""
+        if self.runtime == "onnx":
+            with self._sha_lock:
+                if self._weights_sha is None:
+                    self._weights_sha = source_sha256(self.settings.models_dir, self.weights_path().name)
+                return self._weights_sha
+        return super().weights_sha256()
+
     def problem(self) -> str | None:
+        if self.runtime == "onnx":
+            try:
+                onnxruntime_module()
+                read_manifest(self.settings.models_dir)
+            except ModelUnavailableError as error:
+                return str(error)
+            for filename in (FACENET_GRAPH, *MTCNN_GRAPHS.values()):
+                if not (self.settings.models_dir / filename).is_file():
+                    return f"ONNX graph {self.settings.models_dir / filename} is missing; {FETCH_HINT}"
+            return None
         if not self.weights_path().is_file():
             return f"FaceNet weights missing ({self.weights_path()}); fetch them with: python -m engine models fetch"
         return None

@@ -1,0 +1,204 @@
+"""The ONNX runtime: FaceNet and MTCNN's three networks on ONNX Runtime, never importing TensorFlow or Keras.
+
+`python -m engine models fetch` writes the graphs (engine/onnx_export.py) and `models/onnx.json`, the
+manifest: each graph's sha256 and the sha256 of the weights it was converted from and checked against.
+A graph is only opened when its bytes match the manifest, so a truncated or replaced file is an error
+naming it and the command that rewrites it, never a silent change of vectors.
+
+ENGINE_RUNTIME: `keras`, `onnx`, or `auto` (the default): onnx when onnxruntime is installed and the
+manifest is there, else keras. A manifest whose graphs are missing or damaged is an error under auto too.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import ModelUnavailableError
+from engine.images import file_sha256
+from engine.search import l2_normalize
+
+MANIFEST = "onnx.json"
+FACENET_GRAPH = "facenet.onnx"
+MTCNN_GRAPHS = {"pnet": "mtcnn_pnet.onnx", "rnet": "mtcnn_rnet.onnx", "onet": "mtcnn_onet.onnx"}
+FETCH_HINT = "rewrite it with: python -m engine models fetch"
+INSTALL_HINT = "pip install onnxruntime (it is in the project's dependencies), or set ENGINE_RUNTIME=keras"
+
+FACENET_INPUT_SIZE = 160
+FACENET_DIM = 128
+
+
+def prewhiten(faces: np.ndarray) -> np.ndarray:
+    """Per-image standardisation, as FaceNet was trained with."""
+    faces = faces.astype(np.float32)
+    axes = (1, 2, 3)
+    mean = faces.mean(axis=axes, keepdims=True)
+    std = faces.std(axis=axes, keepdims=True)
+    std_adjusted = np.maximum(std, 1.0 / np.sqrt(faces[0].size))
+    return (faces - mean) / std_adjusted
+
+
+def embed_crops(forward, faces: np.ndarray, *, batch_size: int, flip: bool) -> np.ndarray:
+    """(N, 160, 160, 3) uint8 crops → (N, 128) L2-normalised through `forward` (prewhitened float batches).
+
+    With `flip`, each embedding is averaged with that of the mirrored crop (twice the work). Both runtimes
+    embed through this function: only `forward` differs.
+    """
+    if len(faces) == 0:
+        return np.zeros((0, FACENET_DIM), np.float32)
+    batch = prewhiten(faces)
+    if flip:
+        batch = np.concatenate([batch, batch[:, :, ::-1, :]])
+    outputs = [forward(batch[start : start + batch_size]) for start in range(0, len(batch), batch_size)]
+    features = np.concatenate(outputs)
+    if flip:
+        features = l2_normalize(features[: len(faces)]) + l2_normalize(features[len(faces) :])
+    return l2_normalize(features)
+
+
+# ---- which runtime ------------------------------------------------------------------------------
+def manifest_path(models_dir: Path) -> Path:
+    return Path(models_dir) / MANIFEST
+
+
+def read_manifest(models_dir: Path) -> dict:
+    """The manifest `models fetch` wrote (ModelUnavailableError when it is missing or unreadable)."""
+    path = manifest_path(models_dir)
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["graphs"], manifest["sources"]  # noqa: B018 (both must be there)
+    except FileNotFoundError:
+        raise ModelUnavailableError(f"the ONNX graphs' manifest {path} is missing; {FETCH_HINT}") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelUnavailableError(f"the ONNX graphs' manifest {path} is unreadable ({error}); {FETCH_HINT}") from None
+    return manifest
+
+
+def onnxruntime_module():
+    """`onnxruntime`, imported (ModelUnavailableError saying how to install it when it is not)."""
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ModelUnavailableError(f"ENGINE_RUNTIME=onnx needs the onnxruntime package ({error}); {INSTALL_HINT}") from None
+    return onnxruntime
+
+
+def resolve_runtime(choice: str, models_dir: Path) -> str:
+    """"onnx" or "keras" for ENGINE_RUNTIME=`choice` ("auto": onnx when onnxruntime and the manifest are there)."""
+    if choice != "auto":
+        return choice
+    if not manifest_path(models_dir).is_file():
+        return "keras"
+    try:
+        onnxruntime_module()
+    except ModelUnavailableError:
+        return "keras"
+    return "onnx"
+
+
+# ---- sessions -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SessionConfig:
+    """How sessions run: CPU threads per op, and whether FaceNet may use CUDA (`device` auto/gpu)."""
+
+    threads: int
+    device: str = "cpu"
+
+
+def verified_graph(models_dir: Path, filename: str) -> bytes:
+    """A graph's bytes, checked against the manifest's sha256 (ModelUnavailableError naming the file)."""
+    path = Path(models_dir) / filename
+    entry = read_manifest(models_dir)["graphs"].get(filename)
+    if entry is None:
+        raise ModelUnavailableError(f"{path} is not in the manifest {manifest_path(models_dir)}; {FETCH_HINT}")
+    if not path.is_file():
+        raise ModelUnavailableError(f"ONNX graph {path} is missing; {FETCH_HINT}")
+    actual = file_sha256(path)
+    if actual != entry["sha256"]:
+        raise ModelUnavailableError(
+            f"ONNX graph {path} is damaged or of other weights (sha256 {actual[:12]}…, "
+            f"{path.stat().st_size} bytes; the manifest says {entry['sha256'][:12]}…, {entry.get('bytes')} bytes); {FETCH_HINT}"
+        )
+    return path.read_bytes()
+
+
+def open_session(models_dir: Path, filename: str, config: SessionConfig, *, gpu: bool = False):
+    """An ONNX Runtime session on a verified graph: `config.threads` intra-op threads, no spinning between runs
+    (detection runs numpy between the networks' calls, on the same cores)."""
+    ort = onnxruntime_module()
+    graph = verified_graph(models_dir, filename)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = config.threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    if gpu and config.device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        return ort.InferenceSession(graph, options, providers=providers)
+    except Exception as error:  # onnxruntime raises its own kinds for a graph it cannot load
+        path = Path(models_dir) / filename
+        raise ModelUnavailableError(f"ONNX Runtime cannot load {path} ({error}); {FETCH_HINT}") from None
+
+
+def source_sha256(models_dir: Path, name: str) -> str:
+    """The sha256 of the weights a graph was converted from (the fingerprint's, under both runtimes)."""
+    value = read_manifest(models_dir)["sources"].get(name)
+    if not value:
+        raise ModelUnavailableError(f"the manifest {manifest_path(models_dir)} names no source for {name}; {FETCH_HINT}")
+    return value
+
+
+class OnnxFaceNet:
+    """FaceNet on ONNX Runtime: the session is created once (idempotent `load()`), then batches of crops embed."""
+
+    name = "facenet"
+    dim = FACENET_DIM
+    input_size = FACENET_INPUT_SIZE
+
+    def __init__(self, models_dir: Path, config: SessionConfig, batch_size: int = 32):
+        self.models_dir = Path(models_dir)
+        self.config = config
+        self.batch_size = batch_size
+        self._session = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        with self._lock:
+            if self._session is None:
+                self._session = open_session(self.models_dir, FACENET_GRAPH, self.config, gpu=True)
+                self._input = self._session.get_inputs()[0].name
+                self._forward(np.zeros((1, FACENET_INPUT_SIZE, FACENET_INPUT_SIZE, 3), np.float32))
+
+    @property
+    def providers(self) -> list[str]:
+        self.load()
+        return list(self._session.get_providers())
+
+    def warm_up(self, sizes: tuple[int, ...]) -> None:
+        """Run each batch size once (ONNX Runtime compiles nothing per size; its first runs allocate)."""
+        self.load()
+        for size in sizes:
+            self._forward(np.zeros((size, FACENET_INPUT_SIZE, FACENET_INPUT_SIZE, 3), np.float32))
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+    def embed(self, faces: np.ndarray, *, flip: bool = False) -> np.ndarray:
+        """(N, 160, 160, 3) uint8 crops → (N, 128) float32, L2-normalised. N may be 0."""
+        if len(faces):
+            self.load()
+        return embed_crops(self._forward, faces, batch_size=self.batch_size, flip=flip)
+
+
+def open_mtcnn(models_dir: Path, config: SessionConfig):
+    """MTCNN on ONNX Runtime (engine.mtcnn_onnx) over the three verified graphs; always on the CPU."""
+    from engine.mtcnn_onnx import MTCNNSessions, OnnxMTCNN
+
+    sessions = {stage: open_session(models_dir, filename, config) for stage, filename in MTCNN_GRAPHS.items()}
+    return OnnxMTCNN(MTCNNSessions(**sessions))
