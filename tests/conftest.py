@@ -99,6 +99,16 @@ def facenet_engine(engine_settings):
 
 
 @pytest.fixture(scope="session")
+def keras_engine(engine_settings):
+    """An Engine on the keras runtime (TensorFlow), MTCNN and FaceNet loaded: where the runtimes differ."""
+    from engine import Engine, EngineSettings
+
+    engine = Engine(EngineSettings(**{**engine_settings.model_dump(), "engine_runtime": "keras"}))
+    engine.load("facenet")
+    return engine
+
+
+@pytest.fixture(scope="session")
 def sample_index(facenet_engine):
     """The IndexReport of indexing the whole sample gallery once, into the session DATA_DIR."""
     return facenet_engine.build_index("facenet")
@@ -122,14 +132,15 @@ def make_engine(facenet_engine):
     from engine import Engine, EngineSettings
 
     base = facenet_engine.settings
-    facenet_fields = ("models_dir", "embed_batch_size", "xla")
+    facenet_fields = ("models_dir", "embed_batch_size", "xla", "engine_runtime")
 
     def make(**overrides) -> Engine:
         settings = EngineSettings(**{**base.model_dump(), **overrides})
         engine = Engine(settings)
         mine, loaded = engine.backends["facenet"], facenet_engine.backends["facenet"]
-        loaded.detector.load()
-        mine.detector._mtcnn = loaded.detector._mtcnn  # the loaded network; every detection setting stays this engine's
+        if mine.runtime == loaded.runtime:
+            loaded.detector.load()
+            mine.detector._mtcnn = loaded.detector._mtcnn  # the loaded network; every detection setting stays this engine's
         if all(getattr(settings, f) == getattr(base, f) for f in facenet_fields):
             mine.network = loaded.network
         return engine

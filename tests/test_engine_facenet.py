@@ -1,4 +1,4 @@
-"""FaceNet rebuilt for Keras 3 from the real facenet_keras.h5: shape, weights, normalisation, determinism."""
+"""FaceNet rebuilt for Keras 3 from the real facenet_keras.h5: shape, weights; normalisation and determinism on both runtimes."""
 
 from __future__ import annotations
 
@@ -24,15 +24,23 @@ def face_crops(facenet_engine):
     return np.stack(crops)
 
 
-def test_model_output_is_128_d_for_160px_input(facenet_engine):
-    model = facenet_engine.backends["facenet"].network._model
+@pytest.fixture(scope="module", params=["onnx", "keras"])
+def network(request, facenet_engine, keras_engine):
+    """The FaceNet network of each runtime (the session engine's default is onnx once `models fetch` wrote the graphs)."""
+    engine = facenet_engine if request.param == facenet_engine.backends["facenet"].runtime else keras_engine
+    assert engine.backends["facenet"].runtime == request.param
+    return engine.backends["facenet"].network
+
+
+def test_model_output_is_128_d_for_160px_input(keras_engine):
+    model = keras_engine.backends["facenet"].network._model
     assert model is not None
     assert tuple(model.input_shape) == (None, FACENET_INPUT_SIZE, FACENET_INPUT_SIZE, 3)
     assert tuple(model.output_shape) == (None, FACENET_DIM)
 
 
-def test_every_weighted_layer_is_loaded_from_the_h5(facenet_engine):
-    model = facenet_engine.backends["facenet"].network._model
+def test_every_weighted_layer_is_loaded_from_the_h5(keras_engine):
+    model = keras_engine.backends["facenet"].network._model
     weighted = [layer for layer in model.layers if layer.weights]
     with h5py.File(FACENET_WEIGHTS, "r") as h5:
         group = h5["model_weights"]
@@ -53,8 +61,8 @@ def test_every_weighted_layer_is_loaded_from_the_h5(facenet_engine):
         assert float(np.abs(kernel).sum()) > 0
 
 
-def test_embeddings_are_l2_normalised_and_distinct(facenet_engine, face_crops):
-    features = facenet_engine.backends["facenet"].network.embed(face_crops)
+def test_embeddings_are_l2_normalised_and_distinct(network, face_crops):
+    features = network.embed(face_crops)
     assert features.shape == (len(face_crops), FACENET_DIM)
     assert features.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
@@ -63,28 +71,28 @@ def test_embeddings_are_l2_normalised_and_distinct(facenet_engine, face_crops):
     assert off_diagonal.max() < 0.9  # five different people are not near-identical
 
 
-def test_embedding_of_the_same_crop_is_deterministic(facenet_engine, face_crops):
-    first = facenet_engine.backends["facenet"].network.embed(face_crops[:1])
-    again = facenet_engine.backends["facenet"].network.embed(face_crops[:1])
-    in_batch = facenet_engine.backends["facenet"].network.embed(face_crops)[:1]
+def test_embedding_of_the_same_crop_is_deterministic(network, face_crops):
+    first = network.embed(face_crops[:1])
+    again = network.embed(face_crops[:1])
+    in_batch = network.embed(face_crops)[:1]
     assert_same_vectors(again, first)
     assert_same_vectors(in_batch, first)  # another batch shape: other float32 code paths, the same direction
 
 
-def test_empty_batch_gives_empty_features(facenet_engine):
-    features = facenet_engine.backends["facenet"].network.embed(np.zeros((0, 160, 160, 3), np.uint8))
+def test_empty_batch_gives_empty_features(network):
+    features = network.embed(np.zeros((0, 160, 160, 3), np.uint8))
     assert features.shape == (0, FACENET_DIM)
 
 
-def test_flip_averaging_changes_the_vector_a_little(facenet_engine, face_crops):
-    with_flip = facenet_engine.backends["facenet"].network.embed(face_crops, flip=True)
-    without = facenet_engine.backends["facenet"].network.embed(face_crops)
+def test_flip_averaging_changes_the_vector_a_little(network, face_crops):
+    with_flip = network.embed(face_crops, flip=True)
+    without = network.embed(face_crops)
     np.testing.assert_allclose(np.linalg.norm(without, axis=1), 1.0, atol=1e-5)
     cosine = np.sum(with_flip * without, axis=1)
     assert np.all(cosine > 0.85), cosine  # close: the same face
     assert np.all(cosine < 0.9999), cosine  # but not the same vector
     # and the flip-averaged vector is exactly the normalised mean of the face and its mirror
-    mirrored = facenet_engine.backends["facenet"].network.embed(face_crops[:, :, ::-1, :])
+    mirrored = network.embed(face_crops[:, :, ::-1, :])
     expected = without + mirrored
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     assert_same_vectors(with_flip, expected)
