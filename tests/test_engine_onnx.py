@@ -86,6 +86,7 @@ def test_an_index_built_on_one_runtime_is_searched_on_the_other(indexed_engine, 
     )["sources"][FACENET_WEIGHTS.name]
     # the keras engine searches the index the onnx engine built (same DATA_DIR)
     assert keras_engine.settings.data_dir == indexed_engine.settings.data_dir
+    keras_engine.refresh()  # its store was opened before the session index was built
     for relative in CLEAR_FACES.values():
         on_onnx = indexed_engine.search_path(sample(relative), k=3)
         on_keras = keras_engine.search_path(sample(relative), k=3)
