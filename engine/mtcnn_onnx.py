@@ -5,7 +5,7 @@ package ships (engine/onnx_export.py) and accepts them only when this detector f
 faces as the package. The stages below follow mtcnn 1.0 step by step (pyramid, per-scale and
 cross-scale NMS, square boxes, R-net and O-net refinement, landmarks) on photos of one shape, the
 only batches `engine.detect` makes; the two TensorFlow image ops it used are rewritten exactly:
-`tf.image.resize(method="area")` as two matrix products, `tf.image.crop_and_resize` (bilinear,
+`tf.image.resize(method="area")` from one integral image per photo, `tf.image.crop_and_resize` (bilinear,
 zero outside the photo) as a gather. Nothing here imports TensorFlow.
 """
 
@@ -58,9 +58,10 @@ class OnnxMTCNN:
     # ---- stages (mtcnn/stages/stage_*.py) -------------------------------------------------
     def _pnet(self, batch: np.ndarray, min_face_size: int) -> np.ndarray:
         height, width = batch.shape[1:3]
+        pyramid = AreaPyramid(batch)  # once per batch: each level is then a few reads
         proposals = []
         for scale in scale_pyramid(width, height, min_face_size):
-            scaled = resize_area(batch, int(height * scale), int(width * scale))
+            scaled = pyramid.level(int(height * scale), int(width * scale))
             regression, classes = _run(self.sessions.pnet, scaled)
             boxes = _proposals(regression, classes, PNET_THRESHOLD)
             boxes[:, 1:5] /= scale
@@ -97,26 +98,45 @@ def scale_pyramid(width: int, height: int, min_face_size: int) -> np.ndarray:
     return (MIN_SIZE / min_face_size) * SCALE_FACTOR ** np.arange(count)
 
 
-def _area_axis(values: np.ndarray, axis: int, size_out: int) -> np.ndarray:
-    """TensorFlow's ResizeArea along one axis: output pixel `o` averages the input over [o·s, (o+1)·s), s =
-    size_in / size_out, each input pixel weighted by the share of it covered (pixels past the edge count as
-    the edge pixel, as in its kernel). Computed as differences of the running integral: O(pixels) per level."""
-    size_in = values.shape[axis]
-    scale = np.float32(size_in / size_out)
-    bounds = np.arange(size_out + 1, dtype=np.float32) * scale  # float32, as the kernel computes them
-    length = int(np.ceil(bounds[-1])) + 1
-    padded = np.take(values, np.minimum(np.arange(length), size_in - 1), axis=axis).astype(np.float64)
-    running = np.cumsum(padded, axis=axis)
-    running = np.concatenate([np.zeros_like(np.take(running, [0], axis=axis)), running], axis=axis)
-    whole = np.floor(bounds).astype(int)
-    fraction = (bounds.astype(np.float64) - whole).reshape([-1 if a == axis else 1 for a in range(values.ndim)])
-    integral = np.take(running, whole, axis=axis) + fraction * np.take(padded, whole, axis=axis)
-    return (np.diff(integral, axis=axis) / np.float64(scale)).astype(np.float32)
+class AreaPyramid:
+    """`tf.image.resize(batch, size, method="area")` at every pyramid level, from one integral image per batch.
+
+    TensorFlow's ResizeArea averages, for output pixel (o, p), the input over [o·sy, (o+1)·sy) × [p·sx, (p+1)·sx)
+    (s = size_in / size_out, bounds in float32), each pixel weighted by the share of it covered, pixels past the
+    edge counting as the edge pixel. The integral of that piecewise-constant image is bilinear within each
+    pixel, so each level is four interpolated reads of the integral image: O(output pixels) per level.
+    """
+
+    def __init__(self, batch: np.ndarray):
+        self.height, self.width = batch.shape[1:3]
+        padded = np.pad(batch.astype(np.float64), ((0, 0), (0, 2), (0, 2), (0, 0)), mode="edge")
+        integral = np.zeros((padded.shape[0], padded.shape[1] + 1, padded.shape[2] + 1, padded.shape[3]))
+        integral[:, 1:, 1:] = padded.cumsum(axis=1).cumsum(axis=2)
+        self.integral = integral
+
+    @staticmethod
+    def _bounds(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.float32]:
+        scale = np.float32(size_in / size_out)
+        bounds = np.arange(size_out + 1, dtype=np.float32) * scale  # float32, as the kernel computes them
+        whole = np.floor(bounds).astype(int)
+        return whole, bounds.astype(np.float64) - whole, scale
+
+    def level(self, height: int, width: int) -> np.ndarray:
+        rows, row_share, scale_y = self._bounds(self.height, height)
+        columns, column_share, scale_x = self._bounds(self.width, width)
+        by_rows = self.integral[:, rows] + row_share[None, :, None, None] * (
+            self.integral[:, rows + 1] - self.integral[:, rows]
+        )
+        corners = by_rows[:, :, columns] + column_share[None, None, :, None] * (
+            by_rows[:, :, columns + 1] - by_rows[:, :, columns]
+        )
+        area = corners[:, 1:, 1:] - corners[:, :-1, 1:] - corners[:, 1:, :-1] + corners[:, :-1, :-1]
+        return (area / (np.float64(scale_y) * np.float64(scale_x))).astype(np.float32)
 
 
 def resize_area(batch: np.ndarray, height: int, width: int) -> np.ndarray:
     """`tf.image.resize(batch, (height, width), method="area")` for an (N, H, W, C) float batch."""
-    return _area_axis(_area_axis(batch, 1, height), 2, width)
+    return AreaPyramid(batch).level(height, width)
 
 
 def crop_and_resize(batch: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:

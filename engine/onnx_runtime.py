@@ -109,8 +109,8 @@ class SessionConfig:
     device: str = "cpu"
 
 
-def verified_graph(models_dir: Path, filename: str) -> bytes:
-    """A graph's bytes, checked against the manifest's sha256 (ModelUnavailableError naming the file)."""
+def verified_graph(models_dir: Path, filename: str) -> Path:
+    """A graph's path once its bytes match the manifest's sha256 (else ModelUnavailableError naming the file)."""
     path = Path(models_dir) / filename
     entry = read_manifest(models_dir)["graphs"].get(filename)
     if entry is None:
@@ -123,14 +123,14 @@ def verified_graph(models_dir: Path, filename: str) -> bytes:
             f"ONNX graph {path} is damaged or of other weights (sha256 {actual[:12]}…, "
             f"{path.stat().st_size} bytes; the manifest says {entry['sha256'][:12]}…, {entry.get('bytes')} bytes); {FETCH_HINT}"
         )
-    return path.read_bytes()
+    return path
 
 
 def open_session(models_dir: Path, filename: str, config: SessionConfig, *, gpu: bool = False):
     """An ONNX Runtime session on a verified graph: `config.threads` intra-op threads, no spinning between runs
     (detection runs numpy between the networks' calls, on the same cores)."""
     ort = onnxruntime_module()
-    graph = verified_graph(models_dir, filename)
+    graph = verified_graph(models_dir, filename)  # ONNX Runtime reads the file itself: no second copy in memory
     options = ort.SessionOptions()
     options.intra_op_num_threads = config.threads
     options.inter_op_num_threads = 1
@@ -140,7 +140,7 @@ def open_session(models_dir: Path, filename: str, config: SessionConfig, *, gpu:
     if gpu and config.device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     try:
-        return ort.InferenceSession(graph, options, providers=providers)
+        return ort.InferenceSession(str(graph), options, providers=providers)
     except Exception as error:  # onnxruntime raises its own kinds for a graph it cannot load
         path = Path(models_dir) / filename
         raise ModelUnavailableError(f"ONNX Runtime cannot load {path} ({error}); {FETCH_HINT}") from None

@@ -44,6 +44,9 @@ def cli_place(indexed_engine, tmp_path_factory) -> CliPlace:
     place.models_dir.mkdir()
     place.cwd.mkdir()
     (place.models_dir / FACENET_WEIGHTS.name).symlink_to(FACENET_WEIGHTS)  # VGG16 stays unavailable
+    for graph in [*FACENET_WEIGHTS.parent.glob("*.onnx"), FACENET_WEIGHTS.parent / "onnx.json"]:
+        if graph.is_file():  # the ONNX graphs `models fetch` wrote: the default runtime, as for a user
+            (place.models_dir / graph.name).symlink_to(graph)
     shutil.copytree(indexed_engine.settings.index_dir("facenet"), place.data_dir / "index" / "facenet")
     place.env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
     place.env.update(
