@@ -7,6 +7,8 @@ Each figure comes from real `python -m engine` processes, the two runtimes side 
   - search: `python -m engine search` of --queries one-face photos in one call, and of one photo alone:
     per photo = (time of the many - time of the one) / (queries - 1), so start-up is not counted; the
     engine's own detect/embed/search split from --json; peak resident memory of the one-photo process;
+  - the bot: a process importing the bot's modules, warming the engine up and answering one photo: the time
+    from its start to that answer (disk cache warm: the searches just ran) and its peak resident memory;
   - answers: the share of queries with the same top-1 photo on both runtimes (each on its own index).
 Peak memory is the process's max RSS (wait4's rusage). Usage:
   python benchmarks/bench_runtime.py [--gallery-size 300] [--queries 100]
@@ -53,6 +55,28 @@ def run_engine(args: list[str], runtime: str, data_dir: Path) -> tuple[float, fl
     return seconds, int(peak.split()[1]) / 1024, done.stdout
 
 
+# What the bot does before its first answer: its modules, the engine's warm-up, one search (no Telegram).
+BOT_START = (
+    "import resource, sys, time; started = time.perf_counter(); "
+    "import bot.app, bot.handlers; from engine import Engine, EngineSettings; "
+    "engine = Engine(EngineSettings()); engine.warm_up('facenet'); "
+    "engine.search_bytes(open(sys.argv[1], 'rb').read()); "
+    "print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+)
+
+
+def bot_start(runtime: str, data_dir: Path, photo: str) -> tuple[float, float]:
+    """(seconds from interpreter start to the first answer, peak RSS in MiB) of a bot-like process."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
+    env.update(ENGINE_RUNTIME=runtime, DATA_DIR=str(data_dir), TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", BOT_START, photo], env=env, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{runtime}: the bot start failed:\n{done.stderr[-2000:]}")
+    _, peak = (float(v) for v in done.stdout.split())
+    return time.perf_counter() - started, peak
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gallery-size", type=int, default=300, help="photos of LFW-1508 indexed per runtime (1508: all)")
@@ -89,7 +113,9 @@ def main() -> int:
         results = [json.loads(line) for line in out.strip().splitlines()]
         split = {key: sum(r["ms"][key] for r in results) / len(results) for key in ("detect", "embed", "search")}
         answers[runtime] = [r["faces"][0]["matches"][0]["path"] if r["faces"] else None for r in results]
+        start_s, start_peak = bot_start(runtime, data, queries[0])
         figures[runtime].update(
+            bot_first_answer_s=start_s, bot_peak_mib=start_peak,
             search_one_s=one_s, search_one_peak_mib=one_peak, search_many_peak_mib=many_peak,
             per_photo_ms=(many_s - one_s) / (len(queries) - 1) * 1000, **{f"{k}_ms": v for k, v in split.items()},
         )  # fmt: skip
@@ -105,6 +131,8 @@ def main() -> int:
         ("search: one-photo process (s)", "search_one_s", "{:10.2f}"),
         ("search: one-photo peak RSS (MiB)", "search_one_peak_mib", "{:10.0f}"),
         (f"search: {len(queries)}-photo peak RSS (MiB)", "search_many_peak_mib", "{:10.0f}"),
+        ("bot: start to first answer (s)", "bot_first_answer_s", "{:10.2f}"),
+        ("bot: peak RSS after it (MiB)", "bot_peak_mib", "{:10.0f}"),
     ]
     for label, key, fmt in rows:
         onnx, keras = figures["onnx"][key], figures["keras"][key]
