@@ -54,7 +54,7 @@ def print_report(report: IndexReport) -> None:
         f"{report.images_per_second:.1f} images/s"
     )
     if report.rebuilt:
-        print("  (the index held vectors of other weights, settings or gallery: rebuilt from scratch)")
+        print(f"  (the index {report.rebuilt_reason or 'held vectors of other weights, settings or gallery'}: rebuilt from scratch)")
     for line in report.skipped_files[:20]:
         print(f"  skipped {line}")
 

@@ -31,6 +31,13 @@ class Searcher:
         model = self.backend.name
         if header is None:
             raise IndexUnavailableError(f"no {model} index yet; build it with: python -m engine index --model {model}")
+        layout = self.backend.settings.gallery_layout
+        if header.layout != layout:
+            raise IndexUnavailableError(
+                f"the {model} index was built in the {header.layout} layout but GALLERY_LAYOUT is {layout}: search with "
+                f"GALLERY_LAYOUT={header.layout} (or --layout {header.layout}), or rebuild it with: "
+                f"python -m engine index --model {model} --layout {layout}"
+            )
         if header.model != model or header.fingerprint != self.backend.fingerprint():
             raise IndexUnavailableError(
                 f"the {model} index was built with other weights or settings; rebuild it with: python -m engine index --model {model}"

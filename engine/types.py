@@ -118,7 +118,8 @@ class IndexReport:
     seconds: float = 0.0
     device: str = ""  # where it was embedded ("CPU (2 cores), ...", "GPU (...)", "Ray cluster local")
     pipeline: str = ""  # where the time went: decode / detect / embed / waiting
-    rebuilt: bool = False  # the store held another model's, settings' or gallery's vectors and was emptied
+    rebuilt: bool = False  # the store held another model's, settings', gallery's or layout's vectors and was emptied
+    rebuilt_reason: str = ""  # why, in words
     stopped: bool = False  # asked to stop before the end: what was embedded is committed, the rest waits
     skipped_files: list[str] = field(default_factory=list)
 

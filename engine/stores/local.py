@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from filelock import FileLock, Timeout
 
 from engine.errors import IndexBusyError, IndexUnavailableError
-from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader
+from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader, landmarks_tuple
 
 _metadata = sa.MetaData()
 _faces = sa.Table(
@@ -53,7 +53,11 @@ _faces = sa.Table(
     sa.Column("y", sa.Integer, nullable=False),
     sa.Column("w", sa.Integer, nullable=False),
     sa.Column("h", sa.Integer, nullable=False),
+    sa.Column("confidence", sa.Float, nullable=True),  # NULL: written before detection details were kept
+    sa.Column("landmarks", sa.String, nullable=True),  # JSON [[x, y] * 5]
 )
+# columns added after stores were first written: an older store gets them (NULL) when opened
+_ADDED_FACE_COLUMNS = {"confidence": "FLOAT", "landmarks": "VARCHAR"}
 _files = sa.Table(
     "files",
     _metadata,
@@ -153,6 +157,10 @@ class LocalStore:
                 conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
                 for index in table.indexes:
                     conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+            present = {column["name"] for column in sa.inspect(conn).get_columns("faces")}
+            for column, kind in _ADDED_FACE_COLUMNS.items():
+                if column not in present:
+                    conn.exec_driver_sql(f"ALTER TABLE faces ADD COLUMN {column} {kind}")
         self._snapshot = _EMPTY
         self.refresh()
 
@@ -231,7 +239,7 @@ class LocalStore:
             return {}
         with self._engine.connect() as conn:
             found = conn.execute(sa.select(_faces).where(_faces.c.id.in_(sorted(ids)))).all()
-        return {r.id: FaceRow(r.path, r.name, (r.x, r.y, r.w, r.h)) for r in found}
+        return {r.id: _face_row(r) for r in found}
 
     def files(self) -> dict[str, FileRecord]:
         with self._engine.connect() as conn:
@@ -374,7 +382,7 @@ class LocalStore:
                     conn.execute(
                         _faces.insert(),
                         [
-                            {"id": int(i), "path": r.path, "name": r.name, "x": r.box[0], "y": r.box[1], "w": r.box[2], "h": r.box[3]}
+                            {"id": int(i), **_face_columns(r)}
                             for i, r in zip(new_ids[start : start + 50_000], changes.rows[start : start + 50_000])
                         ],
                     )
@@ -529,6 +537,17 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=FULL")  # WAL + FULL: a committed transaction survives a power cut
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _face_columns(row: FaceRow) -> dict:
+    x, y, w, h = row.box
+    landmarks = None if row.landmarks is None else json.dumps([list(point) for point in row.landmarks])
+    return {"path": row.path, "name": row.name, "x": x, "y": y, "w": w, "h": h, "confidence": row.confidence, "landmarks": landmarks}
+
+
+def _face_row(r) -> FaceRow:
+    landmarks = None if r.landmarks is None else landmarks_tuple(json.loads(r.landmarks))
+    return FaceRow(r.path, r.name, (r.x, r.y, r.w, r.h), r.confidence, landmarks)
 
 
 def _check_vectors(changes: Changes, dim: int) -> np.ndarray:
