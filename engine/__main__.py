@@ -116,7 +116,7 @@ def run_command(args: argparse.Namespace, settings: EngineSettings) -> int:
     if args.command == "index":
         return commands.index(settings, args.gallery, args.model, as_json=args.json, wait=not args.no_wait)
     if args.command == "search":
-        return commands.search(settings, args.images, args.model, args.k, args.max_faces, args.json)
+        return commands.search(settings, args.images, args.model, args.k, args.max_faces, args.json, args.limit)
     if args.command == "eval":
         if args.open_set:
             return commands.evaluate_open_set(settings, args.gallery, args.model, args.limit, args.out, args.seed)

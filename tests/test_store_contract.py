@@ -401,3 +401,15 @@ def test_local_store_written_before_detection_details_opens_with_them_unknown(tm
         assert again.search(-vectors[:1], 1)[0][0].row == new
     finally:
         again.close()
+
+
+def test_search_with_vectors_gives_the_stored_vectors(store):
+    rows, vectors, _ = filled(store, people=8, per_person=3)  # local: through merges, several segments
+    store.apply(Changes(remove_paths={rows[0].path}))
+    hits = store.search(vectors[[5, 9]], 6, with_vectors=True)
+    for query in hits:
+        assert len(query) == 6
+        for hit in query:
+            want = vectors[rows.index(hit.row)]
+            assert float(hit.vector @ want) >= 0.99999
+    assert all(hit.vector is None for hit in store.search(vectors[:1], 3)[0])

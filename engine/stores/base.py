@@ -79,6 +79,7 @@ class StoreHeader:
 class Hit:
     similarity: float  # inner product of unit vectors: cosine similarity, 1 = identical
     row: FaceRow
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)  # the stored vector, when asked for
 
 
 @dataclass
@@ -124,8 +125,9 @@ class VectorStore(Protocol):
     def apply(self, changes: Changes) -> None:
         """Apply one change set atomically and durably (see `Changes`)."""
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
-        """The k best hits per query (fewer when the store holds fewer), best first."""
+    def search(self, queries: np.ndarray, k: int, *, with_vectors: bool = False) -> list[list[Hit]]:
+        """The k best hits per query (fewer when the store holds fewer), best first; `with_vectors`: each hit
+        carries its stored vector (query expansion)."""
 
     def files(self) -> dict[str, FileRecord]:
         """Every gallery file the store knows, by relative path."""

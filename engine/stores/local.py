@@ -181,7 +181,7 @@ class LocalStore:
     def version(self) -> str:
         return self._snapshot.version
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+    def search(self, queries: np.ndarray, k: int, *, with_vectors: bool = False) -> list[list[Hit]]:
         snap = self._snapshot  # one read: a concurrent refresh() does not change what this search sees
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim == 1:
@@ -208,10 +208,13 @@ class LocalStore:
         top_sims = np.take_along_axis(sims_all, order, axis=1)
         top_ids = np.take_along_axis(ids_all, order, axis=1)
         rows = self._rows_by_id({int(i) for i in top_ids[top_ids >= 0]})
+        vectors = _vectors_by_id(snap, top_ids[top_ids >= 0]) if with_vectors else {}
         results = []
         for qs, qi in zip(top_sims, top_ids):
             # a row removed by a commit newer than this snapshot is gone from SQLite: skip it
-            results.append([Hit(float(s), rows[int(i)]) for s, i in zip(qs, qi) if i >= 0 and int(i) in rows])
+            results.append(
+                [Hit(float(s), rows[int(i)], vectors.get(int(i))) for s, i in zip(qs, qi) if i >= 0 and int(i) in rows]
+            )
         return results
 
     def _search_segments(self, snap: _Snapshot, queries: np.ndarray, k: int) -> tuple[list, list]:
@@ -599,6 +602,24 @@ def _vectors_of(index) -> tuple[np.ndarray, np.ndarray]:
     inner = faiss.downcast_index(index.index)
     storage = faiss.downcast_index(inner.storage) if isinstance(inner, faiss.IndexHNSW) else inner
     return storage.reconstruct_n(0, storage.ntotal), _ids_of(index)
+
+
+def _vectors_by_id(snap: _Snapshot, ids: np.ndarray) -> dict[int, np.ndarray]:
+    """Stored vectors of `ids`, reconstructed from the segments that hold them (flat or HNSW-flat: exact copies)."""
+    import faiss
+
+    wanted = np.unique(ids)
+    found: dict[int, np.ndarray] = {}
+    for segment in snap.segments:
+        held = _ids_of(segment.index)
+        positions = np.flatnonzero(np.isin(held, wanted))
+        if not len(positions):
+            continue
+        inner = faiss.downcast_index(segment.index.index)
+        storage = faiss.downcast_index(inner.storage) if isinstance(inner, faiss.IndexHNSW) else inner
+        for position in positions:
+            found[int(held[position])] = storage.reconstruct(int(position))
+    return found
 
 
 def _is_hnsw(index) -> bool:

@@ -133,7 +133,7 @@ class MilvusStore:
             self._schema_current = set(_ROW_FIELDS) <= fields
         return self._schema_current
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+    def search(self, queries: np.ndarray, k: int, *, with_vectors: bool = False) -> list[list[Hit]]:
         queries = np.asarray(queries, dtype=np.float32)
         if queries.ndim == 1:
             queries = queries[None]
@@ -143,14 +143,15 @@ class MilvusStore:
             self.faces,
             data=queries.tolist(),
             limit=k,
-            output_fields=_ROW_FIELDS,
+            output_fields=_ROW_FIELDS + (["vector"] if with_vectors else []),
             search_params={"metric_type": "IP", "params": {"ef": max(self.ef_search, k)}},
         )
         out = []
         for hits in results:
             row_hits = []
             for hit in hits:
-                row_hits.append(Hit(float(hit["distance"]), _face_row(hit["entity"])))
+                vector = np.asarray(hit["entity"]["vector"], np.float32) if with_vectors else None
+                row_hits.append(Hit(float(hit["distance"]), _face_row(hit["entity"]), vector))
             row_hits.sort(key=lambda h: -h.similarity)
             out.append(row_hits)
         return out
