@@ -300,14 +300,14 @@ def indexing_speed(base: EngineSettings, gallery: Path, work: Path, count: int) 
 
 
 def tuning_grid(params):
-    """Plain thresholds (no cohort, no expansion: today's engine), then cohort and expansion around them."""
-    for threshold in (0.45, 0.5, 0.55, 0.6, 0.65, 0.7):
+    """Plain thresholds (no cohort, no expansion: today's engine), then the cohort and the expansion around them."""
+    for threshold in (0.55, 0.6, 0.65, 0.7):
         yield replace(params, threshold=threshold, cohort_weight=0.0, expand=0)
-    for weight in (0.5, 1.0):
-        for threshold in (0.35, 0.4, 0.45, 0.5, 0.55):
-            for expand, expand_threshold in ((0, 1.0), (3, 0.5), (5, 0.5), (5, 0.6)):
+    for weight, thresholds in ((0.5, (0.42, 0.45, 0.48)), (1.0, (0.26, 0.3, 0.34))):
+        for threshold in thresholds:
+            for expand in (0, 5):
                 yield replace(params, threshold=threshold, cohort_weight=weight, expand=expand,
-                              expand_threshold=expand_threshold)
+                              expand_threshold=threshold + 0.1)
 
 
 if __name__ == "__main__":

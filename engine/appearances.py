@@ -28,6 +28,8 @@ import numpy as np
 
 from engine.stores.base import Hit, VectorStore
 
+MAX_NEIGHBOURS = 16_384  # Milvus' largest top-k: a face is found in at most this many gallery faces
+
 
 @dataclass(frozen=True)
 class AppearanceParams:
@@ -38,7 +40,7 @@ class AppearanceParams:
     cohort_default: float = 0.2  # assumed when the store holds fewer faces than `cohort_from`
     expand: int = 5  # confident faces averaged into the query (0: no expansion)
     expand_threshold: float = 0.55  # score from which a face is confident enough to expand with
-    first_k: int = 256  # neighbours asked for first; more (x4) while the last one could still pass
+    first_k: int = 128  # neighbours asked for first; more (x4) while the last one could still pass
 
     def describe(self) -> str:
         return (
@@ -56,13 +58,13 @@ class Appearance:
     similarity: float  # cosine similarity to the query face itself
 
 
-def neighbours(store: VectorStore, query: np.ndarray, floor: float, first_k: int) -> list[Hit]:
-    """Every face with similarity >= `floor` (and at least `first_k` faces), best first, with their vectors."""
-    total = store.count
+def neighbours(store: VectorStore, query: np.ndarray, floor: float | None, first_k: int) -> list[Hit]:
+    """Every face with similarity >= `floor` (and at least `first_k` faces; None: just those), best first."""
+    total = min(store.count, MAX_NEIGHBOURS)
     k = min(first_k, total)
     while True:
-        hits = store.search(query[None], k, with_vectors=True)[0]
-        if k >= total or not hits or hits[-1].similarity < floor or len(hits) < k:
+        hits = store.search(query[None], k)[0]
+        if floor is None or k >= total or not hits or hits[-1].similarity < floor or len(hits) < k:
             return hits
         k = min(total, k * 4)
 
@@ -72,34 +74,35 @@ def cohort_level(hits: list[Hit], params: AppearanceParams) -> float:
     return float(np.mean([hit.similarity for hit in part])) if part else params.cohort_default
 
 
+def _scored(store: VectorStore, query: np.ndarray, params: AppearanceParams) -> tuple[list[Hit], float]:
+    """The query's neighbours down to what could pass, and its cohort term."""
+    hits = neighbours(store, query, None, max(params.first_k, params.cohort_from + params.cohort_size))
+    cohort = params.cohort_weight * cohort_level(hits, params)
+    if hits and hits[-1].similarity >= params.threshold + cohort and len(hits) < min(store.count, MAX_NEIGHBOURS):
+        hits = neighbours(store, query, params.threshold + cohort, len(hits) * 4)
+    return hits, cohort
+
+
 def appearances(store: VectorStore, query: np.ndarray, params: AppearanceParams) -> list[Appearance]:
     """Gallery faces of the query's person (any number of them, several per photo possible), best first."""
     query = np.asarray(query, np.float32).reshape(-1)
     if store.count == 0:
         return []
-    hits = neighbours(store, query, -1.0, max(params.first_k, params.cohort_from + params.cohort_size))
-    cohort = params.cohort_weight * cohort_level(hits, params)
-    hits = _more_if_needed(store, query, hits, params.threshold + cohort, params.first_k)
-    scored = [Appearance(hit, hit.similarity - cohort, hit.similarity) for hit in hits]
-    confident = [a for a in scored if a.score >= params.expand_threshold][: params.expand]
-    if params.expand and confident:
-        expanded = query + sum(a.hit.vector for a in confident if a.hit.vector is not None)
-        expanded = expanded / np.linalg.norm(expanded)
-        hits = neighbours(store, expanded, -1.0, max(params.first_k, params.cohort_from + params.cohort_size))
-        cohort = params.cohort_weight * cohort_level(hits, params)
-        hits = _more_if_needed(store, expanded, hits, params.threshold + cohort, params.first_k)
-        scored = [Appearance(hit, hit.similarity - cohort, _similarity(query, hit)) for hit in hits]
-    return [a for a in scored if a.score >= params.threshold]
-
-
-def _similarity(query: np.ndarray, hit: Hit) -> float:
-    return float(query @ hit.vector) if hit.vector is not None else hit.similarity
-
-
-def _more_if_needed(store, query, hits: list[Hit], floor: float, first_k: int) -> list[Hit]:
-    if hits and hits[-1].similarity >= floor and len(hits) < store.count:
-        return neighbours(store, query, floor, len(hits) * 4)
-    return hits
+    hits, cohort = _scored(store, query, params)
+    # the score is the similarity less a constant: the confident faces are the first ones
+    confident = sum(1 for hit in hits[: params.expand] if hit.similarity - cohort >= params.expand_threshold)
+    if not confident:
+        return [Appearance(hit, hit.similarity - cohort, hit.similarity) for hit in hits if hit.similarity - cohort >= params.threshold]
+    with_vectors = store.search(query[None], confident, with_vectors=True)[0]
+    expanded = query + np.sum([hit.vector for hit in with_vectors], axis=0)
+    expanded = expanded / np.linalg.norm(expanded)
+    first = {hit.row.key: hit.similarity for hit in hits}
+    hits, cohort = _scored(store, expanded, params)
+    passed = [hit for hit in hits if hit.similarity - cohort >= params.threshold]
+    if any(hit.row.key not in first for hit in passed):  # found through the expansion: its similarity to the query
+        for hit in store.search(expanded[None], len(hits), with_vectors=True)[0]:
+            first.setdefault(hit.row.key, float(query @ hit.vector))
+    return [Appearance(hit, hit.similarity - cohort, first.get(hit.row.key, hit.similarity)) for hit in passed]
 
 
 def best_per_photo(found: list[Appearance]) -> list[Appearance]:

@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from filelock import FileLock, Timeout
 
 from engine.errors import IndexBusyError, IndexUnavailableError
-from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader, landmarks_tuple
+from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader
 
 _metadata = sa.MetaData()
 _faces = sa.Table(
@@ -549,7 +549,7 @@ def _face_columns(row: FaceRow) -> dict:
 
 
 def _face_row(r) -> FaceRow:
-    landmarks = None if r.landmarks is None else landmarks_tuple(json.loads(r.landmarks))
+    landmarks = None if r.landmarks is None else tuple(tuple(point) for point in json.loads(r.landmarks))
     return FaceRow(r.path, r.name, (r.x, r.y, r.w, r.h), r.confidence, landmarks)
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import IndexBusyError, IndexUnavailableError, StoreUnavailableError
-from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader, landmarks_tuple
+from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader
 
 _CHUNK = 60_000  # base64 characters per meta row (VARCHAR max 65,535)
 _MAX_PATH = 4096
@@ -345,7 +345,7 @@ def _face_fields(row: FaceRow) -> dict:
 
 def _face_row(e: dict) -> FaceRow:
     confidence = None if e["confidence"] < 0 else float(e["confidence"])
-    landmarks = landmarks_tuple(json.loads(e["landmarks"])) if e["landmarks"] else None
+    landmarks = tuple(tuple(point) for point in json.loads(e["landmarks"])) if e["landmarks"] else None
     return FaceRow(e["path"], e["name"], (e["x"], e["y"], e["w"], e["h"]), confidence, landmarks)
 
 
