@@ -34,18 +34,20 @@ MAX_NEIGHBOURS = 16_384  # Milvus' largest top-k: a face is found in at most thi
 @dataclass(frozen=True)
 class AppearanceParams:
     threshold: float = 0.42  # normalised score from which a gallery face is the query's person
+    accept: float = 0.0  # ...once the best face's score reaches this (is the person in the gallery at all?)
     cohort_from: int = 64  # neighbour ranks whose mean similarity is the query's cohort level
     cohort_size: int = 64
     cohort_weight: float = 0.5
     cohort_default: float = 0.2  # assumed when the store holds fewer faces than `cohort_from`
     expand: int = 5  # confident faces averaged into the query (0: no expansion)
     expand_threshold: float = 0.55  # score from which a face is confident enough to expand with
+    expanded_threshold: float | None = None  # the expanded query's `threshold` (None: the same)
     first_k: int = 128  # neighbours asked for first; more (x4) while the last one could still pass
 
     def describe(self) -> str:
         return (
-            f"threshold {self.threshold}, cohort ranks {self.cohort_from}+{self.cohort_size} x{self.cohort_weight}, "
-            f"expand {self.expand} from {self.expand_threshold}"
+            f"threshold {self.threshold}, accept {self.accept}, cohort ranks {self.cohort_from}+{self.cohort_size} x{self.cohort_weight}, "
+            f"expand {self.expand} from {self.expand_threshold}, then threshold {self.expanded_threshold}"
         )
 
 
@@ -74,12 +76,14 @@ def cohort_level(hits: list[Hit], params: AppearanceParams) -> float:
     return float(np.mean([hit.similarity for hit in part])) if part else params.cohort_default
 
 
-def _scored(store: VectorStore, query: np.ndarray, params: AppearanceParams) -> tuple[list[Hit], float]:
-    """The query's neighbours down to what could pass, and its cohort term."""
+def _scored(
+    store: VectorStore, query: np.ndarray, params: AppearanceParams, threshold: float
+) -> tuple[list[Hit], float]:
+    """The query's neighbours down to what could pass `threshold`, and its cohort term."""
     hits = neighbours(store, query, None, max(params.first_k, params.cohort_from + params.cohort_size))
     cohort = params.cohort_weight * cohort_level(hits, params)
-    if hits and hits[-1].similarity >= params.threshold + cohort and len(hits) < min(store.count, MAX_NEIGHBOURS):
-        hits = neighbours(store, query, params.threshold + cohort, len(hits) * 4)
+    if hits and hits[-1].similarity >= threshold + cohort and len(hits) < min(store.count, MAX_NEIGHBOURS):
+        hits = neighbours(store, query, threshold + cohort, len(hits) * 4)
     return hits, cohort
 
 
@@ -88,7 +92,9 @@ def appearances(store: VectorStore, query: np.ndarray, params: AppearanceParams)
     query = np.asarray(query, np.float32).reshape(-1)
     if store.count == 0:
         return []
-    hits, cohort = _scored(store, query, params)
+    hits, cohort = _scored(store, query, params, params.threshold)
+    if not hits or hits[0].similarity - cohort < max(params.accept, params.threshold):
+        return []  # the best face is not close enough: not in any photo
     # the score is the similarity less a constant: the confident faces are the first ones
     confident = sum(1 for hit in hits[: params.expand] if hit.similarity - cohort >= params.expand_threshold)
     if not confident:
@@ -97,8 +103,9 @@ def appearances(store: VectorStore, query: np.ndarray, params: AppearanceParams)
     expanded = query + np.sum([hit.vector for hit in with_vectors], axis=0)
     expanded = expanded / np.linalg.norm(expanded)
     first = {hit.row.key: hit.similarity for hit in hits}
-    hits, cohort = _scored(store, expanded, params)
-    passed = [hit for hit in hits if hit.similarity - cohort >= params.threshold]
+    threshold = params.threshold if params.expanded_threshold is None else params.expanded_threshold
+    hits, cohort = _scored(store, expanded, params, threshold)
+    passed = [hit for hit in hits if hit.similarity - cohort >= threshold]
     if any(hit.row.key not in first for hit in passed):  # found through the expansion: its similarity to the query
         for hit in store.search(expanded[None], len(hits), with_vectors=True)[0]:
             first.setdefault(hit.row.key, float(query @ hit.vector))
