@@ -217,6 +217,11 @@ class Engine:
                 )
             return self._registries[model]
 
+    def sync_people(self, model: str = "facenet") -> SyncReport:
+        """Bring the model's persons up to date with its store (a no-op when nothing was written since the last sync)."""
+        registry = self.people(model)
+        return registry.sync(self.searcher(model).store)
+
     def recluster_people(self, model: str = "facenet") -> SyncReport:
         """Group the model's faces into persons again from scratch (named persons kept)."""
         registry = self.people(model)

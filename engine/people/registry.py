@@ -332,13 +332,15 @@ class PeopleRegistry:
     def _sync(self, store: VectorStore, full: bool = False) -> SyncReport:
         report = SyncReport()
         store.refresh()
-        header = store.header
+        header, version = store.header, store.version
         current = {p: r.sha256 for p, r in store.files().items()} if header is not None else {}
         fingerprint = json.dumps([header.fingerprint, header.gallery] if header is not None else None)
         with self._engine.connect() as conn:
             known = dict(conn.execute(sa.select(_files.c.path, _files.c.sha256)).all())
             state = dict(conn.execute(sa.select(_state.c.key, _state.c.value)).all())
         full = full or state.get("fingerprint", fingerprint) != fingerprint or state.get("names", self.names) != self.names
+        if not full and state.get("store_version") == store.version and header is not None:
+            return report  # nothing written to the store since the last sync
         gone = {p for p in known if current.get(p) != known[p]}
         new = {p for p in current if known.get(p) != current[p]}
         # a removed photo whose content appears at exactly one new path moved there (the store kept its vectors)
@@ -418,7 +420,8 @@ class PeopleRegistry:
             if updates:
                 conn.execute(_UPDATE_PERSON, updates)
             _drop_empty_persons(conn)
-            for key, value in (("next_person", str(next_id)), ("fingerprint", fingerprint), ("names", self.names)):
+            settled = (("next_person", str(next_id)), ("fingerprint", fingerprint), ("names", self.names), ("store_version", version))
+            for key, value in settled:
                 conn.execute(_state.delete().where(_state.c.key == key))
                 conn.execute(_state.insert().values(key=key, value=value))
             report.persons = int(conn.execute(sa.select(sa.func.count()).select_from(_persons)).scalar() or 0)
