@@ -48,7 +48,7 @@ from engine.stores.local import LocalStore  # noqa: E402
 FOLDS = {"A-F": "ABCDEF", "G-L": "GHIJKL"}
 THRESHOLDS = [round(0.50 + 0.025 * i, 3) for i in range(15)]  # 0.50 .. 0.85
 MIN_FACES = [2, 3]
-NEIGHBOURS = 32
+NEIGHBOURS = 10  # CLUSTER_NEIGHBOURS' default
 DLIB_THRESHOLD = 0.5
 
 
@@ -128,41 +128,53 @@ def lfw_faces(kind: str):
     fallback); the few photos only the engine's padded last pass finds a face in are left out (their box is
     not cached), for every method alike.
     """
-    from lfw_cache import load_detections, load_embeddings
+    from lfw_cache import load_embeddings
+
+    rows, keep, people, detections = lfw_rows(kind)
+    plain, _ = load_embeddings(detections, "rotate-0.1", None, confidence=0.9, fallback=0.85)
+    vectors = plain[keep].astype(np.float32)
+    assert not np.isnan(vectors).any(), "a labelled face without an embedding"
+    return rows, vectors, people, len(detections.images) - len(keep)
+
+
+def lfw_rows(kind: str):
+    """(rows, their photo numbers, people, detections): the photos with a labelled face, from the detections cache."""
+    from lfw_cache import load_detections
 
     detections = load_detections(kind)
-    plain, _ = load_embeddings(detections, "rotate-0.1", None, confidence=0.9, fallback=0.85)
     rows, keep, people = [], [], []
     for i, path in enumerate(detections.images):
         face = detections.main_face(i, 0.9, 0.85)
-        if face is None or np.isnan(plain[i]).any():
-            continue
-        rows.append(FaceRow(path, "", tuple(int(v) for v in face.box)))
-        keep.append(i)
-        people.append(detections.people[i])
-    return rows, plain[keep].astype(np.float32), people, len(detections.images) - len(keep)
+        if face is not None:
+            rows.append(FaceRow(path, "", tuple(int(v) for v in face.box)))
+            keep.append(i)
+            people.append(detections.people[i])
+    return rows, keep, people, detections
 
 
-def dlib_encodings(kind: str, rows: list[FaceRow]) -> np.ndarray:
-    """face_recognition's encodings of the same faces (MTCNN's boxes), cached beside the FaceNet ones."""
-    import face_recognition
+def dlib_encodings(kind: str, rows: list[FaceRow], tag: str, compute: bool = True) -> np.ndarray | None:
+    """face_recognition's encodings of the same faces (MTCNN's boxes as the known face locations), cached per
+    photo kind and fold (`tag`); None when not cached and `compute` is off (0.15 s of CPU a face)."""
     from lfw_cache import LFW, cache_dir
 
-    path = cache_dir() / f"lfw-{kind}-dlib-encodings.npz"
+    path = cache_dir() / f"lfw-{kind}-{tag}-dlib-encodings.npz"
     if path.is_file():
         cached = np.load(path, allow_pickle=False)
         if list(cached["paths"]) == [r.path for r in rows]:
             return cached["encodings"]
+    if not compute:
+        return None
+    import face_recognition
+
     out = np.zeros((len(rows), 128), np.float32)
     started = time.perf_counter()
     for n, row in enumerate(rows):
         image = face_recognition.load_image_file(LFW / kind / row.path)
         x, y, w, h = row.box
         location = (max(0, y), min(image.shape[1], x + w), min(image.shape[0], y + h), max(0, x))  # top, right, bottom, left
-        found = face_recognition.face_encodings(image, known_face_locations=[location])
-        out[n] = found[0]
-        if n % 1000 == 0:
-            print(f"  dlib {kind}: {n}/{len(rows)} in {time.perf_counter() - started:.0f} s", flush=True)
+        out[n] = face_recognition.face_encodings(image, known_face_locations=[location])[0]
+        if n % 500 == 0:
+            print(f"  dlib {kind} {tag}: {n}/{len(rows)} in {time.perf_counter() - started:.0f} s", flush=True)
     np.savez(path, paths=np.array([r.path for r in rows]), encodings=out)
     return out
 
@@ -173,7 +185,7 @@ def chinese_whispers(encodings: np.ndarray) -> list:
     return list(dlib.chinese_whispers_clustering([dlib.vector(e.astype(float).tolist()) for e in encodings], DLIB_THRESHOLD))
 
 
-def run_lfw(kinds: list[str], runs: int) -> None:
+def run_lfw(kinds: list[str], runs: int, dlib_compute: bool) -> None:
     try:
         import face_recognition  # noqa: F401
 
@@ -185,7 +197,6 @@ def run_lfw(kinds: list[str], runs: int) -> None:
         rows, vectors, people, faceless = lfw_faces(kind)
         print(f"\n{kind}: {len(rows)} photos with a face ({faceless} without one, left out for every method)", flush=True)
         folds = {name: [i for i, p in enumerate(people) if p[0].upper() in letters] for name, letters in FOLDS.items()}
-        encodings = dlib_encodings(kind, rows) if have_dlib else None
         for tune, report in (("A-F", "G-L"), ("G-L", "A-F")):
             best = None
             grid = []
@@ -205,10 +216,13 @@ def run_lfw(kinds: list[str], runs: int) -> None:
             for n_runs in sorted({1, runs}):
                 result = evaluate(rows, vectors, people, folds[report], params, n_runs)
                 print(f"  reported on {report}, {n_runs} index run(s): {json.dumps(result)}", flush=True)
+            idx = folds[report]
+            encodings = dlib_encodings(kind, [rows[i] for i in idx], report, compute=dlib_compute) if have_dlib else None
+            if encodings is None and have_dlib:
+                print(f"  Chinese whispers on {report}: no dlib encodings cached (--dlib to compute them)")
             if encodings is not None:
-                idx = folds[report]
                 started = time.perf_counter()
-                labels = chinese_whispers(encodings[idx])
+                labels = chinese_whispers(encodings)
                 result = scores([people[i] for i in idx], labels)
                 result["seconds"] = round(time.perf_counter() - started, 2)
                 print(f"  Chinese whispers (dlib, 0.5) on {report}: {json.dumps(result)}", flush=True)
@@ -279,10 +293,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", default="deepfunneled,original_150px")
     parser.add_argument("--runs", type=int, default=4, help="index runs the photos arrive in (reported besides one run)")
+    parser.add_argument("--dlib", action="store_true", help="compute face_recognition's encodings when not cached (slow)")
+    parser.add_argument("--dlib-only", metavar="KIND:FOLD", help="only cache face_recognition's encodings of one kind and fold")
     parser.add_argument("--scale", type=int, help="cost on this many synthetic face-like vectors instead of LFW")
     parser.add_argument("--threshold", type=float, help="with --scale: the clustering threshold (default: the settings')")
     parser.add_argument("--min-faces", type=int, help="with --scale: min faces (default: the settings')")
     args = parser.parse_args()
+    if args.dlib_only:
+        kind, fold = args.dlib_only.split(":")
+        rows, _, people, _ = lfw_rows(kind)
+        dlib_encodings(kind, [r for r, p in zip(rows, people) if p[0].upper() in FOLDS[fold]], fold)
+        return 0
     if args.scale:
         from engine.settings import EngineSettings
 
@@ -294,7 +315,7 @@ def main() -> int:
     if lfw_root() is None:
         print("../shared/data/lfw not found: the LFW clustering benchmark needs it")
         return 0
-    run_lfw([k for k in args.kinds.split(",") if k], args.runs)
+    run_lfw([k for k in args.kinds.split(",") if k], args.runs, args.dlib)
     return 0
 
 

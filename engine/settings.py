@@ -101,7 +101,7 @@ class EngineSettings(BaseSettings):
         0.6, ge=-1.0, le=1.0, description="Cosine similarity from which two faces count as close when grouping faces into persons."
     )
     cluster_min_faces: int = Field(2, ge=2, description="Close faces (itself included) a face needs to found a new person.")
-    cluster_neighbours: int = Field(32, ge=1, le=1000, description="Neighbours asked of the store per face when grouping.")
+    cluster_neighbours: int = Field(10, ge=1, le=1000, description="Neighbours asked of the store per face when grouping.")
 
     def resolved_gallery(self) -> Path:
         """The gallery folder to index when none is given."""

@@ -359,7 +359,7 @@ def test_people_commands_name_merge_hide_unassign_and_refuse_bad_input(event):
         (("name", "999999", "Someone"), "no person with id 999999"),
         (("name", str(first), ""), "cannot be empty"),
         (("name", str(first), "x" * 65), "at most 64 characters"),
-        (("name", str(first), "Tab\there"), "control characters"),
+        (("name", str(first), "Bell\x07Man"), "control characters"),
         (("merge", str(first), "424242"), "no person with id 424242"),
         (("hide", "0"), "no person with id 0"),
         (("unassign", "event/nothing.jpg"), "no indexed face"),

@@ -16,6 +16,7 @@ Neighbours come from the vector store's ANN search (k per face), never from an n
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,19 +54,14 @@ def assign(pending: list[int], neighbours: Neighbours, person: np.ndarray, param
         for i in order:
             if person[i] != NO_PERSON:
                 continue
-            near = neighbours.index[i]
-            near = near[person[near] != EXCLUDED]
-            owners = person[near]
-            owners = owners[owners >= 0]
-            if len(owners):
-                ids, votes = np.unique(owners, return_counts=True)
-                ranked = np.argsort(-votes, kind="stable")
-                best = int(ids[ranked[0]])
-                runner_up = int(votes[ranked[1]]) if len(ranked) > 1 else 0
-                if votes[ranked[0]] < 2 * runner_up:
+            owners = person[neighbours.index[i]].tolist()
+            votes = Counter(p for p in owners if p >= 0)
+            if votes:
+                ranked = votes.most_common(2)
+                if len(ranked) > 1 and ranked[0][1] < 2 * ranked[1][1]:
                     continue  # close to two persons: wait
-                person[i] = best
-            elif len(near) + 1 >= params.min_faces:
+                person[i] = ranked[0][0]
+            elif sum(p != EXCLUDED for p in owners) + 1 >= params.min_faces:
                 person[i] = next_id
                 next_id += 1
             else:
