@@ -385,3 +385,27 @@ def test_people_commands_name_merge_hide_unassign_and_refuse_bad_input(event):
     assert done.returncode == 0, done.stderr
     again = {p["id"]: p for p in (json.loads(line) for line in run_cli(event, "--json").stdout.splitlines())}
     assert again[first]["name"] == "Firstname Lastname" and face not in again[first]["faces"]
+
+
+def test_milvus_and_local_stores_give_the_same_persons(tmp_path, sample_faces):
+    pytest.importorskip("milvus_lite")
+    from engine.stores.milvus import MilvusStore
+
+    rows, vectors = sample_faces
+    groups = []
+    for name in ("local", "milvus"):
+        if name == "milvus":
+            store = MilvusStore(str(tmp_path / "faces.db"), model="facenet")
+            store.initialise(StoreHeader("facenet", 128, "test", "/gallery"))
+            add(store, rows, vectors)
+        else:
+            store = unnamed_store(tmp_path / "store", rows, vectors)
+        reg = PeopleRegistry(tmp_path / name / "facenet.sqlite", names="clusters", params=PARAMS)
+        try:
+            reg.sync(store)
+            groups.append(sorted(sorted(f.path for f in p.faces) for p in reg.list()))
+        finally:
+            reg.close()
+            store.close()
+    assert groups[0] == groups[1]
+    assert len(groups[0]) >= 5

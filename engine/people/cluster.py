@@ -41,13 +41,15 @@ class Neighbours:
 
 
 def assign(pending: list[int], neighbours: Neighbours, person: np.ndarray, params: ClusterParams, next_id: int,
-           max_passes: int = 10) -> tuple[set[int], int]:
+           keys: list | None = None, max_passes: int = 10) -> tuple[set[int], int]:
     """Assign the `pending` faces (universe positions) to persons, changing `person` in place.
 
     `person[i]` is a person id, NO_PERSON, or EXCLUDED for every face of the universe (the pending faces
-    and their neighbours). New persons get ids from `next_id` on. Returns (faces assigned, the next free id).
+    and their neighbours). Faces with as many neighbours are taken in the order of `keys[i]` (default: i),
+    so the result does not depend on the order a store lists them in. New persons get ids from `next_id` on.
+    Returns (faces assigned, the next free id).
     """
-    order = sorted(pending, key=lambda i: (-len(neighbours.index[i]), i))
+    order = sorted(pending, key=lambda i: (-len(neighbours.index[i]), keys[i] if keys is not None else i))
     assigned: set[int] = set()
     for _ in range(max_passes):
         changed = False

@@ -471,9 +471,9 @@ class PeopleRegistry:
                 _search_into(store, todo, np.stack([vectors[k] for k in todo]), self.params, position, neighbours)
             array = np.array(person, dtype=np.int64)
             searched = sorted(neighbours.index)
-            _, next_id = assign(searched, neighbours, array, self.params, next_id)
-            person[:] = array.tolist()
             keys = list(universe)
+            _, next_id = assign(searched, neighbours, array, self.params, next_id, keys)
+            person[:] = array.tolist()
             todo = sorted({keys[j] for i in searched for j in neighbours.index[i] if person[j] == NO_PERSON and j not in neighbours.index})
             if not todo:
                 break
@@ -507,7 +507,7 @@ class PeopleRegistry:
         pending = [i for i in range(len(keys)) if person[i] == NO_PERSON]
         _search_into(store, [keys[i] for i in pending], vectors[pending], self.params, universe.__getitem__, neighbours)
         first_temporary = max(next_id, int(old.max(initial=0)) + 1)
-        assign(pending, neighbours, person, self.params, first_temporary)
+        assign(pending, neighbours, person, self.params, first_temporary, keys)
         # new groups take the ids of the unnamed persons they overlap most (largest overlaps first)
         overlap = Counter(
             (int(person[i]), int(old[i])) for i in pending if person[i] >= first_temporary and old[i] >= 0 and old[i] not in kept_persons
