@@ -24,7 +24,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -130,7 +130,7 @@ def clean_name(name: str) -> str:
         raise BadPersonNameError("a person's name cannot be empty")
     bad = [c for c in text if unicodedata.category(c) in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp") or c in _BIDI_CONTROLS]
     if bad:
-        raise BadPersonNameError(f"a person's name cannot hold control characters ({ascii(bad[0])})")
+        raise BadPersonNameError(f"a person's name cannot hold control characters ({bad[0]!a})")
     if len(text) > MAX_NAME_CHARS or len(text.encode()) > MAX_NAME_BYTES:
         raise BadPersonNameError(f"a person's name can be at most {MAX_NAME_CHARS} characters ({MAX_NAME_BYTES} bytes)")
     return text
