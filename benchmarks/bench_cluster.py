@@ -154,7 +154,7 @@ def lfw_rows(kind: str):
 
 def dlib_encodings(kind: str, rows: list[FaceRow], tag: str, compute: bool = True) -> np.ndarray | None:
     """face_recognition's encodings of the same faces (MTCNN's boxes as the known face locations), cached per
-    photo kind and fold (`tag`); None when not cached and `compute` is off (0.15 s of CPU a face)."""
+    photo kind and first letters of the names (`tag`); None when not cached and `compute` is off (0.15 s of CPU a face)."""
     from lfw_cache import LFW, cache_dir
 
     path = cache_dir() / f"lfw-{kind}-{tag}-dlib-encodings.npz"
@@ -185,7 +185,7 @@ def chinese_whispers(encodings: np.ndarray) -> list:
     return list(dlib.chinese_whispers_clustering([dlib.vector(e.astype(float).tolist()) for e in encodings], DLIB_THRESHOLD))
 
 
-def run_lfw(kinds: list[str], runs: int, dlib_compute: bool) -> None:
+def run_lfw(kinds: list[str], runs: int, dlib_compute: bool, dlib_letters: str) -> None:
     try:
         import face_recognition  # noqa: F401
 
@@ -213,16 +213,22 @@ def run_lfw(kinds: list[str], runs: int, dlib_compute: bool) -> None:
             for n_runs in sorted({1, runs}):
                 result = evaluate(rows, vectors, people, folds[report], params, n_runs)
                 print(f"  reported on {report}, {n_runs} index run(s): {json.dumps(result)}", flush=True)
-            idx = folds[report]
-            encodings = dlib_encodings(kind, [rows[i] for i in idx], report, compute=dlib_compute) if have_dlib else None
-            if encodings is None and have_dlib:
-                print(f"  Chinese whispers on {report}: no dlib encodings cached (--dlib to compute them)")
-            if encodings is not None:
-                started = time.perf_counter()
-                labels = chinese_whispers(encodings)
-                result = scores([people[i] for i in idx], labels)
-                result["seconds"] = round(time.perf_counter() - started, 2)
-                print(f"  Chinese whispers (dlib, 0.5) on {report}: {json.dumps(result)}", flush=True)
+            letters = "".join(c for c in FOLDS[report] if c in dlib_letters)
+            if not have_dlib or not letters:
+                continue
+            idx = [i for i in folds[report] if people[i][0].upper() in letters]
+            encodings = dlib_encodings(kind, [rows[i] for i in idx], letters, compute=dlib_compute)
+            if encodings is None:
+                print(f"  Chinese whispers on people {letters}: no dlib encodings cached (--dlib computes them)")
+                continue
+            started = time.perf_counter()
+            labels = chinese_whispers(encodings)
+            result = scores([people[i] for i in idx], labels)
+            result["seconds"] = round(time.perf_counter() - started, 2)
+            print(f"  side by side on people {letters} ({len(idx)} photos):", flush=True)
+            print(f"    Chinese whispers (dlib, 0.5): {json.dumps(result)}", flush=True)
+            result = evaluate(rows, vectors, people, idx, params, 1)
+            print(f"    ours ({params.threshold}, {params.min_faces}), one index run: {json.dumps(result)}", flush=True)
 
 
 def grid_search(rows, vectors, people, index: list[int]):
@@ -320,15 +326,17 @@ def main() -> int:
     parser.add_argument("--kinds", default="deepfunneled,original_150px")
     parser.add_argument("--runs", type=int, default=4, help="index runs the photos arrive in (reported besides one run)")
     parser.add_argument("--dlib", action="store_true", help="compute face_recognition's encodings when not cached (slow)")
-    parser.add_argument("--dlib-only", metavar="KIND:FOLD", help="only cache face_recognition's encodings of one kind and fold")
+    parser.add_argument("--dlib-letters", default="ABCDEFGHIJKL",
+                        help="Chinese whispers side by side on the people whose names start with these letters (of the fold reported on)")
+    parser.add_argument("--dlib-only", metavar="KIND:LETTERS", help="only cache face_recognition's encodings of these people")
     parser.add_argument("--scale", type=int, help="cost on this many synthetic face-like vectors instead of LFW")
     parser.add_argument("--threshold", type=float, help="with --scale: the clustering threshold (default: the settings')")
     parser.add_argument("--min-faces", type=int, help="with --scale: min faces (default: the settings')")
     args = parser.parse_args()
     if args.dlib_only:
-        kind, fold = args.dlib_only.split(":")
+        kind, letters = args.dlib_only.split(":")
         rows, _, people, _ = lfw_rows(kind)
-        dlib_encodings(kind, [r for r, p in zip(rows, people) if p[0].upper() in FOLDS[fold]], fold)
+        dlib_encodings(kind, [r for r, p in zip(rows, people) if p[0].upper() in letters.upper()], letters.upper())
         return 0
     if args.scale:
         from engine.settings import EngineSettings
@@ -341,7 +349,7 @@ def main() -> int:
     if lfw_root() is None:
         print("../shared/data/lfw not found: the LFW clustering benchmark needs it")
         return 0
-    run_lfw([k for k in args.kinds.split(",") if k], args.runs, args.dlib)
+    run_lfw([k for k in args.kinds.split(",") if k], args.runs, args.dlib, args.dlib_letters.upper())
     return 0
 
 
