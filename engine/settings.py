@@ -102,6 +102,10 @@ class EngineSettings(BaseSettings):
     )
     cluster_min_faces: int = Field(2, ge=2, description="Close faces (itself included) a face needs to found a new person.")
     cluster_neighbours: int = Field(10, ge=1, le=1000, description="Neighbours asked of the store per face when grouping.")
+    cluster_regroup_growth: float = Field(
+        0.5, ge=0.0, description="An index run groups every face again when the faces have grown by this share since the "
+        "last full grouping (persons founded apart in earlier runs come together); 0: only on request (people recluster)."
+    )
 
     def resolved_gallery(self) -> Path:
         """The gallery folder to index when none is given."""

@@ -380,6 +380,12 @@ class PeopleRegistry:
         new_keys = set(folder_of)
         report.added = len(new_keys)
 
+        grouped_at = int(state.get("grouped_at", "0"))
+        growth = self.params.regroup_growth
+        if self.names == "clusters" and not full and growth > 0 and len(kept) >= (1 + growth) * grouped_at and new_keys:
+            full = True  # the faces have grown enough since the last full clustering: group them all again
+        if full:
+            grouped_at = len(kept)
         if self.names == "folders":
             if full and header is not None:  # another model or mode before: every face is named from its folder again
                 for rows, _ in store.face_vectors(None, chunk=50_000):
@@ -420,7 +426,10 @@ class PeopleRegistry:
             if updates:
                 conn.execute(_UPDATE_PERSON, updates)
             _drop_empty_persons(conn)
-            settled = (("next_person", str(next_id)), ("fingerprint", fingerprint), ("names", self.names), ("store_version", version))
+            settled = (
+                ("next_person", str(next_id)), ("fingerprint", fingerprint), ("names", self.names), ("store_version", version),
+                ("grouped_at", str(grouped_at)),
+            )  # fmt: skip
             for key, value in settled:
                 conn.execute(_state.delete().where(_state.c.key == key))
                 conn.execute(_state.insert().values(key=key, value=value))
