@@ -35,7 +35,7 @@ USAGE = (
 
 
 def is_add(caption: str | None) -> bool:
-    return bool(caption) and _ADD.match(caption.strip()) is not None
+    return caption is not None and _ADD.match(caption.strip()) is not None
 
 
 def add_name(text: str | None) -> str:
@@ -51,7 +51,9 @@ def clean_name(name: str) -> str:
     """NFKC (look-alike forms of one name become one person), then the engine's checks, within MAX_NAME_BYTES."""
     cleaned = check_name(unicodedata.normalize("NFKC", name))
     if len(cleaned.encode()) > MAX_NAME_BYTES:
-        raise PersonNameError(f"a name may take at most {MAX_NAME_BYTES} bytes (UTF-8); that one takes {len(cleaned.encode())}")
+        raise PersonNameError(
+            f"a name may take at most {MAX_NAME_BYTES} bytes (UTF-8); that one takes {len(cleaned.encode())}"
+        )
     return cleaned
 
 
@@ -124,7 +126,9 @@ async def ask_remove(svc: BotService, chat_id: int, user_id: int, name: str) -> 
     return f"Remove {person.name} and their {person.photos} photos from the gallery?", remove_keyboard(token)
 
 
-async def confirm_remove(svc: BotService, token: str, user_id: int, chat_id: int, confirmed: bool) -> tuple[str | None, str | None]:
+async def confirm_remove(
+    svc: BotService, token: str, user_id: int, chat_id: int, confirmed: bool
+) -> tuple[str | None, str | None]:
     """(the button's short answer, the confirmation message's new text)."""
     button = await svc.db(svc.state.button, token, "remove")
     if button is None or button.user_id != user_id:
