@@ -8,7 +8,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ warnings; errors still raise
 
-from bot.settings import Settings  # noqa: E402
+from bot.settings import Settings
 
 
 def main() -> int:
@@ -22,6 +22,10 @@ def main() -> int:
         from engine.demo import run_demo
 
         return run_demo(settings)
+    problem = settings.access_problem()
+    if problem:
+        print(f"Not starting the bot: {problem}", file=sys.stderr, flush=True)
+        return 2
     from bot.app import run
 
     run(settings)

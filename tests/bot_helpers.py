@@ -8,13 +8,13 @@ import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from fake_bot_api import TOKEN, Call, FakeBotAPI
+from helpers_engine import CLEAR_FACES, encode, sample
 from PIL import Image, ImageOps
 
 from bot.app import build_application, running
 from bot.settings import Settings
 from engine import Engine
-from fake_bot_api import TOKEN, Call, FakeBotAPI
-from helpers_engine import CLEAR_FACES, encode, sample
 
 ADMIN = 1000
 USER = 2000
@@ -29,6 +29,7 @@ def bot_settings(api: FakeBotAPI, engine: Engine, tmp_path: Path, **overrides) -
         "bot_api_url": api.url,
         "database_url": f"sqlite:///{tmp_path / 'bot.sqlite3'}",
         "admin_ids": {ADMIN},
+        "allowed_user_ids": "*",  # the tests play many users
         "progress_interval_s": 0.05,
         "build_missing_index": True,
         **overrides,
