@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     index = commands.add_parser("index", help="build or update the index of a gallery (incremental)")
     index.add_argument("--gallery", type=Path, help="gallery folder, one sub-folder per person (default GALLERY_DIR)")
     index.add_argument("--model", default="facenet", choices=[*MODEL_NAMES, "all"])
+    index.add_argument(
+        "--layout", choices=["people", "photos"],
+        help="people: one folder per person; photos: any tree, every face, no names from folders (default GALLERY_LAYOUT)",
+    )  # fmt: skip
     index.add_argument("--all-faces", action="store_true", help="index every face of a photo, not only the main one")
     index.add_argument("--json", action="store_true", help="print the final report as one JSON object")
     index.add_argument("--no-wait", action="store_true", help="fail at once if another index run holds the lock")
@@ -48,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("-k", type=int, help="matches per face (default DEFAULT_K)")
     search.add_argument("--max-faces", type=int, help="search at most this many faces per photo")
     search.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    search.add_argument("--layout", choices=["people", "photos"], help="the index's layout (default GALLERY_LAYOUT)")
+    search.add_argument(
+        "--limit", type=int, help="photos layout: at most this many photos per face (default: every photo over the threshold)"
+    )
 
     evaluate = commands.add_parser("eval", help="identification-by-retrieval (and verification) accuracy")
     evaluate.add_argument("--gallery", type=Path, required=True)
@@ -70,6 +78,8 @@ def make_settings(args: argparse.Namespace) -> EngineSettings:
         overrides["data_dir"] = args.data_dir
     if args.models_dir:
         overrides["models_dir"] = args.models_dir
+    if getattr(args, "layout", None):
+        overrides["gallery_layout"] = args.layout
     if getattr(args, "all_faces", False):
         overrides["index_all_faces"] = True
     if getattr(args, "workers", None) is not None:
@@ -106,7 +116,7 @@ def run_command(args: argparse.Namespace, settings: EngineSettings) -> int:
     if args.command == "index":
         return commands.index(settings, args.gallery, args.model, as_json=args.json, wait=not args.no_wait)
     if args.command == "search":
-        return commands.search(settings, args.images, args.model, args.k, args.max_faces, args.json)
+        return commands.search(settings, args.images, args.model, args.k, args.max_faces, args.json, args.limit)
     if args.command == "eval":
         if args.open_set:
             return commands.evaluate_open_set(settings, args.gallery, args.model, args.limit, args.out, args.seed)

@@ -23,7 +23,7 @@ from engine.errors import GalleryError, IndexBusyError, ModelUnavailableError
 from engine.images import file_sha256, list_gallery_images, person_name
 from engine.pipeline import EmbeddedImage, IndexPipeline
 from engine.settings import EngineSettings
-from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader, VectorStore
+from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader, VectorStore, landmarks_tuple
 from engine.types import IndexProgress, IndexReport
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,11 @@ class IndexBuilder:
         gallery = Path(gallery).resolve()
         if not gallery.is_dir():
             raise GalleryError(f"gallery folder not found: {gallery}")
-        paths = list_gallery_images(gallery) if paths is None else paths
+        layout = self.settings.gallery_layout
+        paths = list_gallery_images(gallery, layout) if paths is None else paths
         if not paths:
-            raise GalleryError(f"no images in {gallery} (expected one folder per person with photos in it)")
+            expected = "one folder per person with photos in it" if layout == "people" else "photos at any depth"
+            raise GalleryError(f"no images in {gallery} (GALLERY_LAYOUT={layout}: expected {expected})")
         try:
             lock = store.writer(timeout=0)
             lock.__enter__()
@@ -106,15 +108,18 @@ class IndexBuilder:
         report = IndexReport(model=self.backend.name, gallery=str(gallery), images=len(paths))
         report.device = self.device.describe() if self.device is not None else ""
         store.refresh()
+        layout = self.settings.gallery_layout
         header = StoreHeader(
-            model=self.backend.name, dim=self.backend.dim, fingerprint=self.backend.fingerprint(), gallery=str(gallery)
-        )
+            model=self.backend.name, dim=self.backend.dim, fingerprint=self.backend.fingerprint(), gallery=str(gallery),
+            layout=layout,
+        )  # fmt: skip
         if store.header != header:
             if store.header is not None:
-                log.warning("the %s index was built with other weights, settings or gallery: rebuilding it", header.model)
                 report.rebuilt = True
+                report.rebuilt_reason = _rebuild_reason(store.header, header)
+                log.warning("the %s index %s: rebuilding it from scratch", header.model, report.rebuilt_reason)
             store.initialise(header)
-        diff = self._diff(store.files(), gallery, paths, report)
+        diff = self._diff(store.files(), gallery, paths, report, layout)
         report.removed, report.moved = len(diff.removed), len(diff.moves)
 
         pending = Changes(remove_paths=diff.removed, moves=diff.moves, touched=diff.touched)
@@ -143,8 +148,8 @@ class IndexBuilder:
                 self._count(result, change, report)
                 pending.records.append(_record(item, len(result.faces), result.error))
                 if result.faces:
-                    name = person_name(Path(item.path))
-                    pending.rows.extend(FaceRow(item.path, name, box) for box, _ in result.faces)
+                    name = person_name(Path(item.path), layout)
+                    pending.rows.extend(_rows(item.path, name, result))
                     pending_vectors.append(np.stack([vector for _, vector in result.faces]))
             done += len(chunk)
             pending_images += len(chunk)
@@ -167,7 +172,9 @@ class IndexBuilder:
         return report
 
     # ---- what changed -------------------------------------------------------------------
-    def _diff(self, known: dict[str, FileRecord], gallery: Path, paths: list[Path], report: IndexReport) -> GalleryDiff:
+    def _diff(
+        self, known: dict[str, FileRecord], gallery: Path, paths: list[Path], report: IndexReport, layout: str
+    ) -> GalleryDiff:
         todo: list[tuple[GalleryFile, str]] = []
         touched: list[FileRecord] = []
         listed: set[str] = set()
@@ -208,7 +215,7 @@ class IndexBuilder:
             if old is None:
                 still_todo.append((item, change))
                 continue
-            moves[old] = (item.path, person_name(Path(item.path)))
+            moves[old] = (item.path, person_name(Path(item.path), layout))
             removed.discard(old)
             touched.append(_record(item, known[old].faces, None))
             self._count_unchanged(known[old], report)
@@ -252,6 +259,28 @@ class IndexBuilder:
         finally:
             if pipeline.stats.images:
                 report.pipeline = pipeline.stats.summary()
+
+
+def _rows(path: str, name: str, result: EmbeddedImage) -> list[FaceRow]:
+    """One row per embedded face, with its detection confidence and landmarks when the backend found faces."""
+    confidences = result.confidences or [None] * len(result.faces)
+    landmarks = result.landmarks or [None] * len(result.faces)
+    return [
+        FaceRow(path, name, box, None if confidence is None else float(confidence), landmarks_tuple(points))
+        for (box, _), confidence, points in zip(result.faces, confidences, landmarks)
+    ]
+
+
+def _rebuild_reason(old: StoreHeader, new: StoreHeader) -> str:
+    """Why a store is emptied, in words (an operator switching GALLERY_LAYOUT must understand the rebuild)."""
+    if old.layout != new.layout:
+        return (
+            f"was built in the {old.layout} layout and the gallery is now indexed in the {new.layout} layout "
+            f"(GALLERY_LAYOUT / --layout); faces of two layouts are never mixed"
+        )
+    if old.gallery != new.gallery:
+        return f"was built for another gallery folder ({old.gallery})"
+    return "was built with other weights or settings"
 
 
 def _record(item: GalleryFile, faces: int, error: str | None) -> FileRecord:

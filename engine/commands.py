@@ -54,7 +54,7 @@ def print_report(report: IndexReport) -> None:
         f"{report.images_per_second:.1f} images/s"
     )
     if report.rebuilt:
-        print("  (the index held vectors of other weights, settings or gallery: rebuilt from scratch)")
+        print(f"  (the index {report.rebuilt_reason or 'held vectors of other weights, settings or gallery'}: rebuilt from scratch)")
     for line in report.skipped_files[:20]:
         print(f"  skipped {line}")
 
@@ -85,19 +85,23 @@ def index(settings: EngineSettings, gallery: Path | None, model: str, *, as_json
     return 0
 
 
-def search(settings: EngineSettings, images: list[Path], model: str, k: int | None, max_faces, as_json: bool) -> int:
+def search(
+    settings: EngineSettings, images: list[Path], model: str, k: int | None, max_faces, as_json: bool, limit: int | None = None
+) -> int:
     engine = Engine(settings)
     engine.check_model(model)
     if k is not None:
         engine.check_k(k)
     if max_faces is not None and max_faces < 1:
         raise BadInputError("--max-faces must be at least 1")
+    if limit is not None and limit < 1:
+        raise BadInputError("--limit must be at least 1")
     engine.load(model)
     engine.searcher(model).check_store()
     failures = 0
     for path in images:
         try:
-            result = engine.search_path(path, model=model, k=k, max_faces=max_faces)
+            result = engine.search_path(path, model=model, k=k, max_faces=max_faces, limit=limit)
         except BadInputError as error:  # one bad photo does not stop the others
             failures += 1
             if as_json:
@@ -112,6 +116,16 @@ def search(settings: EngineSettings, images: list[Path], model: str, k: int | No
             print(f"{path}: no face found (try --model vgg16 to search the whole image)")
         for number, face in enumerate(result.faces, start=1):
             print(f"{path}: face {number} at {list(face.box)} (confidence {face.confidence:.2f})")
+            if face.photos is not None:  # photos layout: the photos this person appears in
+                person = f" ({face.person.name or 'person ' + str(face.person.id)})" if face.person else ""
+                if not face.photos_total:
+                    print("  not in any photo of this gallery")
+                else:
+                    print(f"  appears in {face.photos_total} photo{'s' if face.photos_total != 1 else ''}{person}"
+                          + (f", best {len(face.photos)}:" if len(face.photos) < face.photos_total else ":"))
+                for photo in face.photos:
+                    print(f"  {photo.path}  face at {list(photo.box)}  similarity {photo.similarity:.3f}")
+                continue
             for match in face.matches:
                 print(f"  #{match.rank} {match.name}  similarity {match.similarity:.3f}  {match.path}")
     return 2 if failures else 0

@@ -31,8 +31,11 @@ log = logging.getLogger(__name__)
 class Engine:
     """Face search over a gallery: each model's networks are loaded once and its store opened once."""
 
-    def __init__(self, settings: EngineSettings):
+    def __init__(self, settings: EngineSettings, person_of=None):
+        """`person_of` (optional): gallery face (FaceRow) -> its PersonRef in the people registry, or None; the
+        photos layout's answers name the person of each photo through it."""
         self.settings = settings
+        self.person_of = person_of
         self.backends: dict[str, ModelBackend] = create_backends(settings)
         self._device: DeviceInfo | None = None
         self._searchers: dict[str, Searcher] = {}
@@ -100,7 +103,7 @@ class Engine:
     def searcher(self, model: str) -> Searcher:
         with self._lock:
             if model not in self._searchers:
-                self._searchers[model] = Searcher(self.backend(model), self.open_store(model))
+                self._searchers[model] = Searcher(self.backend(model), self.open_store(model), self.person_of)
             return self._searchers[model]
 
     def refresh(self) -> list[str]:
@@ -180,20 +183,30 @@ class Engine:
         s = self.settings
         return read_image(Path(path), max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
 
-    def search_bytes(self, data: bytes, *, model: str = "facenet", k: int | None = None, max_faces: int | None = None, name: str = "photo") -> SearchResult:
+    def search_bytes(
+        self, data: bytes, *, model: str = "facenet", k: int | None = None, max_faces: int | None = None,
+        name: str = "photo", limit: int | None = None,
+    ) -> SearchResult:  # fmt: skip
         """Decode an uploaded photo and search it (see `search_image`)."""
-        return self.search_image(self.decode(data, name=name), model=model, k=k, max_faces=max_faces, name=name)
+        image = self.decode(data, name=name)
+        return self.search_image(image, model=model, k=k, max_faces=max_faces, name=name, limit=limit)
 
     def search_path(self, path: Path, **kwargs) -> SearchResult:
         return self.search_image(self.read(path), name=str(path), **kwargs)
 
     def search_image(
-        self, image: np.ndarray, *, model: str = "facenet", k: int | None = None, max_faces: int | None = None, name: str = "photo"
-    ) -> SearchResult:
-        """Search every face of `image` (FaceNet) or the whole image (VGG16). No face: `faces` is empty."""
+        self, image: np.ndarray, *, model: str = "facenet", k: int | None = None, max_faces: int | None = None,
+        name: str = "photo", limit: int | None = None,
+    ) -> SearchResult:  # fmt: skip
+        """Search every face of `image` (FaceNet) or the whole image (VGG16). No face: `faces` is empty.
+
+        Photos layout: each face also gets every gallery photo its person appears in, best first (at most
+        `limit`; `photos_total` says how many there are)."""
         k = self.check_k(self.settings.default_k if k is None else k)
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise BadInputError(f"the photo limit must be a whole number of at least 1, not {limit!r}")
         self.load_networks(model)
-        return self.searcher(model).search_image(image, k=k, max_faces=max_faces, name=name)
+        return self.searcher(model).search_image(image, k=k, max_faces=max_faces, name=name, limit=limit)
 
     def close(self) -> None:
         for searcher in self._searchers.values():

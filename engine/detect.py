@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections import defaultdict
@@ -49,6 +50,17 @@ class FaceDetector:
                 self._mtcnn = MTCNN(device="CPU:0")
                 _trace_networks(self._mtcnn)
                 self._run([np.zeros((64, 64, 3), np.uint8)])  # warm up
+
+    def sharing(self, **scaling) -> FaceDetector:
+        """A detector running these networks (loaded once) with other scaling settings, e.g. `max_side` and
+        `min_face_size` for the photos layout's gallery photos."""
+        self.load()
+        other = copy.copy(self)
+        for name, value in scaling.items():
+            if not hasattr(other, name):
+                raise AttributeError(name)
+            setattr(other, name, value)
+        return other
 
     def detection_scale(self, height: int, width: int, *, for_min_face: bool = True) -> float:
         """How much a photo is shrunk for detection: to `max_side`, and so that `min_face_size` becomes 20 px."""

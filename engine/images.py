@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import warnings
 from pathlib import Path
 
@@ -64,18 +65,37 @@ def read_image(path: Path, *, max_bytes: int, max_pixels: int, name: str | None 
     return decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, name=name)
 
 
-def list_gallery_images(gallery: Path) -> list[Path]:
-    """Image files one level below `gallery` (one folder per person), sorted."""
+def list_gallery_images(gallery: Path, layout: str = "people") -> list[Path]:
+    """The gallery's image files, sorted. Names starting with a dot (files or folders) are never listed.
+
+    `people`: one level below `gallery` (one folder per person); `photos`: at any depth.
+    """
+    gallery = Path(gallery)
+    if layout == "people":
+        candidates = (path for path in gallery.glob("*/*") if not path.parent.name.startswith("."))
+    elif layout == "photos":
+        candidates = _walk(gallery)
+    else:
+        raise ValueError(f"unknown gallery layout {layout!r}")
     return sorted(
         path
-        for path in gallery.glob("*/*")
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+        for path in candidates
+        if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
     )
 
 
-def person_name(path: Path) -> str:
-    """The person a gallery photo shows: its folder name with `_` as space."""
-    return path.parent.name.replace("_", " ")
+def _walk(root: Path):
+    """Every file under `root`, dot-folders pruned (symbolic links to folders are not followed)."""
+    for folder, folders, files in os.walk(root):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        for name in files:
+            yield Path(folder) / name
+
+
+def person_name(path: Path, layout: str = "people") -> str:
+    """The person a gallery photo shows: its folder name with `_` as space (people layout); "" in the photos layout,
+    where names come only from people named by hand."""
+    return path.parent.name.replace("_", " ") if layout == "people" else ""
 
 
 def file_sha256(path: Path) -> str:

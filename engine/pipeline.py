@@ -45,6 +45,8 @@ class EmbeddedImage:
     path: str  # relative gallery path, as given
     error: str | None
     faces: list[tuple[Box, np.ndarray]] = field(default_factory=list)
+    confidences: list[float] = field(default_factory=list)  # per face, as `faces`
+    landmarks: list[np.ndarray | None] = field(default_factory=list)  # per face: (5, 2), None for whole images
 
 
 @dataclass
@@ -126,7 +128,9 @@ def embed_prepared(backend: ModelBackend, prepared: list[PreparedImage]) -> list
         for region in item.regions:
             faces.append((region.box, vectors[position]))
             position += 1
-        results.append(EmbeddedImage(item.path, item.error, faces))
+        confidences = [region.confidence for region in item.regions]
+        landmarks = [region.landmarks for region in item.regions]
+        results.append(EmbeddedImage(item.path, item.error, faces, confidences, landmarks))
     return results
 
 

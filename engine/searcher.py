@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from engine.appearances import AppearanceParams, appearances, best_per_photo
 from engine.backends.base import ModelBackend
 from engine.errors import IndexUnavailableError
 from engine.identity import identify
 from engine.search import similarity_to_distance
-from engine.stores.base import Hit, VectorStore
-from engine.types import FaceResult, Match, SearchResult
+from engine.stores.base import FaceRow, Hit, VectorStore
+from engine.types import FaceResult, Match, PersonRef, PhotoMatch, SearchResult
+
+PersonOf = Callable[[FaceRow], PersonRef | None]
 
 PROJECTION_KEY = "projection"
 
 
 class Searcher:
-    """Searches one model's store. Holds the store's projection (VGG16's PCA) per store version."""
+    """Searches one model's store. Holds the store's projection (VGG16's PCA) per store version.
 
-    def __init__(self, backend: ModelBackend, store: VectorStore):
+    `person_of` (optional) maps a gallery face to its person in the people registry; without it, the photos
+    layout's answers carry no person.
+    """
+
+    def __init__(self, backend: ModelBackend, store: VectorStore, person_of: PersonOf | None = None):
         self.backend = backend
         self.store = store
+        self.person_of = person_of
         self._projection: tuple[str, bytes | None] | None = None
 
     def check_store(self) -> None:
@@ -31,6 +41,13 @@ class Searcher:
         model = self.backend.name
         if header is None:
             raise IndexUnavailableError(f"no {model} index yet; build it with: python -m engine index --model {model}")
+        layout = self.backend.settings.gallery_layout
+        if header.layout != layout:
+            raise IndexUnavailableError(
+                f"the {model} index was built in the {header.layout} layout but GALLERY_LAYOUT is {layout}: search with "
+                f"GALLERY_LAYOUT={header.layout} (or --layout {header.layout}), or rebuild it with: "
+                f"python -m engine index --model {model} --layout {layout}"
+            )
         if header.model != model or header.fingerprint != self.backend.fingerprint():
             raise IndexUnavailableError(
                 f"the {model} index was built with other weights or settings; rebuild it with: python -m engine index --model {model}"
@@ -49,8 +66,26 @@ class Searcher:
         vectors = self.backend.embed(flat, query=True)
         return regions, self.backend.project(vectors, self.projection()) if len(flat) else vectors
 
-    def search_image(self, image: np.ndarray, *, k: int, max_faces: int | None, name: str) -> SearchResult:
-        """Search every face of `image` (or the whole image, for whole-image models). No face: `faces` is empty."""
+    def appearance_params(self) -> AppearanceParams:
+        return AppearanceParams()
+
+    def photos_for(self, vector: np.ndarray, *, params: AppearanceParams | None = None) -> list[PhotoMatch]:
+        """Every gallery photo the face `vector` (as the store compares it) appears in, best first (photos layout)."""
+        found = best_per_photo(appearances(self.store, vector, params or self.appearance_params()))
+        gallery = Path(self.store.header.gallery)
+        return [
+            PhotoMatch(str(gallery / a.hit.row.path), a.hit.row.box, a.similarity, self._person(a.hit.row)) for a in found
+        ]
+
+    def _person(self, row: FaceRow) -> PersonRef | None:
+        return self.person_of(row) if self.person_of is not None else None
+
+    def search_image(
+        self, image: np.ndarray, *, k: int, max_faces: int | None, name: str, limit: int | None = None
+    ) -> SearchResult:
+        """Search every face of `image` (or the whole image, for whole-image models). No face: `faces` is empty.
+
+        Photos layout: each face also gets every photo it appears in (at most `limit`, best first)."""
         self.check_store()
         ms: dict[str, float] = {}
         started = time.perf_counter()
@@ -66,17 +101,36 @@ class Searcher:
         params = self.backend.identity_params()
         hits = self.store.search(vectors, max(k, params.neighbours)) if len(regions) else []
         gallery = Path(self.store.header.gallery)
-        faces = [
-            FaceResult(
-                box=region.box,
-                confidence=region.confidence,
-                matches=to_matches(face_hits[:k], gallery),
-                identity=identify([hit.row.name for hit in face_hits], [hit.similarity for hit in face_hits], params),
-            )
-            for region, face_hits in zip(regions, hits)
-        ]
+        if self.store.header.layout == "photos":
+            faces = [
+                self._photos_result(region, vector, face_hits[:k], gallery, limit)
+                for region, vector, face_hits in zip(regions, vectors, hits)
+            ]
+        else:
+            faces = [
+                FaceResult(
+                    box=region.box,
+                    confidence=region.confidence,
+                    matches=to_matches(face_hits[:k], gallery),
+                    identity=identify([hit.row.name for hit in face_hits], [hit.similarity for hit in face_hits], params),
+                )
+                for region, face_hits in zip(regions, hits)
+            ]
         ms["search"] = (time.perf_counter() - started) * 1000
         return SearchResult(image=name, model=self.backend.name, faces=faces, ms=ms)
+
+
+    def _photos_result(self, region, vector, nearest: list[Hit], gallery: Path, limit: int | None) -> FaceResult:
+        photos = self.photos_for(vector)
+        people = Counter(photo.person for photo in photos if photo.person is not None)
+        return FaceResult(
+            box=region.box,
+            confidence=region.confidence,
+            matches=to_matches(nearest, gallery),
+            photos=photos[:limit] if limit is not None else photos,
+            photos_total=len(photos),
+            person=people.most_common(1)[0][0] if people else None,
+        )
 
 
 def to_matches(hits: list[Hit], gallery: Path) -> list[Match]:

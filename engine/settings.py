@@ -22,6 +22,13 @@ class EngineSettings(BaseSettings):
     data_dir: Path = Field(PROJECT_ROOT / "data", description="Indexes, database and reports live here.")
     models_dir: Path = Field(PROJECT_ROOT / "models", description="Where weights are fetched to.")
     gallery_dir: Path | None = Field(None, description="Gallery root (one folder per person). Default: DATA_DIR/sample-gallery.")
+    gallery_layout: Literal["people", "photos"] = Field(
+        "people",
+        description="Where names come from. 'people': one folder per person (the folder is the name), the most "
+        "prominent face of each photo indexed (labelled galleries, LFW, the sample gallery). 'photos': photos at any "
+        "depth, every face indexed, no name from folders (event and family collections). A store built in one layout "
+        "is rebuilt, never mixed, when indexed in the other.",
+    )
 
     # detection
     detect_max_side: int = Field(640, ge=64, description="Longest side a photo is scaled to for detection.")
@@ -40,6 +47,18 @@ class EngineSettings(BaseSettings):
         le=1.0,
         description="A photo with no face at FACE_CONFIDENCE after the normal passes is searched once more framed by "
         "this share of its sides (edge pixels): MTCNN misses some faces that fill the frame or touch its edge (0: off).",
+    )
+    # photos layout: event photos are 12-24 Mpx with faces of 60-150 px (see README, "Photos layout")
+    photos_detect_max_side: int = Field(
+        2048,
+        ge=640,
+        description="Photos layout: longest side a gallery photo is scaled to for detection (queries keep DETECT_MAX_SIDE).",
+    )
+    photos_min_face_size: int = Field(
+        40,
+        ge=20,
+        description="Photos layout: faces whose box's longer side is under this many pixels of the photo are not "
+        "indexed (too small to embed well: FaceNet's crop is 160 px).",
     )
     face_margin: float = Field(0.1, ge=0.0, le=1.0, description="Margin added around a face box, as a share of its size.")
     face_alignment: Literal["template", "rotate", "none"] = Field(

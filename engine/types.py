@@ -45,13 +45,73 @@ class Identity:
 
 
 @dataclass(frozen=True)
+class PersonRef:
+    """A person of the people registry (engine/people*.py): its id, and its name once named by hand."""
+
+    id: int | str
+    name: str | None
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "name": self.name}
+
+
+@dataclass(frozen=True)
+class PhotoMatch:
+    """A gallery photo the query's person appears in (photos layout): its best-matching face."""
+
+    path: str  # absolute path of the gallery photo
+    box: tuple[int, int, int, int]  # that face in the photo
+    similarity: float  # cosine similarity of that face to the query face
+    person: PersonRef | None = None  # the face's person in the registry, when one is wired in
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "box": list(self.box),
+            "similarity": round(self.similarity, 4),
+            "person": None if self.person is None else self.person.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
 class FaceResult:
-    """One searched face (for VGG16: the whole image) and its matches, best first."""
+    """One searched face (for VGG16: the whole image) and its matches, best first.
+
+    People layout: `matches` (the k closest gallery faces) and `identity`. Photos layout: `photos`, every
+    gallery photo the person appears in, best first (at most the limit asked for; `photos_total` counts them
+    all), and `person`, the registry's person of the best photos (None: found nowhere, or no registry).
+    """
 
     box: tuple[int, int, int, int]
     confidence: float
     matches: list[Match]
     identity: Identity = field(default_factory=lambda: Identity(None, 0.0))
+    photos: list[PhotoMatch] | None = None  # None in the people layout
+    photos_total: int = 0
+    person: PersonRef | None = None
+
+    def to_dict(self) -> dict:
+        data = {
+            "box": list(self.box),
+            "confidence": round(self.confidence, 4),
+            "matches": [
+                {
+                    "rank": m.rank,
+                    "name": m.name,
+                    "path": m.path,
+                    "similarity": round(m.similarity, 4),
+                    "distance": round(m.distance, 4),
+                }
+                for m in self.matches
+            ],
+        }
+        if self.photos is None:  # the people layout: exactly as before photos existed
+            data["identity"] = self.identity.to_dict()
+            return data
+        data["photos"] = [photo.to_dict() for photo in self.photos]
+        data["photos_total"] = self.photos_total
+        data["person"] = None if self.person is None else self.person.to_dict()
+        return data
 
 
 @dataclass(frozen=True)
@@ -65,24 +125,7 @@ class SearchResult:
         return {
             "image": self.image,
             "model": self.model,
-            "faces": [
-                {
-                    "box": list(face.box),
-                    "confidence": round(face.confidence, 4),
-                    "matches": [
-                        {
-                            "rank": m.rank,
-                            "name": m.name,
-                            "path": m.path,
-                            "similarity": round(m.similarity, 4),
-                            "distance": round(m.distance, 4),
-                        }
-                        for m in face.matches
-                    ],
-                    "identity": face.identity.to_dict(),
-                }
-                for face in self.faces
-            ],
+            "faces": [face.to_dict() for face in self.faces],
             "ms": {key: round(value, 1) for key, value in self.ms.items()},
         }
 
@@ -118,7 +161,8 @@ class IndexReport:
     seconds: float = 0.0
     device: str = ""  # where it was embedded ("CPU (2 cores), ...", "GPU (...)", "Ray cluster local")
     pipeline: str = ""  # where the time went: decode / detect / embed / waiting
-    rebuilt: bool = False  # the store held another model's, settings' or gallery's vectors and was emptied
+    rebuilt: bool = False  # the store held another model's, settings', gallery's or layout's vectors and was emptied
+    rebuilt_reason: str = ""  # why, in words
     stopped: bool = False  # asked to stop before the end: what was embedded is committed, the rest waits
     skipped_files: list[str] = field(default_factory=list)
 

@@ -340,3 +340,76 @@ sys.stdin.read()
         assert store.search(np.eye(1, 4, dtype=np.float32), 1)[0][0].row.path == "a/1.jpg"
     finally:
         store.close()
+
+
+# ---- faces of the photos layout: several per photo, with confidence and landmarks ---------------
+
+
+def group_photo_rows(path: str = "day-1/ceremony/IMG_0042.jpg", faces: int = 3) -> list[FaceRow]:
+    return [
+        FaceRow(path, "", (100 * i, 50, 60 + i, 70 + i), 0.9 + i / 100,
+                tuple((100.0 * i + j + 0.5, 60.0 + j) for j in range(5)))
+        for i in range(faces)
+    ]  # fmt: skip
+
+
+def test_rows_keep_confidence_and_landmarks_and_follow_moves(store, reopen):
+    header = StoreHeader(model="facenet", dim=DIM, fingerprint="abc", gallery="/gallery", layout="photos")
+    store.initialise(header)
+    rows = group_photo_rows()
+    vectors = unit(np.random.default_rng(5), len(rows))
+    store.apply(Changes(rows=rows, vectors=vectors, records=[FileRecord(rows[0].path, 1, 1, "s", len(rows))]))
+    for vector, row in zip(vectors, rows):
+        assert store.search(vector[None], 1)[0][0].row == row  # (path, box) and the detection details come back
+    store.apply(Changes(moves={rows[0].path: ("day-2/IMG_0042.jpg", "")}))
+    moved = [store.search(vector[None], 1)[0][0].row for vector in vectors]
+    assert moved == [FaceRow("day-2/IMG_0042.jpg", "", r.box, r.confidence, r.landmarks) for r in rows]
+    store.close()
+    again = reopen()
+    try:
+        assert again.header == header and again.header.layout == "photos"
+        assert again.search(vectors[1:2], 1)[0][0].row == moved[1]
+    finally:
+        again.close()
+
+
+def test_a_header_of_another_layout_drops_everything(store):
+    filled(store)
+    photos = StoreHeader(model="facenet", dim=DIM, fingerprint="abc", gallery="/gallery", layout="photos")
+    assert photos != HEADER  # the layout is part of a store's identity
+    store.initialise(photos)
+    assert store.header == photos and store.count == 0 and store.files() == {}
+
+
+def test_local_store_written_before_detection_details_opens_with_them_unknown(tmp_path):
+    import sqlite3
+
+    store = LocalStore(tmp_path / "old")
+    rows, vectors, records = filled(store)
+    store.close()
+    with sqlite3.connect(tmp_path / "old" / "store.sqlite") as db:  # the faces table as it was before
+        db.execute("ALTER TABLE faces DROP COLUMN confidence")
+        db.execute("ALTER TABLE faces DROP COLUMN landmarks")
+        old_header = '{"model": "facenet", "dim": 16, "fingerprint": "abc", "gallery": "/gallery"}'  # no layout yet
+        db.execute("UPDATE state SET value = ? WHERE key = 'header'", (old_header,))
+    again = LocalStore(tmp_path / "old")
+    try:
+        assert again.header == HEADER  # an old header (no layout) reads as the people layout: no rebuild
+        assert again.search(vectors[2:3], 1)[0][0].row == rows[2]  # confidence and landmarks None
+        new = FaceRow("new/1.jpg", "new", (1, 2, 3, 4), 0.95, tuple((float(i), float(i)) for i in range(5)))
+        again.apply(Changes(rows=[new], vectors=vectors[:1] * -1, records=[FileRecord("new/1.jpg", 1, 1, "n", 1)]))
+        assert again.search(-vectors[:1], 1)[0][0].row == new
+    finally:
+        again.close()
+
+
+def test_search_with_vectors_gives_the_stored_vectors(store):
+    rows, vectors, _ = filled(store, people=8, per_person=3)  # local: through merges, several segments
+    store.apply(Changes(remove_paths={rows[0].path}))
+    hits = store.search(vectors[[5, 9]], 6, with_vectors=True)
+    for query in hits:
+        assert len(query) == 6
+        for hit in query:
+            want = vectors[rows.index(hit.row)]
+            assert float(hit.vector @ want) >= 0.99999
+    assert all(hit.vector is None for hit in store.search(vectors[:1], 3)[0])

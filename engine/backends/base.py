@@ -29,6 +29,7 @@ class Region:
     pixels: np.ndarray  # uint8 RGB, ready for `embed`
     box: tuple[int, int, int, int]  # x, y, width, height in the photo
     confidence: float
+    landmarks: np.ndarray | None = None  # (5, 2) in the photo (faces); None for whole images
 
 
 class ModelBackend(ABC):

@@ -29,6 +29,18 @@ class FaceNetBackend(ModelBackend):
             batch_size=settings.detect_batch_size,
         )
         self._network = None
+        self._photos_detector: FaceDetector | None = None
+
+    @property
+    def photos_detector(self) -> FaceDetector:
+        """Gallery photos in the photos layout: a larger detection scale (small faces in large event photos) and
+        PHOTOS_MIN_FACE_SIZE, on the same loaded networks."""
+        if self._photos_detector is None:
+            s = self.settings
+            self._photos_detector = self.detector.sharing(
+                max_side=s.photos_detect_max_side, min_face_size=s.photos_min_face_size
+            )
+        return self._photos_detector
 
     @property
     def network(self):
@@ -75,6 +87,12 @@ class FaceNetBackend(ModelBackend):
             "face_alignment": s.face_alignment,
             "flip_gallery": s.flip_gallery,
             "index_all_faces": s.index_all_faces,
+            # the photos layout's own detection; absent in the people layout so its stores keep their fingerprint
+            **(
+                {"photos_detect_max_side": s.photos_detect_max_side, "photos_min_face_size": s.photos_min_face_size}
+                if s.gallery_layout == "photos"
+                else {}
+            ),
         }
 
     def find_faces(self, images: list[np.ndarray]) -> list[list[DetectedFace]]:
@@ -85,9 +103,14 @@ class FaceNetBackend(ModelBackend):
     def crop(self, image: np.ndarray, face: DetectedFace) -> Region:
         s = self.settings
         pixels = face_crop(image, face, size=FACENET_INPUT_SIZE, margin=s.face_margin, alignment=s.face_alignment)
-        return Region(pixels=pixels, box=tuple(int(v) for v in face.box), confidence=float(face.confidence))
+        box = tuple(int(v) for v in face.box)
+        return Region(pixels=pixels, box=box, confidence=float(face.confidence), landmarks=face.landmarks)
 
     def gallery_regions(self, images: list[np.ndarray]) -> list[list[Region]]:
+        if self.settings.gallery_layout == "photos":  # every face, found at the photos layout's scale
+            self.detector.load()
+            found = self.photos_detector.detect(images) if images else []
+            return [[self.crop(image, face) for face in faces] for image, faces in zip(images, found)]
         chosen = slice(None) if self.settings.index_all_faces else slice(0, 1)
         return [[self.crop(image, face) for face in faces[chosen]] for image, faces in zip(images, self.find_faces(images))]
 

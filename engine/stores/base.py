@@ -23,13 +23,33 @@ from typing import Protocol
 import numpy as np
 
 
+Landmarks = tuple[tuple[float, float], ...]  # five (x, y) points in the photo: eyes, nose, mouth corners
+
+
 @dataclass(frozen=True)
 class FaceRow:
-    """One indexed face: the gallery file (path relative to the gallery root), the person, the face box."""
+    """One indexed face: the gallery file (path relative to the gallery root), the person, the face box.
+
+    `(path, box)` identifies a face. `name` is the folder's person in the people layout and "" in the photos
+    layout. `confidence` (MTCNN's) and `landmarks` are None for rows written before they were kept.
+    """
 
     path: str
     name: str
     box: tuple[int, int, int, int]  # x, y, width, height in the gallery photo
+    confidence: float | None = None
+    landmarks: Landmarks | None = None
+
+    @property
+    def key(self) -> tuple[str, tuple[int, int, int, int]]:
+        return (self.path, tuple(self.box))
+
+
+def landmarks_tuple(points) -> Landmarks | None:
+    """(5, 2) points as a hashable tuple, rounded to 0.1 px; None stays None."""
+    if points is None:
+        return None
+    return tuple((round(float(x), 1), round(float(y), 1)) for x, y in points)
 
 
 @dataclass(frozen=True)
@@ -52,12 +72,14 @@ class StoreHeader:
     dim: int
     fingerprint: str  # hash of weights checksum + settings that change the vectors
     gallery: str  # absolute gallery root the paths are relative to
+    layout: str = "people"  # GALLERY_LAYOUT it was built in (stores written before layouts existed: people)
 
 
 @dataclass(frozen=True)
 class Hit:
     similarity: float  # inner product of unit vectors: cosine similarity, 1 = identical
     row: FaceRow
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)  # the stored vector, when asked for
 
 
 @dataclass
@@ -103,8 +125,9 @@ class VectorStore(Protocol):
     def apply(self, changes: Changes) -> None:
         """Apply one change set atomically and durably (see `Changes`)."""
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
-        """The k best hits per query (fewer when the store holds fewer), best first."""
+    def search(self, queries: np.ndarray, k: int, *, with_vectors: bool = False) -> list[list[Hit]]:
+        """The k best hits per query (fewer when the store holds fewer), best first; `with_vectors`: each hit
+        carries its stored vector (query expansion)."""
 
     def files(self) -> dict[str, FileRecord]:
         """Every gallery file the store knows, by relative path."""

@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from filelock import FileLock, Timeout
 
 from engine.errors import IndexBusyError, IndexUnavailableError
-from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader
+from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader, landmarks_tuple
 
 _metadata = sa.MetaData()
 _faces = sa.Table(
@@ -53,7 +53,11 @@ _faces = sa.Table(
     sa.Column("y", sa.Integer, nullable=False),
     sa.Column("w", sa.Integer, nullable=False),
     sa.Column("h", sa.Integer, nullable=False),
+    sa.Column("confidence", sa.Float, nullable=True),  # NULL: written before detection details were kept
+    sa.Column("landmarks", sa.String, nullable=True),  # JSON [[x, y] * 5]
 )
+# columns added after stores were first written: an older store gets them (NULL) when opened
+_ADDED_FACE_COLUMNS = {"confidence": "FLOAT", "landmarks": "VARCHAR"}
 _files = sa.Table(
     "files",
     _metadata,
@@ -153,6 +157,10 @@ class LocalStore:
                 conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
                 for index in table.indexes:
                     conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+            present = {column["name"] for column in sa.inspect(conn).get_columns("faces")}
+            for column, kind in _ADDED_FACE_COLUMNS.items():
+                if column not in present:
+                    conn.exec_driver_sql(f"ALTER TABLE faces ADD COLUMN {column} {kind}")
         self._snapshot = _EMPTY
         self.refresh()
 
@@ -173,7 +181,7 @@ class LocalStore:
     def version(self) -> str:
         return self._snapshot.version
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+    def search(self, queries: np.ndarray, k: int, *, with_vectors: bool = False) -> list[list[Hit]]:
         snap = self._snapshot  # one read: a concurrent refresh() does not change what this search sees
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim == 1:
@@ -200,10 +208,13 @@ class LocalStore:
         top_sims = np.take_along_axis(sims_all, order, axis=1)
         top_ids = np.take_along_axis(ids_all, order, axis=1)
         rows = self._rows_by_id({int(i) for i in top_ids[top_ids >= 0]})
+        vectors = _vectors_by_id(snap, top_ids[top_ids >= 0]) if with_vectors else {}
         results = []
         for qs, qi in zip(top_sims, top_ids):
             # a row removed by a commit newer than this snapshot is gone from SQLite: skip it
-            results.append([Hit(float(s), rows[int(i)]) for s, i in zip(qs, qi) if i >= 0 and int(i) in rows])
+            results.append(
+                [Hit(float(s), rows[int(i)], vectors.get(int(i))) for s, i in zip(qs, qi) if i >= 0 and int(i) in rows]
+            )
         return results
 
     def _search_segments(self, snap: _Snapshot, queries: np.ndarray, k: int) -> tuple[list, list]:
@@ -231,7 +242,7 @@ class LocalStore:
             return {}
         with self._engine.connect() as conn:
             found = conn.execute(sa.select(_faces).where(_faces.c.id.in_(sorted(ids)))).all()
-        return {r.id: FaceRow(r.path, r.name, (r.x, r.y, r.w, r.h)) for r in found}
+        return {r.id: _face_row(r) for r in found}
 
     def files(self) -> dict[str, FileRecord]:
         with self._engine.connect() as conn:
@@ -374,7 +385,7 @@ class LocalStore:
                     conn.execute(
                         _faces.insert(),
                         [
-                            {"id": int(i), "path": r.path, "name": r.name, "x": r.box[0], "y": r.box[1], "w": r.box[2], "h": r.box[3]}
+                            {"id": int(i), **_face_columns(r)}
                             for i, r in zip(new_ids[start : start + 50_000], changes.rows[start : start + 50_000])
                         ],
                     )
@@ -531,6 +542,17 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _face_columns(row: FaceRow) -> dict:
+    x, y, w, h = row.box
+    landmarks = None if row.landmarks is None else json.dumps([list(point) for point in row.landmarks])
+    return {"path": row.path, "name": row.name, "x": x, "y": y, "w": w, "h": h, "confidence": row.confidence, "landmarks": landmarks}
+
+
+def _face_row(r) -> FaceRow:
+    landmarks = None if r.landmarks is None else landmarks_tuple(json.loads(r.landmarks))
+    return FaceRow(r.path, r.name, (r.x, r.y, r.w, r.h), r.confidence, landmarks)
+
+
 def _check_vectors(changes: Changes, dim: int) -> np.ndarray:
     if not changes.rows:
         return np.zeros((0, dim), np.float32)
@@ -580,6 +602,24 @@ def _vectors_of(index) -> tuple[np.ndarray, np.ndarray]:
     inner = faiss.downcast_index(index.index)
     storage = faiss.downcast_index(inner.storage) if isinstance(inner, faiss.IndexHNSW) else inner
     return storage.reconstruct_n(0, storage.ntotal), _ids_of(index)
+
+
+def _vectors_by_id(snap: _Snapshot, ids: np.ndarray) -> dict[int, np.ndarray]:
+    """Stored vectors of `ids`, reconstructed from the segments that hold them (flat or HNSW-flat: exact copies)."""
+    import faiss
+
+    wanted = np.unique(ids)
+    found: dict[int, np.ndarray] = {}
+    for segment in snap.segments:
+        held = _ids_of(segment.index)
+        positions = np.flatnonzero(np.isin(held, wanted))
+        if not len(positions):
+            continue
+        inner = faiss.downcast_index(segment.index.index)
+        storage = faiss.downcast_index(inner.storage) if isinstance(inner, faiss.IndexHNSW) else inner
+        for position in positions:
+            found[int(held[position])] = storage.reconstruct(int(position))
+    return found
 
 
 def _is_hnsw(index) -> bool:

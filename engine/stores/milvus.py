@@ -1,7 +1,9 @@
 """`VectorStore` on Milvus through `pymilvus.MilvusClient`: Milvus Lite (a local `*.db` path) or a server (http(s)://).
 
 Three collections per model (`<prefix>` is `faces_<model>`):
-  <prefix>          one row per face: auto id, vector (metric IP, HNSW), path, name, x, y, w, h
+  <prefix>          one row per face: auto id, vector (metric IP, HNSW), path, name, x, y, w, h, confidence
+                    (-1: unknown), landmarks (JSON, "": unknown). A collection made before confidence and
+                    landmarks were kept reads as another pipeline's store: the next index run rebuilds it
   <prefix>_files    one row per gallery file: path (primary key), size, mtime_ns, sha256, faces, error,
                     and a 2-d dummy vector (Milvus wants a vector field in every collection)
   <prefix>_meta     header, version and meta blobs: key (primary key), value (base64 text, chunked), dummy vector
@@ -32,11 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import IndexBusyError, IndexUnavailableError, StoreUnavailableError
-from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader
+from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader, landmarks_tuple
 
 _CHUNK = 60_000  # base64 characters per meta row (VARCHAR max 65,535)
 _MAX_PATH = 4096
 _DUMMY = [0.0, 0.0]
+_ROW_FIELDS = ["path", "name", "x", "y", "w", "h", "confidence", "landmarks"]
+_OLD_SCHEMA = "+old-row-schema"  # appended to the fingerprint of a collection without confidence/landmarks
 
 
 class _NoMvccWarning(logging.Filter):
@@ -80,6 +84,7 @@ class MilvusStore:
             if self.client.has_collection(name):
                 self.client.load_collection(name)
         self.header: StoreHeader | None = None
+        self._schema_current: bool | None = None  # whether the faces collection has every row field
         self._version = ""
         self._count: int | None = None  # per version: the bot reads it on every answer, on its event loop
         self.refresh()
@@ -112,12 +117,23 @@ class MilvusStore:
         version = (self._get_blob("version") or b"").decode()
         changed = version != self._version
         self.header = StoreHeader(**json.loads(header)) if header else None
+        if self.header is not None and not self._has_row_fields():
+            # rows without confidence and landmarks: a store of another pipeline, rebuilt by the next index run
+            self.header = dataclasses.replace(self.header, fingerprint=self.header.fingerprint + _OLD_SCHEMA)
         self._version = version
         if changed:
             self._count = None
         return changed
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+    def _has_row_fields(self) -> bool:
+        if self._schema_current is None:
+            fields = set()
+            if self.client.has_collection(self.faces):
+                fields = {f["name"] for f in self.client.describe_collection(self.faces).get("fields", [])}
+            self._schema_current = set(_ROW_FIELDS) <= fields
+        return self._schema_current
+
+    def search(self, queries: np.ndarray, k: int, *, with_vectors: bool = False) -> list[list[Hit]]:
         queries = np.asarray(queries, dtype=np.float32)
         if queries.ndim == 1:
             queries = queries[None]
@@ -127,15 +143,15 @@ class MilvusStore:
             self.faces,
             data=queries.tolist(),
             limit=k,
-            output_fields=["path", "name", "x", "y", "w", "h"],
+            output_fields=_ROW_FIELDS + (["vector"] if with_vectors else []),
             search_params={"metric_type": "IP", "params": {"ef": max(self.ef_search, k)}},
         )
         out = []
         for hits in results:
             row_hits = []
             for hit in hits:
-                e = hit["entity"]
-                row_hits.append(Hit(float(hit["distance"]), FaceRow(e["path"], e["name"], (e["x"], e["y"], e["w"], e["h"]))))
+                vector = np.asarray(hit["entity"]["vector"], np.float32) if with_vectors else None
+                row_hits.append(Hit(float(hit["distance"]), _face_row(hit["entity"]), vector))
             row_hits.sort(key=lambda h: -h.similarity)
             out.append(row_hits)
         return out
@@ -191,6 +207,8 @@ class MilvusStore:
             schema.add_field("name", DataType.VARCHAR, max_length=1024)
             for field in ("x", "y", "w", "h"):
                 schema.add_field(field, DataType.INT32)
+            schema.add_field("confidence", DataType.DOUBLE)
+            schema.add_field("landmarks", DataType.VARCHAR, max_length=512)
             index = self.client.prepare_index_params()
             index.add_index(field_name="vector", index_type="HNSW", metric_type="IP",
                             params={"M": self.hnsw_m, "efConstruction": self.ef_construction})
@@ -215,6 +233,7 @@ class MilvusStore:
             self._create_small(self.meta_c, schema)
             self._put_blob("header", json.dumps(dataclasses.asdict(header)).encode())
             self._put_blob("version", uuid.uuid4().hex.encode())
+            self._schema_current = None
             self.refresh()
 
     def _create_small(self, name: str, schema) -> None:
@@ -241,12 +260,13 @@ class MilvusStore:
             self._delete_in(self.files_c, "path", set(changes.remove_paths) | move_targets)
             # 3. moves: rows re-inserted under the new path with their vectors, then the old ones deleted
             for old, (new, name) in changes.moves.items():
-                moved = list(self._iterate(self.faces, _in("path", [old]), ["id", "vector", "x", "y", "w", "h"]))
+                moved = list(self._iterate(self.faces, _in("path", [old]), ["id", "vector", "x", "y", "w", "h", "confidence", "landmarks"]))
                 record = self.client.get(self.files_c, ids=[old], output_fields=["size", "mtime_ns", "sha256", "faces", "error"])
                 self.client.delete(self.files_c, ids=[old])
                 if moved:
                     self._insert(self.faces, [
-                        {"vector": list(r["vector"]), "path": new, "name": name, "x": r["x"], "y": r["y"], "w": r["w"], "h": r["h"]}
+                        {"vector": list(r["vector"]), "path": new, "name": name, "x": r["x"], "y": r["y"], "w": r["w"], "h": r["h"],
+                         "confidence": r["confidence"], "landmarks": r["landmarks"]}
                         for r in moved
                     ])
                     self.client.delete(self.faces, ids=[r["id"] for r in moved])
@@ -257,7 +277,7 @@ class MilvusStore:
             if changes.rows:
                 vectors = np.asarray(changes.vectors, dtype=np.float32)
                 self._insert(self.faces, [
-                    {"vector": v.tolist(), "path": r.path, "name": r.name, "x": r.box[0], "y": r.box[1], "w": r.box[2], "h": r.box[3]}
+                    {"vector": v.tolist(), **_face_fields(r)}
                     for r, v in zip(changes.rows, vectors)
                 ])
             if changes.records:
@@ -314,6 +334,19 @@ class MilvusStore:
         ])
         # a shorter blob than before: drop the old tail chunks
         self.client.delete(self.meta_c, filter=f"{_in('key', [key])} and chunk not in {json.dumps([f'{key}#{n}' for n in range(len(chunks))])}")
+
+
+def _face_fields(row: FaceRow) -> dict:
+    x, y, w, h = row.box
+    landmarks = "" if row.landmarks is None else json.dumps([list(point) for point in row.landmarks])
+    confidence = -1.0 if row.confidence is None else float(row.confidence)
+    return {"path": row.path, "name": row.name, "x": x, "y": y, "w": w, "h": h, "confidence": confidence, "landmarks": landmarks}
+
+
+def _face_row(e: dict) -> FaceRow:
+    confidence = None if e["confidence"] < 0 else float(e["confidence"])
+    landmarks = landmarks_tuple(json.loads(e["landmarks"])) if e["landmarks"] else None
+    return FaceRow(e["path"], e["name"], (e["x"], e["y"], e["w"], e["h"]), confidence, landmarks)
 
 
 def _in(field: str, values: list[str]) -> str:

@@ -1,0 +1,315 @@
+"""Event search on LFW development people: "every photo I appear in", from a selfie.
+
+Builds an event gallery of group photos from LFW deep-funneled photos of one fold of people (names A-F or
+G-L): several people a photo, pasted at face sizes of 45-130 px on 1600x1200 canvases, in nested folders
+(day-1/ceremony/IMG_0042.jpg). Each guest has one photo held out as their selfie; strangers (people of the
+fold never pasted) send theirs too. The gallery is indexed in the photos layout (every face) and each selfie
+is searched through the engine. Prints:
+  - photo-level precision and recall averaged over guests' selfies (precision over selfies that got photos),
+  - the share of strangers' selfies answered with no photo,
+  - query latency p50/p95 at this size, and with 100K photos' worth of extra face-like vectors in the store,
+  - indexing images/s and faces/s in the photos layout against the people layout on the same photos.
+Gallery, index and query vectors are cached under DATA_DIR/bench/event/<fold>/ (reruns skip the work).
+Needs ../shared/data/lfw (says so and exits 0 without it).
+Usage: python benchmarks/bench_event.py [--fold A-F|G-L] [--guests 200] [--extra-photos 100000] [--tune]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from engine.compose import background, overlap, paste_faces  # noqa: E402
+from engine.settings import EngineSettings  # noqa: E402
+
+LFW = REPO.parent / "shared" / "data" / "lfw" / "deepfunneled"
+FOLDS = {"A-F": "ABCDEF", "G-L": "GHIJKL"}
+CANVAS = (1600, 1200)
+FACE_SIZES = (45, 130)
+MAX_APPEARANCES = 20  # photos per guest (George W Bush has 530)
+LFW_FACE = (68, 68, 114, 114)  # where the face sits in a 250x250 deep-funneled photo (mean MTCNN box)
+SCENES = ("ceremony", "dinner", "party", "portraits")
+
+
+def people_of(fold: str) -> dict[str, list[Path]]:
+    return {
+        folder.name: sorted(folder.glob("*.jpg"))
+        for folder in sorted(LFW.iterdir())
+        if folder.is_dir() and folder.name[0] in FOLDS[fold]
+    }
+
+
+def plan(fold: str, guests: int, strangers: int, seed: int) -> dict:
+    """Who is a guest (selfie + photos pasted), who a stranger (selfie only), who a filler (pasted, never asked)."""
+    rng = random.Random(seed)
+    people = people_of(fold)
+    several = [name for name, photos in people.items() if len(photos) >= 2]
+    single = [name for name, photos in people.items() if len(photos) == 1]
+    rng.shuffle(several)
+    rng.shuffle(single)
+    chosen = sorted(several[:guests])
+    stranger_names = sorted(several[guests : guests + strangers // 2] + single[: strangers - strangers // 2])
+    fillers = single[strangers - strangers // 2 :][: guests // 2]
+    appearances = [(name, str(photo)) for name in chosen for photo in people[name][1 : 1 + MAX_APPEARANCES]]
+    appearances += [(name, str(people[name][0])) for name in fillers]
+    rng.shuffle(appearances)
+    photos, current = [], []
+    size = rng.randint(3, 8)
+    for name, photo in appearances:
+        if any(name == other for other, _ in current):  # one face per person a photo: put it back for later
+            appearances.append((name, photo))
+            if len(appearances) > 10 * len(chosen) + 1000:
+                break
+            continue
+        current.append((name, photo))
+        if len(current) == size:
+            photos.append(current)
+            current, size = [], rng.randint(3, 8)
+    if current:
+        photos.append(current)
+    return {
+        "fold": fold,
+        "guests": {name: str(people[name][0]) for name in chosen},
+        "strangers": {name: str(people[name][0]) for name in stranger_names},
+        "photos": photos,
+    }
+
+
+def build_gallery(root: Path, layout: dict, seed: int) -> dict[str, list[str]]:
+    """Write the group photos; returns relative path -> people pasted in it (the truth)."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    truth = {}
+    for number, members in enumerate(layout["photos"]):
+        relative = f"day-{number % 3 + 1}/{SCENES[number % len(SCENES)]}/IMG_{number:04d}.jpg"
+        truth[relative] = [name for name, _ in members]
+        target = root / relative
+        if target.is_file():
+            continue
+        sources = [np.asarray(Image.open(photo).convert("RGB")) for _, photo in members]
+        canvas = background(sources[0], CANVAS, seed + number)
+        faces = [(name, image, LFW_FACE, rng.randint(*FACE_SIZES)) for (name, _), image in zip(members, sources)]
+        paste_faces(canvas, faces, seed + number)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        canvas.save(target, quality=92)
+    return truth
+
+
+def percentile(values, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fold", default="G-L", choices=sorted(FOLDS))
+    parser.add_argument("--guests", type=int, default=400)
+    parser.add_argument("--strangers", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--extra-photos", type=int, default=100_000, help="photos' worth of extra face-like vectors (0: skip)")
+    parser.add_argument("--index-sample", type=int, default=40, help="photos indexed in both layouts for the speed figures")
+    parser.add_argument("--tune", action="store_true", help="print the figures over a grid of decision settings")
+    args = parser.parse_args()
+    if not LFW.is_dir():
+        print(f"{LFW} not found: this benchmark needs the LFW development photos in ../shared/data/lfw")
+        return 0
+    from engine.core import Engine
+
+    base = EngineSettings()
+    work = base.data_dir / "bench" / "event" / f"{args.fold}-g{args.guests}-s{args.strangers}-seed{args.seed}"
+    gallery = work / "gallery"
+    layout = plan(args.fold, args.guests, args.strangers, args.seed)
+    truth = build_gallery(gallery, layout, args.seed)
+    faces_pasted = sum(len(v) for v in truth.values())
+    print(f"fold {args.fold}: {len(truth)} group photos, {faces_pasted} faces pasted, {len(layout['guests'])} guests, "
+          f"{len(layout['strangers'])} strangers; gallery {gallery}", flush=True)
+
+    settings = base.model_copy(update={"data_dir": work / "data", "gallery_dir": gallery, "gallery_layout": "photos"})
+    engine = Engine(settings)
+    started = time.perf_counter()
+    report = engine.build_index("facenet", gallery)
+    print(f"index: {report.faces_indexed} faces ({report.added} photos added, {report.unchanged} unchanged) "
+          f"in {time.perf_counter() - started:.0f} s", flush=True)
+    searcher = engine.searcher("facenet")
+
+    selfies = {**{("guest", n): p for n, p in layout["guests"].items()}, **{("stranger", n): p for n, p in layout["strangers"].items()}}
+    vectors = query_vectors(engine, work, selfies)
+    photos_of = {}
+    for path, names in truth.items():
+        for name in names:
+            photos_of.setdefault(name, set()).add(path)
+
+    def evaluate(params) -> dict:
+        precisions, recalls, clean, latencies = [], [], [], []
+        for (kind, name), vector in vectors.items():
+            if vector is None:  # no face found in the selfie: a guest gets nothing, a stranger is clean
+                (recalls.append(0.0) if kind == "guest" else clean.append(1.0))
+                continue
+            t = time.perf_counter()
+            found = {Path(p.path).relative_to(gallery).as_posix() for p in searcher.photos_for(vector, params=params)}
+            latencies.append((time.perf_counter() - t) * 1000)
+            if kind == "stranger":
+                clean.append(float(not found))
+                continue
+            wanted = photos_of.get(name, set())
+            recalls.append(len(found & wanted) / len(wanted) if wanted else 1.0)
+            if found:
+                precisions.append(len(found & wanted) / len(found))
+        return {"precision": np.mean(precisions), "recall": np.mean(recalls), "strangers_clean": np.mean(clean),
+                "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95)}
+
+    params = searcher.appearance_params()
+    if args.tune:
+        for candidate in tuning_grid(params):
+            figures = evaluate(candidate)
+            print(json.dumps({**{k: round(float(v), 4) for k, v in figures.items()}, "params": candidate.describe()}), flush=True)
+    figures = evaluate(params)
+    print(f"photos layout search ({params.describe()}):")
+    print(f"  precision {figures['precision']:.3f}  recall {figures['recall']:.3f}  strangers clean {figures['strangers_clean']:.3f}"
+          f"  (guests {len(layout['guests'])}, strangers {len(layout['strangers'])})")
+    print(f"  store part of a query: p50 {figures['p50_ms']:.1f} ms  p95 {figures['p95_ms']:.1f} ms ({engine.index_info('facenet').count} faces)")
+    print_latency(engine, selfies, "at this size")
+    if args.extra_photos:
+        extra_latency(engine, work, selfies, report.faces_indexed / max(1, len(truth)), args.extra_photos, evaluate, params)
+    if args.index_sample:
+        indexing_speed(base, gallery, work, args.index_sample)
+    return 0
+
+
+def query_vectors(engine, work: Path, selfies: dict) -> dict:
+    """The selfie's most prominent face's query vector (flip-averaged, as search makes it), cached."""
+    cache = work / "queries.npz"
+    keys = [f"{kind}|{name}" for kind, name in selfies]
+    if cache.is_file():
+        data = np.load(cache)
+        if list(data["keys"]) == keys:
+            return {k: (None if np.isnan(v[0]) else v) for k, v in zip(selfies, data["vectors"])}
+    searcher = engine.searcher("facenet")
+    engine.load_networks("facenet")
+    out = np.full((len(keys), 128), np.nan, np.float32)
+    for i, path in enumerate(selfies.values()):
+        _, vectors = searcher.query_vectors([engine.read(Path(path))], 1)
+        if len(vectors):
+            out[i] = vectors[0]
+    np.savez(cache, keys=np.array(keys), vectors=out)
+    return {k: (None if np.isnan(v[0]) else v) for k, v in zip(selfies, out)}
+
+
+def print_latency(engine, selfies: dict, what: str, limit: int = 60) -> None:
+    """Whole queries (decode, detect, embed, search) of selfies: the photos answer against a plain k=5 people search."""
+    payloads = [Path(p).read_bytes() for p in list(selfies.values())[:limit]]
+    for data in payloads[:3]:
+        engine.search_bytes(data)
+    totals, plain = [], []
+    searcher = engine.searcher("facenet")
+    for data in payloads:
+        t = time.perf_counter()
+        result = engine.search_bytes(data)
+        totals.append((time.perf_counter() - t) * 1000)
+        image = engine.decode(data)
+        t = time.perf_counter()
+        _, vectors = searcher.query_vectors([image], None)
+        if len(vectors):
+            searcher.store.search(vectors, 5)
+        plain.append((time.perf_counter() - t) * 1000)
+        del result
+    print(f"  whole query {what}: p50 {percentile(totals, 50):.0f} ms  p95 {percentile(totals, 95):.0f} ms; "
+          f"the same photos with a plain k=5 search: p50 {percentile(plain, 50):.0f} ms  p95 {percentile(plain, 95):.0f} ms", flush=True)
+
+
+def extra_latency(engine, work, selfies, faces_per_photo, extra_photos, evaluate, params) -> None:
+    """The event's faces plus `extra_photos` photos' worth of synthetic face-like vectors (benchmarks/bench_store.py)."""
+    import shutil
+
+    from bench_store import synthetic
+    from engine.core import Engine
+    from engine.stores.base import Changes, FaceRow, FileRecord
+
+    extra = int(extra_photos * faces_per_photo)
+    folder = work / f"data-extra-{extra_photos}"
+    done = folder / "extra.done"
+    if not done.is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(work / "data", folder)
+        settings = engine.settings.model_copy(update={"data_dir": folder})
+        store = Engine(settings).searcher("facenet").store
+        data, _ = synthetic(extra, 128, np.random.default_rng(7), data_kind="facelike")
+        started = time.perf_counter()
+        for start in range(0, extra, 100_000):
+            stop = min(extra, start + 100_000)
+            rows = [FaceRow(f"extra/{i // 5:07d}.jpg", "", (10 * (i % 5), 10, 80, 80), 0.99) for i in range(start, stop)]
+            paths = sorted({r.path for r in rows})
+            store.apply(Changes(rows=rows, vectors=data[start:stop], records=[FileRecord(p, 1, 1, "x", 5) for p in paths]))
+        store.close()
+        done.write_text(str(extra))
+        print(f"  added {extra} synthetic faces in {time.perf_counter() - started:.0f} s", flush=True)
+    settings = engine.settings.model_copy(update={"data_dir": folder})
+    bigger = Engine(settings)
+    bigger.backends["facenet"] = engine.backends["facenet"]  # the loaded networks
+    searcher = bigger.searcher("facenet")
+    timings = []
+    for vector in [v for v in _vectors_cache(work).values() if v is not None][:200]:
+        t = time.perf_counter()
+        searcher.photos_for(vector, params=params)
+        timings.append((time.perf_counter() - t) * 1000)
+    print(f"  with {extra_photos} extra photos ({searcher.store.count} faces): store part p50 {percentile(timings, 50):.1f} ms "
+          f"p95 {percentile(timings, 95):.1f} ms", flush=True)
+    print_latency(bigger, selfies, f"with {extra_photos} extra photos")
+
+
+def _vectors_cache(work: Path) -> dict:
+    data = np.load(work / "queries.npz")
+    return {k: (None if np.isnan(v[0]) else v) for k, v in zip(data["keys"], data["vectors"])}
+
+
+def indexing_speed(base: EngineSettings, gallery: Path, work: Path, count: int) -> None:
+    """The first `count` photos indexed from scratch in each layout (people: their folder as a person)."""
+    import shutil
+
+    from engine.core import Engine
+    from engine.images import list_gallery_images
+
+    sample = work / "speed-gallery"
+    if not sample.is_dir():
+        for path in list_gallery_images(gallery, "photos")[:count]:
+            target = sample / path.parent.name / path.name  # one level deep: a valid people layout too
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    for layout in ("people", "photos"):
+        data_dir = work / f"speed-{layout}"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        engine = Engine(base.model_copy(update={"data_dir": data_dir, "gallery_dir": sample, "gallery_layout": layout}))
+        engine.load_networks("facenet")
+        report = engine.build_index("facenet", sample)
+        print(f"  indexing, {layout} layout: {report.embedded_images} photos, {report.faces_indexed} faces in "
+              f"{report.seconds:.1f} s: {report.images_per_second:.2f} images/s, "
+              f"{report.faces_indexed / report.seconds:.2f} faces/s", flush=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def tuning_grid(params):
+    """Plain thresholds (no cohort, no expansion: today's engine), then cohort and expansion around them."""
+    for threshold in (0.45, 0.5, 0.55, 0.6, 0.65, 0.7):
+        yield replace(params, threshold=threshold, cohort_weight=0.0, expand=0)
+    for weight in (0.5, 1.0):
+        for threshold in (0.35, 0.4, 0.45, 0.5, 0.55):
+            for expand, expand_threshold in ((0, 1.0), (3, 0.5), (5, 0.5), (5, 0.6)):
+                yield replace(params, threshold=threshold, cohort_weight=weight, expand=expand,
+                              expand_threshold=expand_threshold)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""How large must gallery photos be for detection in the photos layout? Faces found and seconds per photo.
+
+Event photos are 12-24 Mpx with faces of 60-150 px; the people layout scales photos to DETECT_MAX_SIDE (640)
+first, where such faces shrink below MTCNN's reach. This composes large photos from sample-gallery faces
+(every face pasted at a known size and place, over a blurred background) and detects them at several
+PHOTOS_DETECT_MAX_SIDE values, printing faces found / pasted, false detections and seconds per photo.
+Needs only the sample gallery and the weights (`python -m engine models fetch`).
+Usage: python benchmarks/bench_photos_detect.py [--sides 640,1280,1600,2048,2560] [--photos 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from engine.compose import background, overlap, paste_faces  # noqa: E402
+from engine.detect import FaceDetector  # noqa: E402
+from engine.images import list_gallery_images, person_name, read_image  # noqa: E402
+from engine.settings import EngineSettings  # noqa: E402
+
+SIZES = (60, 75, 90, 105, 120, 150)  # face sizes pasted, in pixels of the photo (the longer side of the box)
+
+
+def source_faces(detector: FaceDetector, gallery: Path, limit: int = 60) -> list[tuple[str, np.ndarray, tuple]]:
+    """(person, photo, face box) of sample photos with one clear face at least 90 px tall."""
+    chosen = []
+    for path in list_gallery_images(gallery):
+        image = read_image(path, max_bytes=50_000_000, max_pixels=50_000_000)
+        faces = detector.detect([image])[0]
+        if len(faces) == 1 and faces[0].confidence >= 0.99 and faces[0].box[3] >= 90:
+            chosen.append((person_name(path), image, faces[0].box))
+        if len(chosen) >= limit:
+            break
+    return chosen
+
+
+def composed(sources, size: tuple[int, int], faces: int, seed: int):
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(sources), faces, replace=False)
+    canvas = background(sources[int(picks[0])][1], size, seed)
+    wanted = [(sources[i][0], sources[i][1], sources[i][2], SIZES[n % len(SIZES)]) for n, i in enumerate(picks)]
+    placed = paste_faces(canvas, wanted, seed)
+    return np.asarray(canvas), placed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sides", default="640,1280,1600,2048,2560")
+    parser.add_argument("--photos", type=int, default=2, help="composed photos per photo size")
+    parser.add_argument("--faces", type=int, default=24)
+    args = parser.parse_args()
+    settings = EngineSettings()
+    gallery = settings.resolved_gallery()
+    if not gallery.is_dir() or not settings.facenet_weights.is_file():
+        print("needs the sample gallery and the weights: python -m engine models fetch")
+        return 0
+    base = FaceDetector(max_side=settings.detect_max_side, min_face_size=20, confidence=settings.face_confidence,
+                        fallback_confidence=settings.face_fallback_confidence, retry_padding=settings.face_retry_padding)
+    sources = source_faces(base, gallery)
+    print(f"{len(sources)} source faces; {args.faces} faces a photo, sizes {SIZES} px, {args.photos} photos per size")
+    for size in ((4000, 3000), (6000, 4000)):
+        photos = [composed(sources, size, args.faces, seed) for seed in range(args.photos)]
+        for side in (int(s) for s in args.sides.split(",")):
+            detector = base.sharing(max_side=side, min_face_size=settings.photos_min_face_size)
+            detector.detect([photos[0][0]])  # warm-up at this size (graph tracing)
+            found, pasted, false, seconds = 0, 0, 0, 0.0
+            missed_sizes: list[int] = []
+            for image, placed in photos:
+                started = time.perf_counter()
+                faces = detector.detect([image])[0]
+                seconds += time.perf_counter() - started
+                matched = set()
+                for face in faces:
+                    best = max(range(len(placed)), key=lambda i: overlap(face.box, placed[i].box))
+                    if overlap(face.box, placed[best].box) >= 0.3:
+                        matched.add(best)
+                    else:
+                        false += 1
+                found += len(matched)
+                pasted += len(placed)
+                missed_sizes += [max(placed[i].box[2:]) for i in range(len(placed)) if i not in matched]
+            print(f"{size[0]}x{size[1]} at max side {side:5d}: found {found}/{pasted}, false {false}, "
+                  f"{seconds / len(photos):.2f} s/photo; missed face sizes {sorted(missed_sizes)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
