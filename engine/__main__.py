@@ -1,4 +1,4 @@
-"""Command line: `python -m engine {models,index,search,eval,demo}`.
+"""Command line: `python -m engine {models,index,search,eval,demo,people}`.
 
 Exit codes: 0 success, 2 bad input (bad arguments, unreadable images, missing weights
 or index), 1 internal error.
@@ -69,6 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="which random open-set split (with --open-set)")
 
     commands.add_parser("demo", help="index the sample gallery, search a few of its photos, write a contact sheet")
+
+    people = commands.add_parser("people", help="list the persons of the gallery; name, merge, hide them, take a face out")
+    people.add_argument("--model", default="facenet", help="whose faces (facenet)")
+    people.add_argument("--json", action="store_true", help='one object per person per line: {"id", "name", "faces", "photos"}')
+    people_commands = people.add_subparsers(dest="people_command")
+    name = people_commands.add_parser("name", help="name a person")
+    name.add_argument("id", type=int)
+    name.add_argument("name", help='"Firstname Lastname"')
+    merge = people_commands.add_parser("merge", help="merge the second person into the first")
+    merge.add_argument("id", type=int)
+    merge.add_argument("other", type=int)
+    hide = people_commands.add_parser("hide", help="never show or name this person")
+    hide.add_argument("id", type=int)
+    unassign = people_commands.add_parser("unassign", help="take a photo's face (or every face of it) out of its person for good")
+    unassign.add_argument("path", help="the photo's path relative to the gallery (as `people --json` shows it)")
+    unassign.add_argument("--box", help="x,y,w,h of the face (default: every face of the photo)")
+    people_commands.add_parser("recluster", help="group every face into persons again (named persons kept)")
     return parser
 
 
@@ -121,6 +138,8 @@ def run_command(args: argparse.Namespace, settings: EngineSettings) -> int:
         if args.open_set:
             return commands.evaluate_open_set(settings, args.gallery, args.model, args.limit, args.out, args.seed)
         return commands.evaluate(settings, args.gallery, args.model, args.pairs or [], args.limit, args.out)
+    if args.command == "people":
+        return commands.people(settings, args)
     if args.command == "demo":
         from engine.demo import run_demo
 

@@ -153,4 +153,57 @@ def evaluate_open_set(settings, gallery: Path, model: str, limit: int | None, ou
     return 0
 
 
-__all__ = ["EngineError", "evaluate", "evaluate_open_set", "index", "models", "search"]
+def people(settings: EngineSettings, args) -> int:
+    """`people [--json]` lists persons largest first; `people name|merge|hide|unassign|recluster` edits them."""
+    engine = Engine(settings)
+    registry = engine.people(args.model)
+    command = args.people_command
+    if command != "recluster":
+        engine.sync_people(args.model)  # an index written before the registry existed, or by an older version
+    if command == "name":
+        ref = registry.name(args.id, args.name)
+        print(f"person {ref.id} is now named {ref.name}")
+    elif command == "merge":
+        ref = registry.merge(args.id, args.other)
+        print(f"person {args.other} merged into person {ref.id}" + (f" ({ref.name})" if ref.name else ""))
+    elif command == "hide":
+        registry.hide(args.id)
+        print(f"person {args.id} is hidden")
+    elif command == "unassign":
+        taken = registry.unassign(args.path, parse_box(args.box) if args.box else None)
+        for face in taken:
+            print(f"taken out: {face.path} {list(face.box)}")
+    elif command == "recluster":
+        report = engine.recluster_people(args.model)
+        print(
+            f"{report.persons} persons; {report.assigned} faces given a person, {report.new_persons} new persons, "
+            f"{report.waiting} faces without one; {report.seconds:.1f} s"
+        )
+    else:
+        listed = registry.list()
+        for person in listed:
+            if args.json:
+                print(json.dumps(person.to_dict(), ensure_ascii=False), flush=True)
+                continue
+            face = person.representative
+            print(
+                f"{person.id:>6}  {person.name or '(not named)'}  {len(person.faces)} faces, {person.photos} photos; "
+                f"e.g. {face.path} {list(face.box)}"
+            )
+        if not args.json:
+            print(f"{len(listed)} persons; {registry.waiting()} faces waiting for a person")
+    return 0
+
+
+def parse_box(text: str) -> tuple[int, int, int, int]:
+    parts = text.replace(" ", "").split(",")
+    try:
+        box = tuple(int(part) for part in parts)
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise BadInputError(f"--box must be four whole numbers x,y,w,h, not {text!r}")
+    return box  # type: ignore[return-value]
+
+
+__all__ = ["EngineError", "evaluate", "evaluate_open_set", "index", "models", "people", "search"]

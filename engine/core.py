@@ -19,6 +19,7 @@ from engine.builder import IndexBuilder, ProgressCallback
 from engine.device import DeviceInfo, probe_device
 from engine.errors import BadInputError, IndexUnavailableError
 from engine.images import decode_image, read_image
+from engine.people import ClusterParams, PeopleRegistry, SyncReport
 from engine.searcher import Searcher
 from engine.settings import EngineSettings
 from engine.stores import open_store
@@ -26,6 +27,8 @@ from engine.stores.base import VectorStore
 from engine.types import DetectedFace, IndexInfo, IndexReport, SearchResult
 
 log = logging.getLogger(__name__)
+
+PEOPLE_MODELS = ("facenet",)  # models whose rows are faces (VGG16's are whole images)
 
 
 class Engine:
@@ -39,6 +42,7 @@ class Engine:
         self.backends: dict[str, ModelBackend] = create_backends(settings)
         self._device: DeviceInfo | None = None
         self._searchers: dict[str, Searcher] = {}
+        self._registries: dict[str, PeopleRegistry] = {}
         self._lock = threading.Lock()
         # one build at a time per model in this process (the store's lock serialises processes)
         self._build_locks = {model: threading.Lock() for model in self.backends}
@@ -155,7 +159,7 @@ class Engine:
         builder = self.builder(model)
         try:
             with self._build_locks[model]:
-                return builder.build(
+                report = builder.build(
                     store,
                     Path(gallery or self.settings.resolved_gallery()),
                     paths,
@@ -163,6 +167,9 @@ class Engine:
                     should_stop=should_stop,
                     on_wait=on_wait,
                 )
+                if index_dir is None and model in PEOPLE_MODELS:
+                    self.people(model).sync(store)  # the gallery's persons follow its faces
+                return report
         finally:
             if index_dir is not None:
                 store.close()
@@ -208,7 +215,37 @@ class Engine:
         self.load_networks(model)
         return self.searcher(model).search_image(image, k=k, max_faces=max_faces, name=name, limit=limit)
 
+    # ---- people ---------------------------------------------------------------------------
+    def people(self, model: str = "facenet") -> PeopleRegistry:
+        """The persons of the model's gallery (DATA_DIR/people/<model>.sqlite), kept in step by build_index."""
+        if check_model(model) not in PEOPLE_MODELS:
+            raise BadInputError(f"persons are made of faces: {model} indexes whole images (use facenet)")
+        with self._lock:
+            if model not in self._registries:
+                s = self.settings
+                self._registries[model] = PeopleRegistry(
+                    s.data_dir / "people" / f"{model}.sqlite",
+                    names=s.people_names,
+                    params=ClusterParams(s.cluster_threshold, s.cluster_min_faces, s.cluster_neighbours),
+                )
+            return self._registries[model]
+
+    def sync_people(self, model: str = "facenet") -> SyncReport:
+        """Bring the model's persons up to date with its store (a no-op when nothing was written since the last sync)."""
+        registry = self.people(model)
+        return registry.sync(self.searcher(model).store)
+
+    def recluster_people(self, model: str = "facenet") -> SyncReport:
+        """Group the model's faces into persons again from scratch (named persons kept)."""
+        registry = self.people(model)
+        searcher = self.searcher(model)
+        searcher.check_store()
+        return registry.recluster(searcher.store)
+
     def close(self) -> None:
         for searcher in self._searchers.values():
             searcher.store.close()
         self._searchers.clear()
+        for registry in self._registries.values():
+            registry.close()
+        self._registries.clear()

@@ -54,3 +54,11 @@ class ClusterUnavailableError(EngineError):
     """The Ray cluster to index on does not answer, or Ray is not installed."""
 
     exit_code = 2
+
+
+class PersonNotFoundError(BadInputError):
+    """No (visible) person with that id in the people registry."""
+
+
+class BadPersonNameError(BadInputError):
+    """A person's name that cannot be used: empty, too long, control characters, or another person's."""

@@ -16,6 +16,7 @@ serialised by the store itself (a cross-process lock for the local store).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -152,3 +153,7 @@ class VectorStore(Protocol):
         """
 
     def close(self) -> None: ...
+
+    def face_vectors(self, paths: Iterable[str] | None = None, chunk: int = 20_000) -> Iterator[tuple[list[FaceRow], np.ndarray]]:
+        """The rows of the faces of the gallery files `paths` (None: every face) with their stored vectors,
+        as (rows, (len(rows), dim) float32 array) chunks of at most `chunk` rows (people clustering reads them)."""

@@ -30,7 +30,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -532,6 +532,47 @@ class LocalStore:
         self._snapshot = _EMPTY
         self._engine.dispose()
 
+    def face_vectors(self, paths: Iterable[str] | None = None, chunk: int = 20_000) -> Iterator[tuple[list[FaceRow], np.ndarray]]:
+        """The rows and stored vectors of the faces of `paths` (None: every face), in chunks of at most `chunk`.
+
+        Reads the committed state as of this call's refresh(); a row committed after it is left out.
+        """
+        self.refresh()
+        snap = self._snapshot
+        if paths is None:
+            where: list[list[str] | None] = [None]
+        else:
+            wanted_paths = sorted(set(paths))
+            where = [wanted_paths[i : i + 500] for i in range(0, len(wanted_paths), 500)]
+        # per segment: its row ids sorted, with their positions in the segment's storage
+        located = []
+        for segment in snap.segments:
+            ids = _ids_of(segment.index)
+            order = np.argsort(ids, kind="stable")
+            located.append((segment, ids[order], order))
+        for part in where:
+            query = sa.select(_faces).order_by(_faces.c.id)
+            if part is not None:
+                query = query.where(_faces.c.path.in_(part))
+            with self._engine.connect() as conn:
+                found = conn.execute(query).all()
+            for start in range(0, len(found), chunk):
+                rows = found[start : start + chunk]
+                wanted = np.array([r.id for r in rows], np.int64)
+                vectors = np.full((len(rows), snap.header.dim if snap.header else 0), np.nan, np.float32)
+                held = np.zeros(len(rows), bool)
+                for segment, ids, order in located:
+                    at = np.clip(np.searchsorted(ids, wanted), 0, max(len(ids) - 1, 0))
+                    hit = (ids[at] == wanted) if len(ids) else np.zeros(len(rows), bool)
+                    hit &= ~np.isin(wanted, snap.deleted)
+                    if hit.any():
+                        vectors[hit] = _storage_of(segment.index).reconstruct_batch(order[at[hit]].astype(np.int64))
+                        held |= hit
+                yield (
+                    [FaceRow(r.path, r.name, (r.x, r.y, r.w, r.h)) for r, h in zip(rows, held) if h],
+                    vectors[held],
+                )
+
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     dbapi_connection.isolation_level = None  # transactions are begun by the engine's "begin" event
@@ -638,3 +679,11 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _storage_of(index):
+    """The flat index holding a segment's vectors in insertion order (the HNSW graph's storage, or the flat index)."""
+    import faiss
+
+    inner = faiss.downcast_index(index.index)
+    return faiss.downcast_index(inner.storage) if isinstance(inner, faiss.IndexHNSW) else inner

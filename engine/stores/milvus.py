@@ -27,7 +27,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -299,6 +299,28 @@ class MilvusStore:
 
     def close(self) -> None:
         self.client.close()
+
+    def face_vectors(self, paths: Iterable[str] | None = None, chunk: int = 20_000) -> Iterator[tuple[list[FaceRow], np.ndarray]]:
+        """The rows and stored vectors of the faces of `paths` (None: every face), in chunks of at most `chunk`."""
+        if self.header is None or not self.client.has_collection(self.faces):
+            return
+        fields = ["vector", "path", "name", "x", "y", "w", "h"]
+        if paths is None:
+            filters = [""]
+        else:
+            wanted = sorted(set(paths))
+            filters = [_in("path", wanted[i : i + 1_000]) for i in range(0, len(wanted), 1_000)]
+        rows: list[FaceRow] = []
+        vectors: list = []
+        for filter in filters:
+            for r in self._iterate(self.faces, filter, fields):
+                rows.append(FaceRow(r["path"], r["name"], (r["x"], r["y"], r["w"], r["h"])))
+                vectors.append(r["vector"])
+                if len(rows) >= chunk:
+                    yield rows, np.asarray(vectors, dtype=np.float32)
+                    rows, vectors = [], []
+        if rows:
+            yield rows, np.asarray(vectors, dtype=np.float32)
 
     # --- helpers -------------------------------------------------------------------------
 
