@@ -104,6 +104,7 @@ async def main(args) -> None:
             settings = Settings(
                 bot_token=TOKEN, bot_api_url=api.url, data_dir=Path(tmp), gallery_dir=SAMPLE_GALLERY,
                 database_url=f"sqlite:///{tmp}/bot.sqlite3", workers=args.workers, max_queue=args.max_queue,
+                allowed_user_ids="*",
             )  # fmt: skip
             engine = Engine(settings)
             started = time.perf_counter()
@@ -119,7 +120,7 @@ async def main(args) -> None:
 
                 cache_size = service.file_ids.size
                 service.file_ids.size = 0  # off: every gallery photo uploaded, as before issue 8
-                service.file_ids.drop(list(service.file_ids._items))
+                service.file_ids.clear()
                 mark = len(api.calls)
                 cold = [(await one_photo(api, 1, photos[n % len(photos)]))[0] for n in range(args.single)]
                 cold_bytes = uploaded_bytes(api, mark)

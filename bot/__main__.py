@@ -22,6 +22,10 @@ def main() -> int:
         from engine.demo import run_demo
 
         return run_demo(settings)
+    problem = settings.access_problem()
+    if problem:
+        print(f"Not starting the bot: {problem}", file=sys.stderr, flush=True)
+        return 2
     from bot.app import run
 
     run(settings)

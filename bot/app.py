@@ -15,12 +15,14 @@ from telegram.ext import (
     ApplicationBuilder,
     CallbackQueryHandler,
     CommandHandler,
+    ContextTypes,
     MessageHandler,
     TypeHandler,
     filters,
 )
 
 from bot import handlers
+from bot.handlers import BotApplication
 from bot.service import BotService
 from bot.settings import Settings
 from engine import Engine
@@ -31,17 +33,24 @@ log = logging.getLogger(__name__)
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 
 
-def build_application(settings: Settings, engine: Engine | None = None) -> Application:
+class AccessNotConfiguredError(ValueError):
+    """ALLOWED_USER_IDS is empty: the bot does not start (see Settings.access_problem)."""
+
+
+def build_application(settings: Settings, engine: Engine | None = None) -> BotApplication:
     """The bot, ready for `run_polling`/`run_webhook` or `async with app: await app.start()`.
 
     `engine` lets a caller (tests, benchmarks) share one already-loaded Engine.
     """
     if not settings.token():
         raise ValueError("BOT_TOKEN is not set")
+    problem = settings.access_problem()
+    if problem:
+        raise AccessNotConfiguredError(problem)
     service = BotService(settings, engine)
 
     async def post_init(application: Application) -> None:
-        await service.start()
+        await service.start(application)
         await application.bot.set_my_commands([BotCommand(name, about) for name, about in handlers.COMMANDS])
         log.info("bot @%s ready", application.bot.username)
 
@@ -51,7 +60,7 @@ def build_application(settings: Settings, engine: Engine | None = None) -> Appli
     async def post_shutdown(application: Application) -> None:
         await service.close()
 
-    application = (
+    application: BotApplication = (
         ApplicationBuilder()
         .token(settings.token())
         .base_url(settings.base_url)
@@ -59,6 +68,7 @@ def build_application(settings: Settings, engine: Engine | None = None) -> Appli
         .local_mode(False)
         .rate_limiter(AIORateLimiter(max_retries=settings.send_retries))
         .concurrent_updates(True)
+        .context_types(ContextTypes(context=handlers.Context))
         .post_init(post_init)
         .post_stop(post_stop)
         .post_shutdown(post_shutdown)
@@ -69,7 +79,7 @@ def build_application(settings: Settings, engine: Engine | None = None) -> Appli
     return application
 
 
-def add_handlers(application: Application) -> None:
+def add_handlers(application: BotApplication) -> None:
     """Message handlers match new messages only (`UpdateType.MESSAGE`): an edited photo is not searched again."""
     new = filters.UpdateType.MESSAGE
     application.add_handler(TypeHandler(Update, handlers.gatekeeper), group=-1)
@@ -80,7 +90,12 @@ def add_handlers(application: Application) -> None:
     ]  # fmt: skip
     for names, callback in commands:
         application.add_handler(CommandHandler(names, callback, filters=new))
-    application.add_handler(CallbackQueryHandler(handlers.button))
+    buttons = [
+        ("more", handlers.more_button), ("faces", handlers.faces_button), ("people", handlers.people_button),
+        ("rm|rmno", handlers.remove_button),
+    ]  # fmt: skip
+    for kinds, callback in buttons:
+        application.add_handler(CallbackQueryHandler(callback, pattern=f"^(?:{kinds}):"))
     unsupported = (
         filters.Sticker.ALL | filters.ANIMATION | filters.VIDEO | filters.VIDEO_NOTE | filters.VOICE | filters.AUDIO
     )

@@ -7,16 +7,34 @@ blocking: handlers call them through `asyncio.to_thread`.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, create_engine, delete, func, select
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+)
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
 ROOT = Path(__file__).resolve().parent.parent
+REMOVED = ""  # the identity name of an answer whose person was removed from the gallery since
 
 
 class Base(DeclarativeBase):
@@ -84,6 +102,61 @@ class FaceAnswer(Base):
     query: Mapped[Query] = relationship(back_populates="answers")
 
 
+class ButtonState(Base):
+    """What an inline button needs, shared by every replica and kept across restarts until `expires_at`.
+
+    `kind`: "result" (More matches / Show faces: the answer's photos, faces and ranks shown) or "remove" (a
+    `/remove` confirmation); `payload` is JSON.
+    """
+
+    __tablename__ = "button_states"
+    __table_args__ = (Index("ix_button_states_expires_at", "expires_at"),)
+
+    token: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Claim(Base):
+    """A one-time claim (a button pressed, an album answered) or a lease (a user's search running) any replica sees.
+
+    Inserting the key wins; a second insert fails on the primary key. A lease past `expires_at` may be taken over.
+    """
+
+    __tablename__ = "claims"
+    __table_args__ = (Index("ix_claims_expires_at", "expires_at"),)
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AlbumPart(Base):
+    """One photo of a media group (album) as it arrived at any replica; kept so `/add Name` can answer the album."""
+
+    __tablename__ = "album_parts"
+    __table_args__ = (
+        UniqueConstraint("chat_id", "media_group_id", "message_id", name="uq_album_parts_message"),
+        Index("ix_album_parts_expires_at", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    media_group_id: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[int] = mapped_column(BigInteger)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    file_id: Mapped[str] = mapped_column(String(255))
+    file_size: Mapped[int | None] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(255))
+    caption: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 @dataclass(frozen=True)
 class HistoryItem:
     created_at: datetime
@@ -127,6 +200,20 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_pragmas(connection: Any, record: Any) -> None:
+    """WAL (readers never block the writer; another replica's or process's write waits, not fails) and a busy
+    timeout: a write meeting another one's lock waits up to 30 s instead of raising "database is locked"."""
+    cursor = connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -138,6 +225,8 @@ class Store:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine: SAEngine = create_engine(url, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
@@ -225,6 +314,33 @@ class Store:
                 session.execute(delete(FaceAnswer).where(FaceAnswer.query_id.in_(ids)))
                 session.execute(delete(Query).where(Query.id.in_(ids)))
             return len(ids)
+
+    def forget_user(self, user_id: int) -> int:
+        """Delete this user's queries in every chat (`/forget`); returns how many."""
+        with self.sessions.begin() as session:
+            ids = session.scalars(select(Query.id).where(Query.user_id == user_id)).all()
+            self._delete_queries(session, ids)
+            return len(ids)
+
+    def forget_person(self, name: str) -> int:
+        """A removed person leaves the history: their matches are deleted and answers naming them keep no name
+        (`/history` says "a removed person"). Returns how many rows changed."""
+        with self.sessions.begin() as session:
+            changed = session.execute(delete(MatchRow).where(MatchRow.name == name)).rowcount or 0
+            changed += (
+                session.execute(
+                    FaceAnswer.__table__.update().where(FaceAnswer.identity_name == name).values(identity_name=REMOVED)
+                ).rowcount
+                or 0
+            )
+            return changed
+
+    @staticmethod
+    def _delete_queries(session: Any, ids: Sequence[int]) -> None:
+        if ids:
+            session.execute(delete(MatchRow).where(MatchRow.query_id.in_(ids)))
+            session.execute(delete(FaceAnswer).where(FaceAnswer.query_id.in_(ids)))
+            session.execute(delete(Query).where(Query.id.in_(ids)))
 
     def purge_older_than(self, days: float) -> int:
         """Delete queries (and their matches) older than `days` days; returns how many (HISTORY_RETENTION_DAYS)."""

@@ -1,19 +1,22 @@
-"""Sending to Telegram reliably: retries after network errors, and gallery photos' file_id cache."""
+"""Sending to and fetching from Telegram reliably: retries, downloads, attachments, the gallery file_id cache."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from telegram import Bot, Message
 from telegram.error import BadRequest, NetworkError, RetryAfter
+
+from bot.lru import LRU
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+FileKey = tuple[str, int, int]  # path, mtime_ns, size
 
 
 async def retrying(send: Callable[[], Awaitable[T]], attempts: int, on_retry: Callable[[str], None] | None = None) -> T:
@@ -51,45 +54,37 @@ async def retrying(send: Callable[[], Awaitable[T]], attempts: int, on_retry: Ca
     raise AssertionError("unreachable")
 
 
-def file_key(path: str | Path) -> tuple[str, int, int]:
+def file_key(path: str | Path) -> FileKey:
     """A gallery file's version: path, mtime and size. OSError when the file is gone."""
     stat = Path(path).stat()
     return str(path), stat.st_mtime_ns, stat.st_size
 
 
-class FileIdCache:
+def file_id_cache(size: int = 4096) -> LRU[FileKey, str]:
     """Telegram file_ids of gallery photos already uploaded, per file version (an edited file uploads again)."""
+    return LRU(size)
 
-    def __init__(self, size: int = 4096):
-        self.size = size
-        self._items: OrderedDict[tuple[str, int, int], str] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
-    def get(self, key: tuple[str, int, int]) -> str | None:
-        with self._lock:
-            file_id = self._items.get(key)
-            if file_id is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return file_id
+@dataclass(frozen=True)
+class Attachment:
+    """The file of a photo message (its largest size) or of an image document."""
 
-    def put(self, key: tuple[str, int, int], file_id: str) -> None:
-        if not self.size:
-            return
-        with self._lock:
-            self._items[key] = file_id
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+    file_id: str
+    file_size: int | None
+    name: str
 
-    def drop(self, keys) -> None:
-        with self._lock:
-            for key in keys:
-                self._items.pop(key, None)
 
-    def __len__(self) -> int:
-        return len(self._items)
+def attachment_of(message: Message) -> Attachment | None:
+    if message.photo:
+        photo = message.photo[-1]
+        return Attachment(photo.file_id, photo.file_size, "photo")
+    if message.document is not None:
+        document = message.document
+        return Attachment(document.file_id, document.file_size, document.file_name or "file")
+    return None
+
+
+async def download(bot: Bot, file_id: str, attempts: int, on_retry: Callable[[str], None] | None = None) -> bytes:
+    """A user's file from Telegram (getFile, then the download), retried like every other call."""
+    file = await retrying(lambda: bot.get_file(file_id), attempts, on_retry)
+    return bytes(await retrying(file.download_as_bytearray, attempts, on_retry))

@@ -6,15 +6,24 @@ import asyncio
 import logging
 import math
 import re
+import unicodedata
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, User
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import BadRequest
 
+from bot.delivery import Attachment, download
 from bot.paging import people_keyboard
 from engine import EngineError
-from engine.gallery import AddResult, check_name
+from engine.errors import IndexBusyError
+from engine.gallery import AddResult, PersonNameError, check_name
+
+if TYPE_CHECKING:
+    from bot.service import BotService
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PEOPLE_PAGE = 10
 _ADD = re.compile(r"^/add(?:@\w+)?(?:\s+(?P<name>.*))?$", re.DOTALL)
@@ -33,52 +42,123 @@ def add_name(text: str | None) -> str:
     return (match.group("name") or "").strip() if match else ""
 
 
-async def add_from_messages(service, messages: list[Message], user: User, text: str | None, bot: Bot) -> None:
-    """Admins: check, save and index the photos of `messages` as the person named in `text`."""
-    first = messages[0]
-    if not service.settings.is_admin(user.id):
-        log.warning("user %s tried /add without being an admin", user.id)
-        await service._reply(first, "Sorry, /add is for admins only: nothing was added.")
+EDIT_NOTICE_S = 3.0  # a gallery edit still running after this gets a word: the index may be busy
+MAX_NAME_BYTES = 128  # a folder name is at most 255 bytes on common filesystems; names stay well under
+
+
+def clean_name(name: str) -> str:
+    """NFKC (look-alike forms of one name become one person), then the engine's checks, within MAX_NAME_BYTES."""
+    cleaned = check_name(unicodedata.normalize("NFKC", name))
+    if len(cleaned.encode()) > MAX_NAME_BYTES:
+        raise PersonNameError(f"a name may take at most {MAX_NAME_BYTES} bytes (UTF-8); that one takes {len(cleaned.encode())}")
+    return cleaned
+
+
+async def edit(svc: BotService, chat_id: int, function: Callable[..., T], *args: Any) -> T:
+    """Run a gallery edit in the index thread; if it takes a while, say why (the index may be held by a long
+    indexing run, e.g. `python -m engine index`, which the edit waits for)."""
+    task = asyncio.ensure_future(svc.write_index(function, *args))
+    done, _ = await asyncio.wait({task}, timeout=EDIT_NOTICE_S)
+    if not done:
+        await svc.sender.text(
+            chat_id,
+            "Still working: the gallery's index is busy (another indexing run may hold it, and I wait for it). "
+            "I'll answer here when it's done.",
+        )
+    return await task
+
+
+def edit_failure(svc: BotService, what: str, error: EngineError) -> str:
+    if isinstance(error, IndexBusyError):
+        return (
+            f"The gallery was changed, but its index stayed busy (a long indexing run holds it): {what} becomes "
+            "visible to searches after that run or the next /reindex."
+        )
+    return f"Nothing {what}: {svc.public(str(error))}"
+
+
+async def add(svc: BotService, chat_id: int, user_id: int, files: list[Attachment], text: str | None) -> None:
+    """Admins: check, save and index the photos of `files` as the person named in `text`."""
+    send = svc.sender
+    if not svc.settings.is_admin(user_id):
+        log.warning("user %s tried /add without being an admin", user_id)
+        await send.text(chat_id, "Sorry, /add is for admins only: nothing was added.")
         return
-    files = []
-    for message in messages:
-        if message.photo:
-            files.append((message.photo[-1].file_id, message.photo[-1].file_size))
-        elif message.document:
-            files.append((message.document.file_id, message.document.file_size))
-    await add_files(service, first, files, text, bot)
-
-
-async def add_files(
-    service, reply_to: Message, files: list[tuple[str, int | None]], text: str | None, bot: Bot
-) -> None:
-    name = add_name(text)
     try:
-        name = check_name(name)
+        name = clean_name(add_name(text))
     except EngineError as error:
-        await service._reply(reply_to, f"{error}.\n{USAGE}")
+        await send.text(chat_id, f"{error}.\n{USAGE}")
         return
     if not files:
-        await service._reply(reply_to, USAGE)
+        await send.text(chat_id, USAGE)
         return
     photos = []
-    for file_id, size in files:
-        if size and size > 20 * 1024 * 1024:
+    for attachment in files:
+        if attachment.file_size and attachment.file_size > 20 * 1024 * 1024:
             photos.append(b"")  # refused by the engine as empty: reported with its number
             continue
         try:
-            file = await service.send(lambda: bot.get_file(file_id))
-            photos.append(bytes(await service.send(file.download_as_bytearray)))
+            photos.append(await download(send.bot, attachment.file_id, svc.settings.send_retries))
         except BadRequest:
             photos.append(b"")
     try:
-        result = await asyncio.get_running_loop().run_in_executor(
-            service.index_pool, service.gallery.add_photos, name, photos
-        )
-    except EngineError as error:
-        await service._reply(reply_to, f"Nothing added: {service.public(str(error))}")
+        result = await edit(svc, chat_id, svc.gallery.add_photos, name, photos)
+    except IndexBusyError as error:
+        await send.text(chat_id, edit_failure(svc, "the new photos", error))
         return
-    await service._reply(reply_to, describe_add(result))
+    except EngineError as error:
+        await send.text(chat_id, f"Nothing added: {svc.public(str(error))}")
+        return
+    await send.text(chat_id, describe_add(result))
+
+
+async def ask_remove(svc: BotService, chat_id: int, user_id: int, name: str) -> tuple[str, InlineKeyboardMarkup | None]:
+    try:
+        person = await svc.db(svc.gallery.find, unicodedata.normalize("NFKC", name))
+    except EngineError as error:
+        return f"{error}. Usage: /remove Firstname Lastname", None
+    if person is None:
+        return f"Nobody called {name} in the gallery. See /people.", None
+    token = await svc.db(svc.state.put_button, "remove", chat_id, user_id, {"name": person.name})
+    return f"Remove {person.name} and their {person.photos} photos from the gallery?", remove_keyboard(token)
+
+
+async def confirm_remove(svc: BotService, token: str, user_id: int, chat_id: int, confirmed: bool) -> tuple[str | None, str | None]:
+    """(the button's short answer, the confirmation message's new text)."""
+    button = await svc.db(svc.state.button, token, "remove")
+    if button is None or button.user_id != user_id:
+        return "This confirmation is not yours or has expired.", None
+    if not await svc.db(svc.state.claim, f"rm:{token}"):
+        return None, None  # pressed twice, or on two replicas: done once
+    name = str(button.payload["name"])
+    if not confirmed:
+        return None, f"Kept {name}."
+    try:
+        result = await edit(svc, chat_id, svc.gallery.remove, name)
+    except EngineError as error:
+        if await svc.db(svc.gallery.find, name) is not None:
+            return None, edit_failure(svc, "removed", error)
+        # the folder is gone but the index was not updated (the last person: an empty gallery, or a busy index)
+        await svc.db(svc.store.forget_person, name)
+        return None, f"Removed {name}'s photos from the gallery, but the index was not updated: {svc.public(str(error))}."
+    await svc.db(svc.store.forget_person, result.person.name)
+    return None, f"Removed {result.person.name} and their {result.photos} photos; searches no longer find them."
+
+
+async def rename(svc: BotService, chat_id: int, args: list[str]) -> str:
+    names = await svc.db(split_rename, svc, [unicodedata.normalize("NFKC", a) for a in args])
+    if names is None:
+        return "Usage: /rename Old Name New Name (the old name must be in /people; or /rename Old -> New)."
+    try:
+        new = clean_name(names[1])
+        result = await edit(svc, chat_id, svc.gallery.rename, names[0], new)
+    except IndexBusyError as error:
+        return edit_failure(svc, "the new name", error)
+    except EngineError as error:
+        return f"Nothing renamed: {svc.public(str(error))}."
+    if result.merged:
+        return f"Merged {names[0]} into {result.person.name}: {result.person.photos} photos now."
+    return f"Renamed {names[0]} to {result.person.name} ({result.person.photos} photos)."
 
 
 def describe_add(result: AddResult) -> str:
@@ -104,7 +184,7 @@ def describe_add(result: AddResult) -> str:
     return "\n".join(lines)
 
 
-def people_page(service, prefix: str, page: int) -> tuple[str, InlineKeyboardMarkup | None]:
+def people_page(service: BotService, prefix: str, page: int) -> tuple[str, InlineKeyboardMarkup | None]:
     people = service.gallery.people(prefix)
     if not people:
         return (f"Nobody in the gallery starts with {prefix!r}." if prefix else "The gallery is empty."), None
@@ -129,7 +209,7 @@ def remove_keyboard(token: str) -> InlineKeyboardMarkup:
     )
 
 
-def split_rename(service, args: list[str]) -> tuple[str, str] | None:
+def split_rename(service: BotService, args: list[str]) -> tuple[str, str] | None:
     """`Old Name New Name`: the split whose left part is an existing person (or `Old -> New`, `Old | New`)."""
     text = " ".join(args)
     for separator in ("->", "→", "|", "=>"):

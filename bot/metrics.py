@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -43,6 +43,7 @@ class Metrics:
         self.busy = Counter("facesearch_busy_refusals", "Photos refused because the queue was full.", registry=r)
         r.register(_IndexSizes(index_sizes))
         self._runner: web.AppRunner | None = None
+        self.host: str | None = None
         self.port: int | None = None
 
     def error(self, kind: str) -> None:
@@ -70,12 +71,13 @@ class Metrics:
                 return bound
         return float("inf")
 
-    async def serve(self, host: str, port: int, health: Callable[[], dict]) -> None:
+    async def serve(self, host: str, port: int, health: Callable[[], Awaitable[tuple[bool, dict]]]) -> None:
         async def metrics(request: web.Request) -> web.Response:
             return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         async def healthz(request: web.Request) -> web.Response:
-            return web.json_response(health())
+            healthy, body = await health()
+            return web.json_response(body, status=200 if healthy else 503)
 
         app = web.Application()
         app.router.add_get("/metrics", metrics)
@@ -84,7 +86,7 @@ class Metrics:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.host, self.port = site._server.sockets[0].getsockname()[:2]
         log.info("metrics on http://%s:%d/metrics, health on /healthz", host, self.port)
 
     async def close(self) -> None:

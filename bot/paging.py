@@ -1,11 +1,9 @@
-"""Result pages: what a "More matches" / "Show faces" button needs, kept in memory, and the keyboards."""
+"""Result pages: what a "More matches" / "Show faces" button needs (stored by `bot.state`), and the keyboards."""
 
 from __future__ import annotations
 
-import itertools
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
@@ -36,7 +34,6 @@ class ResultState:
     page: int
     max_k: int
     index_size: int
-    summary_message_id: int | None = None
 
     @property
     def has_more(self) -> bool:
@@ -47,44 +44,35 @@ class ResultState:
         return any(len(p.boxes) > 1 for p in self.photos)
 
 
-class ResultPages:
-    """The last answers' states, by a short token (callback_data holds at most 64 bytes)."""
+def state_to_payload(state: ResultState) -> dict[str, Any]:
+    """The answer as JSON-ready data (a row of `button_states`: any replica serves the next page)."""
+    return {
+        "chat_id": state.chat_id, "user_id": state.user_id, "model": state.model, "k": state.k, "shown": state.shown,
+        "page": state.page, "max_k": state.max_k, "index_size": state.index_size,
+        "photos": [
+            {
+                "file_id": p.file_id, "name": p.name, "boxes": [list(b) for b in p.boxes], "unknown": p.unknown,
+                "matches": [[[m.rank, m.name, m.path, m.similarity, m.distance] for m in face] for face in p.matches],
+            }
+            for p in state.photos
+        ],
+    }  # fmt: skip
 
-    def __init__(self, size: int = 1000):
-        self.size = size
-        self._items: OrderedDict[str, ResultState] = OrderedDict()
-        self._pending: OrderedDict[str, tuple] = OrderedDict()
-        self._ids = itertools.count(1)
-        self._lock = threading.Lock()
 
-    def add(self, state: ResultState) -> str:
-        with self._lock:
-            token = format(next(self._ids), "x")
-            self._items[token] = state
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-            return token
-
-    def get(self, token: str) -> ResultState | None:
-        with self._lock:
-            return self._items.get(token)
-
-    def add_pending(self, action: tuple) -> str:
-        """An action waiting for a confirmation button (e.g. /remove)."""
-        with self._lock:
-            token = format(next(self._ids), "x")
-            self._pending[token] = action
-            while len(self._pending) > self.size:
-                self._pending.popitem(last=False)
-            return token
-
-    def pending(self, token: str) -> tuple | None:
-        with self._lock:
-            return self._pending.get(token)
-
-    def pop_pending(self, token: str) -> tuple | None:
-        with self._lock:
-            return self._pending.pop(token, None)
+def state_from_payload(payload: dict[str, Any]) -> ResultState:
+    photos = [
+        PhotoQuery(
+            file_id=p["file_id"], name=p["name"], boxes=[(b[0], b[1], b[2], b[3]) for b in p["boxes"]],
+            matches=[[Match(int(m[0]), m[1], m[2], float(m[3]), float(m[4])) for m in face] for face in p["matches"]],
+            unknown=[bool(u) for u in p["unknown"]],
+        )  # fmt: skip
+        for p in payload["photos"]
+    ]
+    return ResultState(
+        chat_id=payload["chat_id"], user_id=payload["user_id"], model=payload["model"], k=payload["k"],
+        photos=photos, shown=payload["shown"], page=payload["page"], max_k=payload["max_k"],
+        index_size=payload["index_size"],
+    )  # fmt: skip
 
 
 def result_keyboard(token: str, state: ResultState) -> InlineKeyboardMarkup | None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import threading
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from bot.lru import LRU
 from engine import FaceResult, Match
 
 ALBUM_SIZE = 10  # Telegram's limit of photos per media group
@@ -89,23 +88,15 @@ class ThumbnailCache:
 
     def __init__(self, side: int = 512, size: int = 512):
         self.side = side
-        self.size = size
-        self._items: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
-        self._lock = threading.Lock()
+        self.items: LRU[tuple[str, int, int], bytes] = LRU(size)
 
     def get(self, path: str | Path) -> bytes:
         stat = Path(path).stat()
         key = (str(path), stat.st_mtime_ns, stat.st_size)
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        data = self._render(Path(path))
-        with self._lock:
-            if self.size:
-                self._items[key] = data
-                while len(self._items) > self.size:
-                    self._items.popitem(last=False)
+        data = self.items.get(key)
+        if data is None:
+            data = self._render(Path(path))
+            self.items.put(key, data)
         return data
 
     def _render(self, path: Path) -> bytes:

@@ -1,101 +1,46 @@
-"""The bot's work behind the handlers: searches in a bounded worker pool, albums, pages, history, reindexing."""
+"""The bot's service: its verbs (search, page, faces, add, remove, rename, people, history, forget, stats) over the
+engine and the database, which handlers call after parsing; and its life cycle (start-up, live pickup, purges).
+
+Nothing blocking runs on the event loop: database calls and light engine calls go through `db` (a thread pool),
+detection and embedding through `compute` (the bounded worker pool), index writes through `index_pool` (one thread).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-import time
-from collections import OrderedDict
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
+from typing import Any, TypeVar
 
-import numpy as np
-from telegram import Bot, InputMediaPhoto, Message, User
-from telegram.constants import ChatAction
-from telegram.error import BadRequest
+from sqlalchemy import text as sql
+from telegram import Message, User
+from telegram.ext import Application
 
 from bot import render
+from bot.albums import AlbumCollector
 from bot.db import Store, upgrade
-from bot.delivery import FileIdCache, file_key, retrying
+from bot.delivery import attachment_of
 from bot.metrics import Metrics
-from bot.paging import PAGE_LIMIT, PhotoQuery, ResultPages, ResultState, result_keyboard
+from bot.reindex import ReindexJob, describe_report, run_reindex
+from bot.search_flow import PhotoIn, SearchFlow, indexing_refusal
+from bot.sending import Sender
 from bot.settings import Settings
-from engine import (
-    MODEL_NAMES,
-    Engine,
-    EngineError,
-    IndexProgress,
-    IndexReport,
-    IndexUnavailableError,
-    SearchResult,
-)
+from bot.state import Part, SharedState
+from engine import MODEL_NAMES, Engine, EngineError, IndexProgress
 from engine.gallery import Gallery
 from engine.images import IMAGE_SUFFIXES, list_gallery_images
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-STILL_WORKING = "I'm still working on your previous photo — please wait for its answer before sending another."
-BUSY = "I'm busy with other people's photos right now — please try again in a minute."
-TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # getFile refuses larger files
-RECENT_ALBUMS = 500  # albums remembered so that `/add Name` can answer one
-
-
-@dataclass
-class ReindexJob:
-    models: list[str]
-    started: float = field(default_factory=time.monotonic)
-    model: str = ""
-    progress: IndexProgress | None = None
-    reports: list[IndexReport] = field(default_factory=list)
-
-    def text(self) -> str:
-        if self.progress is None or self.progress.total == 0:
-            return f"Reindexing {self.model or ', '.join(self.models)}: checking the gallery for changes…"
-        p = self.progress
-        percent = 100 * p.done / p.total
-        eta = f", about {format_seconds(p.eta_s)} left" if p.eta_s is not None and p.done < p.total else ""
-        return f"Reindexing {self.model}: {p.done}/{p.total} images ({percent:.0f}%){eta}"
-
-
-@dataclass
-class _Album:
-    """Parts of one media group arriving as separate updates."""
-
-    messages: list[Message]
-    user: User
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass
-class _Searched:
-    number: int
-    file_id: str
-    name: str
-    image: np.ndarray | None = None
-    result: SearchResult | None = None
-    error: str | None = None
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
-
-
-def describe_report(report: IndexReport) -> str:
-    return (
-        f"{report.model}: {report.added} added, {report.updated} updated, {report.removed} removed, "
-        f"{report.skipped} skipped, {report.no_face} without a face; {report.faces_indexed} entries indexed "
-        f"in {report.seconds:.1f} s ({report.images_per_second:.1f} images/s)"
-    )
-
-
-def attachment_of(message: Message):
-    """(the file to download, a name for messages): the largest photo size, or the document."""
-    if message.photo:
-        return message.photo[-1], "photo"
-    return message.document, message.document.file_name or "file"
+MODEL_ABOUT = {
+    "facenet": "finds faces (MTCNN) and compares them (FaceNet)",
+    "vgg16": "compares whole images, no face detection",
+}
 
 
 class BotService:
@@ -106,51 +51,92 @@ class BotService:
         self.engine = engine if engine is not None else Engine(settings)
         self.gallery = Gallery(self.engine)
         self.store: Store | None = None
+        self._state: SharedState | None = None
         self.pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="engine")
         self.index_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reindex")
+        self.io_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="db")
         self.thumbnails = render.ThumbnailCache(settings.thumbnail_side, settings.thumbnail_cache_size)
-        self.file_ids = FileIdCache()
-        self.pages = ResultPages()
-        self.metrics = Metrics(self._index_sizes, lambda: self.pending)
-        self.busy_users: set[int] = set()
-        self.pending = 0  # photos accepted and not yet searched (waiting for or in the pool)
+        self.metrics = Metrics(self._index_sizes, lambda: self.flow.pending)
+        self.flow = SearchFlow(self)
+        self._sender: Sender | None = None
+        self._albums: AlbumCollector | None = None
+        self.application: Application | None = None
         self.reindex_job: ReindexJob | None = None
         self.indexing: dict[str, IndexProgress] = {}  # models whose missing index is being built at start
         self.preparing: set[str] = set()  # models not loaded yet at start
         self.ready = asyncio.Event()  # set once every usable model is prepared
-        self.recent_albums: OrderedDict[tuple[int, str], list[tuple[str, str]]] = OrderedDict()
-        self._albums: dict[tuple[int, str], _Album] = {}
-        self._tasks: set[asyncio.Task] = set()
-        self._purge_task: asyncio.Task | None = None
-        self._refresh_task: asyncio.Task | None = None
-        self._stopping = threading.Event()
+        self.stopping = threading.Event()
+        self._loops: list[asyncio.Task] = []
+        self._long: set[asyncio.Task] = set()
 
-    # ---- life cycle ----------------------------------------------------------------------
+    # ---- parts, once started ---------------------------------------------------------------
 
-    async def start(self) -> None:
+    @property
+    def state(self) -> SharedState:
+        assert self._state is not None, "BotService.start() first"
+        return self._state
+
+    @property
+    def sender(self) -> Sender:
+        assert self._sender is not None, "BotService.start() first"
+        return self._sender
+
+    @property
+    def file_ids(self):  # noqa: ANN201 - the sender's LRU of gallery file_ids
+        return self.sender.file_ids
+
+    @property
+    def pending(self) -> int:
+        return self.flow.pending
+
+    # ---- the async boundary ------------------------------------------------------------------
+
+    async def db(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Blocking database or light engine work, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.io_pool, partial(function, *args, **kwargs))
+
+    async def compute(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Detection and embedding, in the bounded worker pool (WORKERS threads)."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, partial(function, *args, **kwargs))
+
+    async def write_index(self, function: Callable[..., T], *args: Any) -> T:
+        """Gallery edits and index builds, one at a time, in the index thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.index_pool, partial(function, *args))
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task:
+        """A short background task (an album's wait), awaited by the Application when it stops."""
+        assert self.application is not None
+        return self.application.create_task(coroutine)
+
+    def spawn_long(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task:
+        """A long job (the start-up build, /reindex) that must see `stopping` before it is awaited: PTB's
+        Application.stop awaits its own tasks before post_stop runs, so these are awaited in `stop` instead."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._long.add(task)
+        task.add_done_callback(self._long.discard)
+        return task
+
+    # ---- life cycle ----------------------------------------------------------------------------
+
+    async def start(self, application: Application) -> None:
         """Migrate the database, then prepare the models in the background: the bot answers at once."""
+        self.application = application
         url = self.settings.resolved_database_url()
         await asyncio.to_thread(upgrade, url)
         self.store = Store(url)
-        if not self.settings.allowed_user_ids:
-            log.warning(
-                "ALLOWED_USER_IDS is empty: ANYONE who finds this bot can use it to identify faces in the gallery. "
-                "Set ALLOWED_USER_IDS to the Telegram user ids who may use it."
-            )
+        self._state = SharedState(self.store, timedelta(hours=self.settings.state_ttl_hours))
+        self._sender = Sender(application.bot, self.metrics, self.thumbnails, self.settings.send_retries)
+        self._albums = AlbumCollector(self.state, self.db, self.spawn, self.settings.album_wait_s, self._on_album)
+        if self.settings.allowed_user_ids == "*":
+            log.warning("ALLOWED_USER_IDS=*: ANYONE who finds this bot can use it to identify faces in the gallery.")
         if self.settings.metrics_port is not None:
             await self.metrics.serve(self.settings.metrics_listen, self.settings.metrics_port, self.health)
         self.preparing = {model for model in MODEL_NAMES if self.engine.model_problem(model) is None}
-        self.spawn(self._prepare_all())
-        if self.settings.history_retention_days:
-            self._purge_task = self.spawn(self._purge_history_periodically())
-        self._refresh_task = self.spawn(self._pick_up_new_indexes())
-
-    def spawn(self, coroutine) -> asyncio.Task:
-        """A background task of the service: awaited (or cancelled) when the bot stops."""
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        self.spawn_long(self._prepare_all())
+        self._loops = [
+            asyncio.get_running_loop().create_task(self._purge_periodically()),
+            asyncio.get_running_loop().create_task(self._pick_up_new_indexes()),
+        ]
 
     async def _prepare_all(self) -> None:
         try:
@@ -160,8 +146,8 @@ class BotService:
                     log.warning("%s unavailable: %s", model, problem)
                     continue
                 try:
-                    await asyncio.get_running_loop().run_in_executor(self.index_pool, self._prepare_model, model)
-                    if self._stopping.is_set():
+                    await self.write_index(self._prepare_model, model)
+                    if self.stopping.is_set():
                         return
                 except EngineError as error:
                     log.error("cannot prepare %s: %s", model, error)
@@ -179,8 +165,8 @@ class BotService:
             report = self.engine.build_index(
                 model,
                 self.settings.resolved_gallery(),
-                progress=partial(self._build_progress, self.indexing, model),
-                should_stop=self._stopping.is_set,
+                progress=partial(self.indexing.__setitem__, model),
+                should_stop=self.stopping.is_set,
             )
             if report.stopped:
                 log.info("stopped building the %s index (the bot is stopping); the next start goes on from here", model)
@@ -193,497 +179,219 @@ class BotService:
                 self.engine.search_path(photos[0], model=model, k=1, max_faces=1)
             log.info("%s ready: %d entries indexed", model, info.count)
 
-    @staticmethod
-    def _build_progress(target, key, progress: IndexProgress) -> None:
-        """Progress callback of index builds (a stop is asked through `should_stop`)."""
-        if isinstance(target, dict):
-            target[key] = progress
-        else:
-            setattr(target, key, progress)
-
     async def _pick_up_new_indexes(self) -> None:
         """Live pickup: index versions written by another process (`python -m engine index`, another replica)
         are loaded every INDEX_REFRESH_S seconds, off the event loop; searches meanwhile use the old one."""
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             await asyncio.sleep(self.settings.index_refresh_s)
             try:
-                changed = await asyncio.get_running_loop().run_in_executor(self.index_pool, self.engine.refresh)
-                for model in changed:
+                for model in await self.write_index(self.engine.refresh):
                     info = self.engine.index_info(model)
                     log.info("picked up a new %s index: %s faces", model, info.count if info else 0)
             except Exception:  # noqa: BLE001 - retried at the next interval
                 log.exception("looking for a new index version failed")
 
-    async def _purge_history_periodically(self) -> None:
+    async def _purge_periodically(self) -> None:
+        """At start and hourly: queries past HISTORY_RETENTION_DAYS, and expired buttons, claims and album parts."""
         while True:
             try:
-                deleted = await asyncio.to_thread(self.store.purge_older_than, self.settings.history_retention_days)
+                days = self.settings.history_retention_days
+                deleted = await self.db(self.store.purge_older_than, days) if days and self.store else 0
                 if deleted:
-                    log.info("deleted %d queries older than %s days", deleted, self.settings.history_retention_days)
+                    log.info("deleted %d queries older than %s days", deleted, days)
+                await self.db(self.state.purge_expired)
             except Exception:  # noqa: BLE001 - a failed purge is retried next hour
-                log.exception("history purge failed")
+                log.exception("purge failed")
             await asyncio.sleep(3600)
 
     async def stop(self) -> None:
-        """Before the Telegram client closes: builds end at their next chunk (old indexes kept), tasks finish."""
-        self._stopping.set()
-        for task in (self._purge_task, self._refresh_task):
-            if task is not None:
-                task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Before the Telegram client closes: builds end at their next chunk (old indexes kept), loops end."""
+        self.stopping.set()
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, *self._long, return_exceptions=True)
 
     async def close(self) -> None:
-        self._stopping.set()
-        await asyncio.to_thread(self.index_pool.shutdown, wait=True, cancel_futures=True)
-        await asyncio.to_thread(self.pool.shutdown, wait=True, cancel_futures=True)
+        self.stopping.set()
+        for pool in (self.index_pool, self.pool, self.io_pool):
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
         await self.metrics.close()
         if self.store is not None:
             self.store.close()
 
-    def health(self) -> dict:
-        return {
-            "status": "ok",
-            "ready": self.ready.is_set(),
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy: the database answers and every usable model is loaded (not while models load or indexes build)."""
+        try:
+            await self.db(self._ping_database)
+            database = "ok"
+        except Exception as error:  # noqa: BLE001 - reported, not raised
+            database = f"error: {type(error).__name__}"
+        ready = self.ready.is_set() and not self.preparing
+        healthy = database == "ok" and ready
+        return healthy, {
+            "status": "ok" if healthy else "unavailable",
+            "database": database,
+            "ready": ready,
             "preparing": sorted(self.preparing),
-            "indexing": {model: self._percent(p) for model, p in self.indexing.items()},
-            "queue": self.pending,
+            "indexing": {model: _percent(p) for model, p in self.indexing.items()},
+            "queue": self.flow.pending,
         }
+
+    def _ping_database(self) -> None:
+        assert self.store is not None
+        with self.store.engine.connect() as connection:
+            connection.execute(sql("SELECT 1"))
 
     def _index_sizes(self) -> dict[str, int]:
         return {model: info.count for model in MODEL_NAMES if (info := self.engine.index_info(model)) is not None}
 
-    async def _run(self, function, *args, **kwargs):
-        """Run blocking engine work in the bounded worker pool, off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, partial(function, *args, **kwargs))
-
-    async def send(self, factory):
-        """A Telegram call retried after network errors and escaped flood waits (SEND_RETRIES)."""
-        return await retrying(
-            factory, self.settings.send_retries, on_retry=lambda kind: self.metrics.error(f"telegram_{kind}")
-        )
-
     def public(self, text: str) -> str:
         """A message for users without server paths (folders of the models, data and gallery)."""
         s = self.settings
-        for folder in sorted(
-            {str(p) for d in (s.models_dir, s.data_dir, s.resolved_gallery()) for p in (d, d.resolve())},
-            key=len,
-            reverse=True,
-        ):
+        folders = {str(p) for d in (s.models_dir, s.data_dir, s.resolved_gallery()) for p in (d, d.resolve())}
+        for folder in sorted(folders, key=len, reverse=True):
             text = text.replace(folder + "/", "").replace(folder, "the server's folder")
         return text
 
-    # ---- per-chat settings ---------------------------------------------------------------
+    # ---- per-chat settings and models ------------------------------------------------------------
 
     async def chat_settings(self, chat_id: int) -> tuple[str, int]:
-        model, k = await asyncio.to_thread(self.store.chat_settings, chat_id)
+        assert self.store is not None
+        model, k = await self.db(self.store.chat_settings, chat_id)
         model = model if model in MODEL_NAMES else self.settings.default_model
-        k = min(k or self.settings.default_k, self.settings.max_k)
-        return model, k
+        return model, min(k or self.settings.default_k, self.settings.max_k)
 
-    def model_lines(self, current: str) -> str:
+    async def set_model(self, chat_id: int, model: str) -> str:
+        problem = await self.db(self.engine.model_problem, model)
+        if problem:
+            return f"Can't switch to {model}: {self.public(problem)}"
+        assert self.store is not None
+        await self.db(self.store.set_chat_model, chat_id, model)
+        indexed = await self.db(self.engine.index_info, model)
+        note = "" if indexed else f" (no {model} index yet: an admin can build it with /reindex {model})"
+        return f"Backend switched to {model}{note}."
+
+    async def set_k(self, chat_id: int, k: int) -> None:
+        assert self.store is not None
+        await self.db(self.store.set_chat_k, chat_id, k)
+
+    async def model_lines(self, chat_id: int) -> str:
+        current, _ = await self.chat_settings(chat_id)
+        problems = await self.db(lambda: {name: self.engine.model_problem(name) for name in MODEL_NAMES})
         lines = [f"Current backend: {current}", "Backends:"]
-        about = {
-            "facenet": "finds faces (MTCNN) and compares them (FaceNet)",
-            "vgg16": "compares whole images, no face detection",
-        }
         for name in MODEL_NAMES:
-            problem = self.engine.model_problem(name)
+            problem = problems[name]
             state = "available" if problem is None else f"unavailable — {self.public(problem)}"
-            lines.append(f"• {name}: {about.get(name, '')} — {state}")
+            lines.append(f"• {name}: {MODEL_ABOUT.get(name, '')} — {state}")
         lines.append("Switch with /model <name>.")
         return "\n".join(lines)
 
-    @staticmethod
-    def _percent(progress: IndexProgress) -> int:
-        return round(100 * progress.done / progress.total) if progress.total else 0
+    async def model_refusal(self, model: str) -> str | None:
+        """Why a search with `model` cannot run now (unavailable, still loading or indexing), or None."""
+        problem = await self.db(self.engine.model_problem, model)
+        if problem:
+            return f"The {model} backend is unavailable: {self.public(problem)}\nSwitch with /model facenet."
+        progress = self.indexing.get(model)
+        if progress is None and model in self.preparing and await self.db(self.engine.index_info, model) is None:
+            progress = IndexProgress(done=0, total=0, elapsed_s=0.0)  # still loading: the index may have to be built
+        return indexing_refusal(progress)
 
-    # ---- photos and albums ---------------------------------------------------------------
+    async def index_size(self, model: str) -> int:
+        info = await self.db(self.engine.index_info, model)
+        return info.count if info else 0
 
-    async def answer_photo(self, message: Message, user: User, bot: Bot) -> None:
+    # ---- photos and albums ---------------------------------------------------------------------
+
+    async def photo(self, message: Message, user: User) -> None:
         """A photo or image file: part of an album (collected), a gallery `/add` caption, or a search."""
+        attachment = attachment_of(message)
+        if attachment is None:
+            return
         if message.media_group_id:
-            self._collect_album(message, user, bot)
+            assert self._albums is not None
+            part = Part(
+                message.chat_id, message.media_group_id, message.message_id, user.id, attachment.file_id,
+                attachment.file_size, attachment.name, message.caption,
+            )  # fmt: skip
+            await self._albums.collect(part)
             return
         from bot import gallery_commands
 
         if gallery_commands.is_add(message.caption):
-            await gallery_commands.add_from_messages(self, [message], user, message.caption, bot)
+            await gallery_commands.add(self, message.chat_id, user.id, [attachment], message.caption)
             return
-        await self.search_request([message], user, bot)
+        photo = PhotoIn(1, attachment.file_id, attachment.file_size, attachment.name)
+        await self.flow.search(message.chat_id, user.id, [photo])
 
-    def _collect_album(self, message: Message, user: User, bot: Bot) -> None:
-        key = (message.chat_id, message.media_group_id)
-        album = self._albums.get(key)
-        if album is not None:
-            album.messages.append(message)
-            album.arrived.set()
-            return
-        self._albums[key] = _Album(messages=[message], user=user)
-        self.spawn(self._finish_album(key, message, bot))
-
-    async def _finish_album(self, key, first: Message, bot: Bot) -> None:
-        """Wait until no part arrived for ALBUM_WAIT_S, then answer the album as one request."""
-        album = self._albums[key]
-        while True:
-            album.arrived.clear()
-            try:
-                await asyncio.wait_for(album.arrived.wait(), timeout=self.settings.album_wait_s)
-            except asyncio.TimeoutError:
-                break
-        del self._albums[key]
-        messages = sorted(album.messages, key=lambda m: m.message_id)
-        self.recent_albums[key] = [(attachment_of(m)[0].file_id, attachment_of(m)[1]) for m in messages]
-        while len(self.recent_albums) > RECENT_ALBUMS:
-            self.recent_albums.popitem(last=False)
+    async def _on_album(self, parts: list[Part]) -> None:
+        """A whole album, claimed by this replica: an `/add` or one search."""
         from bot import gallery_commands
+        from bot.delivery import Attachment
 
+        first = parts[0]
         try:
-            caption = next((m.caption for m in messages if m.caption), None)
+            caption = next((p.caption for p in parts if p.caption), None)
             if gallery_commands.is_add(caption):
-                await gallery_commands.add_from_messages(self, messages, album.user, caption, bot)
+                files = [Attachment(p.file_id, p.file_size, p.name) for p in parts]
+                await gallery_commands.add(self, first.chat_id, first.user_id, files, caption)
             else:
-                await self.search_request(messages, album.user, bot)
+                photos = [PhotoIn(n, p.file_id, p.file_size, p.name) for n, p in enumerate(parts, start=1)]
+                await self.flow.search(first.chat_id, first.user_id, photos)
         except Exception:  # noqa: BLE001 - a background task: PTB's error handler does not see it
             log.exception("exception while answering an album")
             self.metrics.error("unexpected")
-            await self.send(lambda: messages[0].reply_text("Sorry, something went wrong. Please try again."))
+            await self.sender.text(first.chat_id, "Sorry, something went wrong. Please try again.")
 
-    async def search_request(self, messages: list[Message], user: User, bot: Bot) -> None:
-        """One answer for one photo or one album; one request per user at a time."""
-        if user.id in self.busy_users:
-            await self.send(lambda: messages[0].reply_text(STILL_WORKING))
-            return
-        self.busy_users.add(user.id)
-        try:
-            await self._search_request(messages, user, bot)
-        finally:
-            self.busy_users.discard(user.id)
+    async def album_files(self, chat_id: int, media_group_id: str) -> list[Part]:
+        return await self.db(self.state.parts, chat_id, media_group_id)
 
-    async def _search_request(self, messages: list[Message], user: User, bot: Bot) -> None:
-        started = time.perf_counter()
-        first = messages[0]
-        reply = partial(self._reply, first)
-        limit = min(self.settings.max_image_bytes, TELEGRAM_DOWNLOAD_LIMIT)
-        photos: list[_Searched] = []
-        notes: list[str] = []
-        for number, message in enumerate(messages, start=1):
-            attachment, name = attachment_of(message)
-            if attachment.file_size and attachment.file_size > limit:
-                what = "That file" if len(messages) == 1 else f"Photo {number}"
-                notes.append(
-                    f"{what} is {attachment.file_size / 1e6:.1f} MB; I accept images up to {limit / 1e6:.0f} MB. "
-                    "Please send a smaller photo."
-                )
-                self.metrics.error("too_large")
-                continue
-            photos.append(_Searched(number=number, file_id=attachment.file_id, name=name))
-        if not photos:
-            await reply("\n".join(notes))
-            return
-        model, k = await self.chat_settings(first.chat_id)
-        problem = self.engine.model_problem(model)
-        if problem:
-            await reply(f"The {model} backend is unavailable: {self.public(problem)}\nSwitch with /model facenet.")
-            return
-        progress = self.indexing.get(model)
-        if progress is None and model in self.preparing and self.engine.index_info(model) is None:
-            progress = IndexProgress(done=0, total=0, elapsed_s=0.0)  # still loading: the index may have to be built
-        if progress is not None:
-            await reply(
-                f"The gallery is being indexed, {self._percent(progress)}% done — please try again in a minute."
-            )
-            return
-        # back-pressure: refuse before downloading (an album larger than the queue only goes into an empty one)
-        if self.pending and self.pending + len(photos) > self.settings.max_queue:
-            self.metrics.busy.inc(len(photos))
-            self.metrics.error("busy")
-            await reply(BUSY)
-            return
-        self.pending += len(photos)
-        try:
-            await self.send(lambda: first.reply_chat_action(ChatAction.TYPING))
-            await asyncio.gather(*(self._search_one(bot, photo, model, k) for photo in photos))
-        finally:
-            self.pending -= len(photos)
-        if all(isinstance(p.error, IndexUnavailableError) for p in photos):
-            await reply(f"There is no {model} index yet — an admin can build it with /reindex {model}.")
-            return
-        album = len(messages) > 1
-        for photo in photos:
-            if photo.error is not None:
-                notes.append(
-                    (f"Photo {photo.number}: " if album else "")
-                    + f"Sorry, I can't use that: {self.public(str(photo.error))}"
-                )
-        searched = [p for p in photos if p.result is not None]
-        if not any(p.result.faces for p in searched):
-            for photo in searched:
-                await self._record(first, user, model, k, photo.result, started)
-            if searched:
-                what = "these photos" if len(searched) > 1 else "this photo"
-                notes.append(
-                    f"I found no face in {what}. Try a clearer, front-facing photo, or switch to /model vgg16 "
-                    "to search by the whole image."
-                )
-            await reply("\n".join(notes))
-            return
-        await self.send(lambda: first.reply_chat_action(ChatAction.UPLOAD_PHOTO))
-        page = min(k, PAGE_LIMIT)
-        send_started = time.perf_counter()
-        for photo in searched:
-            for number, face in enumerate(photo.result.faces, start=1):
-                unknown = face.identity.name is None
-                if unknown:  # said first, so the closest faces are not taken for matches
-                    note = render.not_in_gallery(number, face, len(photo.result.faces))
-                    await self._reply(first, (f"Photo {photo.number}: " if album else "") + note)
-                photo_number = photo.number if album else None
-                await self._send_matches(first, number, face.matches[:page], photo_number, closest=unknown)
-        self.metrics.stage.labels(stage="send").observe(time.perf_counter() - send_started)
-        for photo in searched:
-            await self._record(first, user, model, k, photo.result, started)
-        state = ResultState(
-            chat_id=first.chat_id, user_id=user.id, model=model, k=k, shown=page, page=page, max_k=self.settings.max_k,
-            index_size=info.count if (info := self.engine.index_info(model)) else 0,
-            photos=[
-                PhotoQuery(
-                    p.file_id, p.name, [f.box for f in p.result.faces], [f.matches for f in p.result.faces],
-                    [f.identity.name is None for f in p.result.faces],
-                )
-                for p in searched
-            ],
-        )  # fmt: skip
-        lines = list(notes)
-        for photo in searched:
-            if album:
-                text = render.summary(photo.result.faces) if photo.result.faces else "no face found"
-                lines.append(f"Photo {photo.number}: " + text.replace("\n", f"\nPhoto {photo.number}: "))
-            else:
-                lines.append(render.summary(photo.result.faces))
-        if state.multi_face:
-            lines.append("Several faces: “Show faces” shows which is which.")
-        token = self.pages.add(state)
-        self.busy_users.discard(user.id)  # the user may send the next photo as soon as this summary arrives
-        summary = await self._reply(first, "\n".join(lines), reply_markup=result_keyboard(token, state))
-        state.summary_message_id = summary.message_id
-        self.metrics.stage.labels(stage="total").observe(time.perf_counter() - started)
+    # ---- history -------------------------------------------------------------------------------------
 
-    async def _search_one(self, bot: Bot, photo: _Searched, model: str, k: int, count: bool = True) -> None:
-        """Download and search one photo into `photo`; `count`: a new photo for the metrics (not another page)."""
-        started = time.perf_counter()
-        try:
-            file = await self.send(lambda: bot.get_file(photo.file_id))
-            data = bytes(await self.send(file.download_as_bytearray))
-        except BadRequest as error:
-            photo.error = EngineError(f"Telegram would not give me the file ({error.message})")
-            self.metrics.error("download")
-            return
-        self.metrics.stage.labels(stage="download").observe(time.perf_counter() - started)
-        queued = time.perf_counter()
-        try:
-            photo.image, photo.result = await self._run(
-                self._search, data, model=model, k=k, name=photo.name, queued=queued
-            )
-        except EngineError as error:
-            photo.error = error
-            self.metrics.error(type(error).__name__)
-            return
-        if not count:
-            return
-        self.metrics.photos.inc()
-        self.metrics.faces.inc(len(photo.result.faces))
-        for stage in ("detect", "embed", "search"):
-            self.metrics.stage.labels(stage=stage).observe(photo.result.ms.get(stage, 0.0) / 1000)
+    async def history(self, chat_id: int, user_id: int):  # noqa: ANN201 - list[HistoryItem]
+        assert self.store is not None
+        return await self.db(self.store.history, chat_id, user_id, self.settings.history_size)
 
-    def _search(self, data: bytes, *, model: str, k: int, name: str, queued: float) -> tuple[np.ndarray, SearchResult]:
-        """Decode once (the boxes photo is drawn on the same upright pixels) and search; runs in the pool."""
-        self.metrics.stage.labels(stage="queue").observe(time.perf_counter() - queued)
-        image = self.engine.decode(data, name=name)
-        return image, self.engine.search_image(image, model=model, k=k, max_faces=self.settings.max_faces, name=name)
+    async def forget(self, user_id: int) -> int:
+        """The user's queries in every chat, their buttons (their photos' file_ids) and album parts."""
+        assert self.store is not None
+        count = await self.db(self.store.forget_user, user_id)
+        await self.db(self.state.forget_user, user_id)
+        return count
 
-    async def _reply(self, message: Message, text: str, **kwargs) -> Message:
-        return await self.send(lambda: message.reply_text(text, **kwargs))
+    # ---- admins ----------------------------------------------------------------------------------------
 
-    async def _send_matches(
-        self, message: Message, number: int, matches, photo_number: int | None = None, *, closest: bool = False
-    ) -> None:
-        """Albums of the matches' gallery photos: a cached file_id where Telegram has one, else an upload."""
-        label = f"Photo {photo_number} · Face {number}" if photo_number is not None else f"Face {number}"
-        if not matches:
-            await self._reply(message, f"{label}: no more matches in the gallery.")
-            return
-        items = []
-        for match in matches:
-            try:
-                key = file_key(match.path)
-            except OSError:
-                log.warning("gallery file missing since the last index: %s", match.path)
-                self.metrics.error("missing_gallery_file")
-                continue
-            items.append((match, key))
-        if not items:
-            await self._reply(message, f"{label}: the matching gallery photos are no longer available.")
-            return
-        for group in render.chunks(items):
-            await self._send_group(message, number, photo_number, group, closest=closest)
-
-    async def _send_group(
-        self, message: Message, number: int, photo_number: int | None, group, use_cache: bool = True, closest: bool = False
-    ) -> None:
-        def media_of():
-            ready = []
-            for match, key in group:
-                cached = self.file_ids.get(key) if use_cache else None
-                if cached is not None:
-                    ready.append((match, key, cached, True))
-                    continue
-                try:
-                    ready.append((match, key, self.thumbnails.get(match.path), False))
-                except OSError:
-                    log.warning("gallery file missing since the last index: %s", match.path)
-                    self.metrics.error("missing_gallery_file")
-            return ready
-
-        ready = await asyncio.to_thread(media_of)
-        if not ready:
-            return
-        captions = [render.caption(number, match, photo_number, closest=closest) for match, *_ in ready]
-        try:
-            if len(ready) == 1:
-                sent = [await self.send(lambda: message.reply_photo(ready[0][2], caption=captions[0]))]
-            else:
-                media = [InputMediaPhoto(item[2], caption=text) for item, text in zip(ready, captions)]
-                sent = list(await self.send(lambda: message.reply_media_group(media)))
-        except BadRequest as error:
-            if not any(cached for *_, cached in ready):
-                raise
-            log.warning("Telegram refused cached file_ids (%s): uploading again", error)
-            self.file_ids.drop(key for _, key, _, cached in ready if cached)
-            await self._send_group(message, number, photo_number, group, use_cache=False, closest=closest)
-            return
-        for (match, key, _, cached), answer in zip(ready, sent):
-            if not cached and answer.photo:
-                self.file_ids.put(key, answer.photo[-1].file_id)
-
-    async def _record(self, message, user, model, k, result: SearchResult, started: float) -> None:
-        latency_ms = (time.perf_counter() - started) * 1000
-        matches = [
-            (number, match.rank, match.name, match.path, match.similarity)
-            for number, face in enumerate(result.faces, start=1)
-            for match in face.matches
-        ]
-        await asyncio.to_thread(
-            partial(
-                self.store.add_query,
-                chat_id=message.chat_id,
-                user_id=user.id,
-                model=model,
-                k=k,
-                faces=len(result.faces),
-                latency_ms=latency_ms,
-                matches=matches,
-                answers=[(n, face.identity.name, face.identity.score) for n, face in enumerate(result.faces, start=1)],
-            )  # fmt: skip
+    async def stats(self) -> str:
+        assert self.store is not None
+        sizes = await self.db(lambda: {name: self.engine.index_info(name) for name in MODEL_NAMES})
+        lines = ["Indexes:"]
+        for name, info in sizes.items():
+            lines.append(f"• {name}: {info.count} faces indexed" if info else f"• {name}: no index")
+        figures = await self.db(self.store.stats)
+        median = f"{figures.median_latency_ms:.0f} ms" if figures.median_latency_ms is not None else "n/a"
+        lines.append(f"Queries: {figures.queries} from {figures.users} users; median latency {median}")
+        m = self.metrics  # the numbers /metrics serves, since this start
+        errors = ", ".join(f"{kind} {count:.0f}" for kind, count in sorted(m.errors_by_kind().items())) or "none"
+        lines.append(
+            f"Since start: {m.value('facesearch_photos_searched_total'):.0f} photos searched, "
+            f"{m.value('facesearch_faces_found_total'):.0f} faces found, queue {self.flow.pending}/"
+            f"{self.settings.max_queue}; errors: {errors}"
         )
+        lines.append(f"Embedding on: {await self.db(self.engine.device.describe)}")
+        if self.reindex_job is not None:
+            lines.append(self.reindex_job.text())
+        return "\n".join(lines)
 
-    # ---- result buttons ------------------------------------------------------------------
-
-    async def more_matches(self, state: ResultState, message: Message, bot: Bot) -> None:
-        """The next page of every face of the answer; searched again when past the ranks fetched."""
-        start = state.shown
-        end = min(start + state.page, state.max_k)
-        if any(len(face) < end for p in state.photos for face in p.matches) and start + 1 <= state.index_size:
-            for photo in state.photos:
-                searched = _Searched(number=0, file_id=photo.file_id, name=photo.name)
-                await self._search_one(bot, searched, state.model, end, count=False)
-                if searched.result is not None and len(searched.result.faces) == len(photo.matches):
-                    photo.matches = [face.matches for face in searched.result.faces]
-        album = len(state.photos) > 1
-        sent_any = False
-        for number_photo, photo in enumerate(state.photos, start=1):
-            for number, matches in enumerate(photo.matches, start=1):
-                page = matches[start:end]
-                if page:
-                    sent_any = True
-                    closest = number <= len(photo.unknown) and photo.unknown[number - 1]
-                    await self._send_matches(message, number, page, number_photo if album else None, closest=closest)
-        state.shown = end
-        if not sent_any:
-            state.shown = state.max_k
-        token = self.pages.add(state)
-        text = f"Matches {start + 1}–{end}." if sent_any else "No more matches in the gallery."
-        await self._reply(message, text, reply_markup=result_keyboard(token, state))
-
-    async def show_faces(self, state: ResultState, message: Message, bot: Bot) -> None:
-        """The photo(s) with several faces, with numbered boxes matching the captions."""
-        album = len(state.photos) > 1
-        for number, photo in enumerate(state.photos, start=1):
-            if len(photo.boxes) < 2:
-                continue
-            file = await self.send(lambda: bot.get_file(photo.file_id))
-            data = bytes(await self.send(file.download_as_bytearray))
-            image = await self._run(self.engine.decode, data, name=photo.name)
-            boxed = await asyncio.to_thread(render.draw_boxes, image, photo.boxes)
-            prefix = f"Photo {number}: " if album else ""
-            text = f"{prefix}I found {len(photo.boxes)} faces; their numbers match the captions."
-            await self.send(lambda: message.reply_photo(boxed, caption=text))
-
-    # ---- reindex -------------------------------------------------------------------------
-
-    def start_reindex(self, message: Message, models: list[str]) -> None:
+    def start_reindex(self, chat_id: int, models: list[str]) -> None:
         """Claim the reindex slot (no await before) and rebuild in the background; the handler returns."""
-        job = ReindexJob(models=models)
-        self.reindex_job = job
-        self.spawn(self._reindex(job, message))
+        self.reindex_job = ReindexJob(models=models)
+        self.spawn_long(run_reindex(self, self.reindex_job, chat_id))
 
-    async def _reindex(self, job: ReindexJob, message: Message) -> None:
-        """Rebuild the indexes of `job.models` in the index thread, editing one message as it goes."""
-        try:
-            status = await self._reply(message, job.text())
-            loop = asyncio.get_running_loop()
-            interval = max(self.settings.progress_interval_s, 0.05)
-            for model in job.models:
-                job.model, job.progress = model, None
-                future = loop.run_in_executor(
-                    self.index_pool,
-                    partial(
-                        self.engine.build_index,
-                        model,
-                        self.settings.resolved_gallery(),
-                        progress=partial(self._build_progress, job, "progress"),
-                        should_stop=self._stopping.is_set,
-                    ),  # fmt: skip
-                )
-                shown = status.text
-                while not future.done():
-                    await asyncio.wait({future}, timeout=interval)
-                    text = job.text()
-                    if not future.done() and text != shown:
-                        await self.send(lambda: status.edit_text(text))
-                        shown = text
-                try:
-                    report = await future
-                    if report.stopped:
-                        await self.send(lambda: status.edit_text(
-                            f"Reindex of {model} stopped: the bot is shutting down. The index stays as it was, plus "
-                            f"the {report.embedded_images} photos embedded so far; the next /reindex does the rest."
-                        ))  # fmt: skip
-                        return
-                    job.reports.append(report)
-                except EngineError as error:
-                    await self._reply(message, f"Reindexing {model} failed: {self.public(str(error))}")
-                    return
-            lines = ["Reindex done."] + [describe_report(report) for report in job.reports]
-            await self.send(lambda: status.edit_text("\n".join(lines)))
-        except Exception:  # noqa: BLE001 - a background task: PTB's error handler does not see it
-            log.exception("reindex failed")
-            self.metrics.error("unexpected")
-        finally:
-            self.reindex_job = None
+
+def _percent(progress: IndexProgress) -> int:
+    return round(100 * progress.done / progress.total) if progress.total else 0
 
 
 def looks_like_image(file_name: str | None, mime_type: str | None) -> bool:
     if mime_type and mime_type.startswith("image/"):
         return True
-    return bool(file_name) and any(file_name.lower().endswith(suffix) for suffix in IMAGE_SUFFIXES)
+    return bool(file_name) and any(str(file_name).lower().endswith(suffix) for suffix in IMAGE_SUFFIXES)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -36,8 +36,10 @@ class Settings(EngineSettings):
     admin_ids: Annotated[frozenset[int], NoDecode] = Field(
         frozenset(), description="User ids allowed /reindex and /stats."
     )
-    allowed_user_ids: Annotated[frozenset[int], NoDecode] = Field(
-        frozenset(), description="User ids allowed to use the bot; empty admits everyone."
+    allowed_user_ids: Annotated[frozenset[int] | Literal["*"], NoDecode] = Field(
+        frozenset(),
+        description="User ids allowed to use the bot (admins always are); `*` admits anyone. Empty: the bot "
+        "refuses to start, so that a forgotten setting does not open face identification to everyone.",
     )
 
     database_url: str | None = Field(None, description="SQLAlchemy URL. Default: SQLite file DATA_DIR/bot.sqlite3.")
@@ -51,9 +53,20 @@ class Settings(EngineSettings):
     build_missing_index: bool = Field(True, description="At start, build the index of a usable model that has none.")
     history_size: int = Field(10, ge=1, description="Queries listed by /history.")
     history_retention_days: float | None = Field(
-        None,
+        30,
         gt=0,
-        description="Delete recorded queries older than this many days (checked at start and hourly). Unset: keep.",
+        description="Delete recorded queries older than this many days (at start and hourly). Empty: keep forever.",
+    )
+    state_ttl_hours: float = Field(
+        48,
+        gt=0,
+        description="How long an answer's buttons, a /remove confirmation and an album's photos stay usable.",
+    )
+    max_answer_photos: int = Field(
+        30,
+        ge=1,
+        description="Gallery photos sent in one answer at most (an album of group photos); faces past it are "
+        "named in the summary only.",
     )
     max_queue: int = Field(
         8,
@@ -72,11 +85,20 @@ class Settings(EngineSettings):
         le=65535,
         description="Serve Prometheus /metrics and /healthz on this port (0: any free port). Unset: off.",
     )
-    metrics_listen: str = Field("0.0.0.0", description="Address of the metrics server.")
+    metrics_listen: str = Field(
+        "127.0.0.1", description="Address of the metrics server (0.0.0.0: every interface, e.g. for a scraper)."
+    )
+
+    @field_validator("history_retention_days", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("admin_ids", "allowed_user_ids", mode="before")
     @classmethod
-    def _split_ids(cls, value):
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip() == "*":
+            return "*"
         if isinstance(value, str):
             return frozenset(int(part) for part in value.replace(";", ",").split(",") if part.strip())
         if isinstance(value, int):
@@ -103,6 +125,18 @@ class Settings(EngineSettings):
         return user_id is not None and user_id in self.admin_ids
 
     def is_allowed(self, user_id: int | None) -> bool:
-        if not self.allowed_user_ids:
+        if user_id is None:
+            return False
+        if self.allowed_user_ids == "*":
             return True
-        return user_id is not None and (user_id in self.allowed_user_ids or user_id in self.admin_ids)
+        return user_id in self.allowed_user_ids or user_id in self.admin_ids
+
+    def access_problem(self) -> str | None:
+        """Why the bot must not start with these access settings, or None."""
+        if self.allowed_user_ids == "*" or self.allowed_user_ids:
+            return None
+        return (
+            "ALLOWED_USER_IDS is empty: the bot would identify faces for anyone who finds it, so it does not start. "
+            "Set ALLOWED_USER_IDS to the Telegram user ids who may use it (admins always may), or to * to admit "
+            "anyone on purpose."
+        )

@@ -14,6 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from engine.errors import BadImageError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # the only Pillow plugins uploads reach (JPEG opens MPO)
 
 
 def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "image") -> np.ndarray:
@@ -27,7 +28,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "i
     if len(data) > max_bytes:
         raise BadImageError(f"{name}: the file is {len(data) / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise BadImageError(

@@ -29,6 +29,7 @@ def bot_settings(api: FakeBotAPI, engine: Engine, tmp_path: Path, **overrides) -
         "bot_api_url": api.url,
         "database_url": f"sqlite:///{tmp_path / 'bot.sqlite3'}",
         "admin_ids": {ADMIN},
+        "allowed_user_ids": "*",  # the tests play many users
         "progress_interval_s": 0.05,
         "build_missing_index": True,
         **overrides,

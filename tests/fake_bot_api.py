@@ -5,6 +5,8 @@ call with its parameters and uploaded files, serves files for getFile downloads,
 users: `send_photo`, `send_album`, `send_document`, `send_text`, `press` (an inline button), ... put updates
 in the queue that getUpdates serves; `wait_for` waits until the recorded calls satisfy a condition.
 `fail_next` makes the next calls of a method fail (429 flood wait, 502), like Telegram under load.
+Several bot replicas can share one server: replica `r` uses `replica_url(r)` as its BOT_API_URL, and updates
+pushed while `target` is `r` are served only to it (each call records which replica made it).
 Like Telegram for updates queued before a change of `allowed_updates`, every queued update is served:
 `allowed_updates` records what the bot asked for.
 """
@@ -35,6 +37,7 @@ class Call:
     files: dict[str, bytes]
     at: float
     result: Any = None
+    replica: str = ""  # which replica made the call ("" for a single bot)
 
     @property
     def chat_id(self) -> int | None:
@@ -80,6 +83,8 @@ class FakeBotAPI:
     messages: dict[int, dict] = field(default_factory=dict)  # update_id -> the user's message
     allowed_updates: list[str] | None = None  # as the last getUpdates asked
     failures: dict[str, list[tuple[int, str, dict]]] = field(default_factory=dict)  # method -> queued errors
+    target: str = ""  # the replica the next pushed updates go to ("": whoever polls)
+    routes: dict[int, str] = field(default_factory=dict)  # update_id -> replica
 
     def __post_init__(self):
         self._ids = itertools.count(1)
@@ -95,10 +100,16 @@ class FakeBotAPI:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def replica_url(self, replica: str) -> str:
+        """BOT_API_URL of one replica: its getUpdates serves the updates pushed for it."""
+        return f"{self.url}/{replica}"
+
     async def start(self) -> FakeBotAPI:
         app = web.Application(client_max_size=100 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle_method)
         app.router.add_get("/file/bot{token}/{path:.+}", self._handle_file)
+        app.router.add_route("*", "/{replica}/bot{token}/{method}", self._handle_method)
+        app.router.add_get("/{replica}/file/bot{token}/{path:.+}", self._handle_file)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -156,6 +167,7 @@ class FakeBotAPI:
         if kind == "edited_message":
             message["edit_date"] = int(time.time())
         self.messages[update_id] = message
+        self.routes[update_id] = self.target
         self.updates.append({"update_id": update_id, kind: message})
         self._new_update.set()
         return update_id
@@ -189,6 +201,7 @@ class FakeBotAPI:
                     update_id = next(self._update_ids)
                     query = {"id": str(next(self._ids)), "from": self._user(user_id), "message": call.result,
                              "chat_instance": "ci", "data": item["callback_data"]}  # fmt: skip
+                    self.routes[update_id] = self.target
                     self.updates.append({"update_id": update_id, "callback_query": query})
                     self._new_update.set()
                     return update_id
@@ -332,9 +345,10 @@ class FakeBotAPI:
             return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
         method = request.match_info["method"]
         params, files = await self._parse(request)
+        replica = request.match_info.get("replica", "")
         if method.lower() == "getupdates":
-            return web.json_response({"ok": True, "result": await self._get_updates(params)})
-        call = Call(method=method, params=params, files=files, at=time.monotonic())
+            return web.json_response({"ok": True, "result": await self._get_updates(params, replica)})
+        call = Call(method=method, params=params, files=files, at=time.monotonic(), replica=replica)
         queued = self.failures.get(method.lower())
         if queued:
             code, description, parameters = queued.pop(0)
@@ -356,7 +370,7 @@ class FakeBotAPI:
             self._changed.notify_all()
         return web.json_response({"ok": True, "result": call.result})
 
-    async def _get_updates(self, params: dict) -> list[dict]:
+    async def _get_updates(self, params: dict, replica: str = "") -> list[dict]:
         if params.get("allowed_updates") is not None:
             allowed = params["allowed_updates"]
             self.allowed_updates = json.loads(allowed) if isinstance(allowed, str) else list(allowed)
@@ -364,9 +378,11 @@ class FakeBotAPI:
         timeout = min(float(params.get("timeout") or 0), self.poll_wait)
         deadline = time.monotonic() + timeout
         while True:
-            pending = [u for u in self.updates if u["update_id"] >= offset]
-            if offset:
-                self.updates = [u for u in self.updates if u["update_id"] >= offset]
+            mine = [u for u in self.updates if self.routes.get(u["update_id"], "") in ("", replica)]
+            pending = [u for u in mine if u["update_id"] >= offset]
+            if offset:  # confirmed: this replica's updates before the offset
+                done = {u["update_id"] for u in mine if u["update_id"] < offset}
+                self.updates = [u for u in self.updates if u["update_id"] not in done]
             if pending or time.monotonic() >= deadline:
                 now = time.monotonic()
                 for update in pending:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from datetime import timedelta
 
 import aiohttp
 import pytest
-
-from bot.app import ALLOWED_UPDATES, build_application, webhook_secret
-from bot.settings import Settings
 from bot_helpers import ADMIN, USER, albums, bot_settings, captions, last_call, person_photo, running_service
 from fake_bot_api import TOKEN, FakeBotAPI
 from helpers_engine import CLEAR_FACES, copy_photos, encode, first_photos, gradient_image, sample, side_by_side
+
+from bot.app import ALLOWED_UPDATES, build_application, webhook_secret
+from bot.settings import Settings
 
 TIMEOUT = 60
 PEOPLE = ["Ben_Afflek", "Elton_John", "Jerry_Seinfeld", "Madonna", "Mindy_Kaling"]
@@ -48,9 +49,7 @@ async def test_edited_messages_and_channel_posts_are_ignored(api, issues_engine,
     caplog.set_level(logging.WARNING)
     async with running_service(api, issues_engine, tmp_path):
         assert api.allowed_updates == list(ALLOWED_UPDATES) == ["message", "callback_query"]
-        assert any(
-            "ALLOWED_USER_IDS is empty" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records
-        )
+        assert any("ALLOWED_USER_IDS=*" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
         channel = -1001234
         api.send_photo(USER, person_photo("Madonna"), kind="edited_message")  # served anyway (queued before the change)
         api.send_photo(channel, person_photo("Madonna"), chat_id=channel, kind="channel_post")
@@ -181,12 +180,16 @@ async def test_start_without_an_index_answers_while_indexing(api, make_engine, t
     gallery = small_gallery(tmp_path / "gallery", per_person=6)
     engine = make_engine(data_dir=tmp_path / "data", gallery_dir=gallery, detect_batch_size=4)
     assert engine.index_info("facenet") is None
-    async with running_service(api, engine, tmp_path, wait_ready=False) as service:
+    async with running_service(api, engine, tmp_path, wait_ready=False, metrics_port=0) as service:
         since = len(api.calls)
         api.send_photo(USER, person_photo("Madonna"))
         reply = await api.wait_for_text(USER, "being indexed", since=since, timeout=TIMEOUT)
         assert "% done" in reply.text
-        assert "facenet" in service.health()["preparing"]  # loading, or building the index
+        async with aiohttp.ClientSession() as http:  # not healthy while the model loads or its index builds
+            async with http.get(f"http://127.0.0.1:{service.metrics.port}/healthz") as response:
+                assert response.status == 503
+                health = await response.json()
+        assert "facenet" in health["preparing"] and health["ready"] is False and health["database"] == "ok"
         await asyncio.wait_for(service.ready.wait(), timeout=300)
         assert engine.index_info("facenet").count >= 25
         since = len(api.calls)
@@ -312,7 +315,8 @@ async def test_metrics_and_healthz_over_http(api, issues_engine, tmp_path):
         assert f'facesearch_index_size{{model="facenet"}} {issues_engine.index_info("facenet").count}.0' in text
         assert "facesearch_queue_length 0.0" in text
         assert 'facesearch_errors_total{kind="BadImageError"} 1.0' in text
-        assert health["ready"] is True and health["queue"] == 0
+        assert health["ready"] is True and health["queue"] == 0 and health["database"] == "ok"
+        assert service.metrics.host == "127.0.0.1"  # METRICS_LISTEN's default: not every interface
         api.send_text(ADMIN, "/stats")
         stats = await api.wait_for_text(ADMIN, "photos searched")
         assert "1 photos searched, 1 faces found" in stats.text and "BadImageError 1" in stats.text
@@ -365,6 +369,7 @@ async def test_sigterm_during_the_start_up_build_stops_at_the_next_chunk(api, tm
         **os.environ, "BOT_TOKEN": TOKEN, "BOT_API_URL": api.url, "DATA_DIR": str(tmp_path / "data"),
         "GALLERY_DIR": str(gallery), "MODELS_DIR": str(MODELS_DIR), "DETECT_BATCH_SIZE": "2",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.sqlite3'}", "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3",
+        "ALLOWED_USER_IDS": "*",
     }  # fmt: skip
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
@@ -388,3 +393,74 @@ async def test_sigterm_during_the_start_up_build_stops_at_the_next_chunk(api, tm
     assert "stopped building the facenet index" in output, output[-3000:]
     assert not (tmp_path / "data" / "index" / "facenet" / "CURRENT").exists()  # no half index made live
     assert TOKEN not in output  # the token is never logged
+
+
+# ---- issue 16 ----------------------------------------------------------------------------------
+
+
+async def test_an_album_of_group_photos_is_capped(api, issues_engine, tmp_path):
+    """Three two-face photos at k=5 would send 30 gallery photos; MAX_ANSWER_PHOTOS caps them, the summary says so."""
+    pair = encode(side_by_side(sample(CLEAR_FACES["Madonna"]), sample(CLEAR_FACES["Elton John"])))
+    async with running_service(api, issues_engine, tmp_path, default_k=5, max_answer_photos=12):
+        since = len(api.calls)
+        api.send_album(USER, [pair, pair, pair])
+        summary = await api.wait_for_text(USER, "not shown", since=since, timeout=TIMEOUT)
+        sent = sum(len(captions(c)) for c in albums(api, USER, since))
+        assert 10 <= sent <= 12, sent
+        assert "The matches of 3 more faces are not shown" in summary.text  # 5 + 5 + 2 photos sent, 3 faces left
+        assert summary.text.count("most likely") == 6  # every face is still named
+
+
+async def test_a_failure_recording_history_keeps_the_summary_and_its_buttons(api, issues_engine, tmp_path, caplog):
+    import sqlite3
+
+    async with running_service(api, issues_engine, tmp_path, default_k=3) as service:
+        with sqlite3.connect(tmp_path / "bot.sqlite3") as connection:  # the history's table breaks under the bot
+            connection.execute("DROP TABLE query_faces")
+        since = len(api.calls)
+        api.send_photo(USER, person_photo("Madonna"))
+        summary = await api.wait_for_text(USER, "most likely Madonna", since=since, timeout=TIMEOUT)
+        assert "More matches" in str(summary.params.get("reply_markup"))
+        assert not any("went wrong" in c.text for c in api.calls[since:])
+        assert service.metrics.value("facesearch_errors_total", {"kind": "history"}) == 1
+        api.press(USER, summary, "More matches")
+        await api.wait_for_text(USER, "Matches 4–6", since=since, timeout=TIMEOUT)
+
+
+async def test_more_matches_follows_the_one_search_per_user_rule_and_runs_once(api, issues_engine, tmp_path):
+    async with running_service(api, issues_engine, tmp_path, default_k=2) as service:
+        since = len(api.calls)
+        api.send_photo(USER, person_photo("Madonna"))
+        summary = await api.wait_for_text(USER, "most likely Madonna", since=since, timeout=TIMEOUT)
+        assert await service.db(service.state.lease, f"user:{USER}", timedelta(minutes=1))  # a search of theirs runs
+        since = len(api.calls)
+        api.press(USER, summary, "More matches")
+        refused = await api.wait_for(lambda calls: [c for c in calls[since:] if c.method == "answerCallbackQuery"])
+        assert "still working" in refused[0].params.get("text", "")
+        assert not api.calls_to(USER, "sendMediaGroup", "sendPhoto", since=since)
+        await service.db(service.state.release, f"user:{USER}")
+        since = len(api.calls)
+        api.press(USER, summary, "More matches")
+        api.press(USER, summary, "More matches")  # a double press
+        await api.wait_for_text(USER, "Matches 3–4", since=since, timeout=TIMEOUT)
+        await api.wait_for(lambda calls: len([c for c in calls[since:] if c.method == "answerCallbackQuery"]) == 2)
+        assert len([c for c in api.calls_to(USER, "sendMessage", since=since) if "Matches 3–4" in c.text]) == 1
+        assert len(albums(api, USER, since)) == 1
+
+
+async def test_a_gallery_edit_waiting_for_a_busy_index_says_so(api, make_engine, tmp_path):
+    """A long `python -m engine index` holds the index's writer lock: /add says it waits, then answers."""
+    from filelock import FileLock
+
+    gallery = small_gallery(tmp_path / "gallery", per_person=1)
+    engine = make_engine(data_dir=tmp_path / "data", gallery_dir=gallery)
+    engine.build_index("facenet")
+    lock = FileLock(str(tmp_path / "data" / "index" / "facenet" / "write.lock"), thread_local=False)
+    async with running_service(api, engine, tmp_path, index_lock_wait_s=120):
+        since = len(api.calls)
+        with lock:
+            api.send_photo(ADMIN, person_photo("Madonna"), caption="/add Ada Lovelace")
+            await api.wait_for_text(ADMIN, "index is busy", since=since, timeout=TIMEOUT)
+            assert not [c for c in api.calls[since:] if "Nothing added" in c.text or "Added" in c.text]
+        added = await api.wait_for_text(ADMIN, "Added 1 photo of Ada Lovelace", since=since, timeout=TIMEOUT)
+        assert "searchable now" in added.text

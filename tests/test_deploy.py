@@ -45,9 +45,8 @@ def compose() -> dict:
 
 
 def bot_env(compose: dict, service: str) -> dict[str, str]:
-    return {
-        k: interpolate(str(v), {"BOT_DOMAIN": DOMAIN}) for k, v in compose["services"][service]["environment"].items()
-    }
+    env = {"BOT_DOMAIN": DOMAIN, "ALLOWED_USER_IDS": "111,222"}
+    return {k: interpolate(str(v), env) for k, v in compose["services"][service]["environment"].items()}
 
 
 def test_services_and_their_references(compose):
@@ -89,6 +88,25 @@ def test_bot_environment_is_what_settings_reads(compose, monkeypatch):
     for secret in ("bot_token", "webhook_secret", "postgres_password"):
         assert f"/run/secrets/{secret}" in command
     assert "PGPASSWORD=" in command and "WEBHOOK_SECRET=" in command and command.endswith("exec python -m bot")
+
+
+def test_replicas_share_a_writable_gallery_and_one_edit_lock(compose):
+    """`/add`, `/remove` and `/rename` write the gallery; the gallery-edit lock lives in DATA_DIR, one volume for both."""
+    env = bot_env(compose, BOTS[0])
+    volumes = {volume.split(":")[1]: volume for volume in compose["services"][BOTS[0]]["volumes"]}
+    assert volumes[env["GALLERY_DIR"]] == f"gallery:{env['GALLERY_DIR']}"  # not read-only
+    data = volumes[env["DATA_DIR"]].split(":")[0]
+    assert data in compose["volumes"]  # a named volume, the same for both replicas (they are one definition)
+    assert compose["services"][BOTS[0]]["volumes"] == compose["services"][BOTS[1]]["volumes"]
+    indexer = {volume.split(":")[1]: volume for volume in compose["services"]["indexer"]["volumes"]}
+    assert indexer[env["GALLERY_DIR"]].split(":")[0] == "gallery"
+
+
+def test_the_allow_list_is_required(compose):
+    raw = compose["services"][BOTS[0]]["environment"]["ALLOWED_USER_IDS"]
+    with pytest.raises(KeyError):
+        interpolate(raw, {})
+    assert interpolate(raw, {"ALLOWED_USER_IDS": "*"}) == "*"
 
 
 def test_database_url_names_the_installed_postgresql_driver(compose):

@@ -1,0 +1,373 @@
+"""The search flow: admission (one search per user, the queue bound), searching, the answer, and its buttons."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from telegram.constants import ChatAction
+
+from bot import render
+from bot.delivery import download
+from bot.paging import PAGE_LIMIT, PhotoQuery, ResultState, result_keyboard, state_from_payload, state_to_payload
+from bot.sending import FaceLabel
+from engine import EngineError, IndexProgress, IndexUnavailableError, SearchResult
+
+if TYPE_CHECKING:
+    from bot.service import BotService
+
+log = logging.getLogger(__name__)
+
+STILL_WORKING = "I'm still working on your previous photo — please wait for its answer before sending another."
+BUSY = "I'm busy with other people's photos right now — please try again in a minute."
+TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # getFile refuses larger files
+USER_LEASE = timedelta(minutes=10)  # a replica that dies mid-search frees its user after this
+
+
+@dataclass(frozen=True)
+class PhotoIn:
+    """A photo to search: its number in the request (from 1) and its Telegram file."""
+
+    number: int
+    file_id: str
+    file_size: int | None
+    name: str
+
+
+@dataclass
+class Searched:
+    """One photo's outcome. The decoded image is never kept: it is dropped in the pool once searched."""
+
+    photo: PhotoIn
+    result: SearchResult | None = None
+    error: EngineError | None = None
+
+
+@dataclass
+class Admission:
+    refusal: str | None = None
+    released: bool = False
+    keys: list[str] = field(default_factory=list)
+
+
+class SearchFlow:
+    def __init__(self, service: BotService):
+        self.svc = service
+        self.pending = 0  # photos accepted and not yet searched (waiting for or in the pool), this replica
+
+    # ---- admission -----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def admit(self, user_id: int, photos: int) -> AsyncIterator[Admission]:
+        """One search per user at a time across replicas (a lease in the database), and at most MAX_QUEUE photos
+        waiting in this replica; `refusal` says why not. `release()` lets the user's next photo in early."""
+        svc, admission = self.svc, Admission()
+        key = f"user:{user_id}"
+        if not await svc.db(svc.state.lease, key, USER_LEASE):
+            admission.refusal = STILL_WORKING
+            yield admission
+            return
+        # back-pressure: refuse before downloading (an album larger than the queue only goes into an empty one)
+        if self.pending and self.pending + photos > svc.settings.max_queue:
+            svc.metrics.busy.inc(photos)
+            svc.metrics.error("busy")
+            admission.refusal = BUSY
+            await svc.db(svc.state.release, key)
+            yield admission
+            return
+        admission.keys.append(key)
+        try:
+            yield admission
+        finally:
+            await self.release(admission)
+
+    async def release(self, admission: Admission) -> None:
+        if not admission.released:
+            admission.released = True
+            for key in admission.keys:
+                await self.svc.db(self.svc.state.release, key)
+
+    async def _search_all(self, photos: list[PhotoIn], model: str, k: int, count: bool = True) -> list[Searched]:
+        import asyncio
+
+        self.pending += len(photos)
+        try:
+            return list(await asyncio.gather(*(self._search_one(photo, model, k, count) for photo in photos)))
+        finally:
+            self.pending -= len(photos)
+
+    async def _search_one(self, photo: PhotoIn, model: str, k: int, count: bool) -> Searched:
+        svc, searched = self.svc, Searched(photo)
+        started = time.perf_counter()
+        try:
+            data = await self._download(photo.file_id)
+        except EngineError as error:
+            searched.error = error
+            svc.metrics.error("download")
+            return searched
+        svc.metrics.stage.labels(stage="download").observe(time.perf_counter() - started)
+        queued = time.perf_counter()
+        try:
+            searched.result = await svc.compute(self._search, data, model=model, k=k, name=photo.name, queued=queued)
+        except EngineError as error:
+            searched.error = error
+            svc.metrics.error(type(error).__name__)
+            return searched
+        if count:
+            svc.metrics.photos.inc()
+            svc.metrics.faces.inc(len(searched.result.faces))
+            for stage in ("detect", "embed", "search"):
+                svc.metrics.stage.labels(stage=stage).observe(searched.result.ms.get(stage, 0.0) / 1000)
+        return searched
+
+    async def _download(self, file_id: str) -> bytes:
+        from telegram.error import BadRequest
+
+        try:
+            return await download(self.svc.sender.bot, file_id, self.svc.settings.send_retries)
+        except BadRequest as error:
+            raise EngineError(f"Telegram would not give me the file ({error.message})") from error
+
+    def _search(self, data: bytes, *, model: str, k: int, name: str, queued: float) -> SearchResult:
+        """Runs in the pool: decode, search, and let the pixels go before the answer is sent."""
+        self.svc.metrics.stage.labels(stage="queue").observe(time.perf_counter() - queued)
+        engine, s = self.svc.engine, self.svc.settings
+        return engine.search_image(engine.decode(data, name=name), model=model, k=k, max_faces=s.max_faces, name=name)
+
+    # ---- a new photo or album ------------------------------------------------------------------
+
+    async def search(self, chat_id: int, user_id: int, photos: list[PhotoIn]) -> None:
+        """One answer for one photo or one album."""
+        svc, send = self.svc, self.svc.sender
+        started = time.perf_counter()
+        album = len(photos) > 1
+        limit = min(svc.settings.max_image_bytes, TELEGRAM_DOWNLOAD_LIMIT)
+        accepted: list[PhotoIn] = []
+        notes: list[str] = []
+        for photo in photos:
+            if photo.file_size and photo.file_size > limit:
+                what = f"Photo {photo.number}" if album else "That file"
+                notes.append(
+                    f"{what} is {photo.file_size / 1e6:.1f} MB; I accept images up to {limit / 1e6:.0f} MB. "
+                    "Please send a smaller photo."
+                )
+                svc.metrics.error("too_large")
+                continue
+            accepted.append(photo)
+        if not accepted:
+            await send.text(chat_id, "\n".join(notes))
+            return
+        model, k = await svc.chat_settings(chat_id)
+        refusal = await svc.model_refusal(model)
+        if refusal:
+            await send.text(chat_id, refusal)
+            return
+        async with self.admit(user_id, len(accepted)) as admission:
+            if admission.refusal:
+                await send.text(chat_id, admission.refusal)
+                return
+            await send.action(chat_id, ChatAction.TYPING)
+            searched = await self._search_all(accepted, model, k)
+            await self._answer(chat_id, user_id, model, k, searched, notes, album, started, admission)
+
+    async def _answer(
+        self, chat_id: int, user_id: int, model: str, k: int, searched: list[Searched], notes: list[str], album: bool,
+        started: float, admission: Admission,
+    ) -> None:  # fmt: skip
+        svc, send = self.svc, self.svc.sender
+        if all(isinstance(s.error, IndexUnavailableError) for s in searched):
+            await send.text(chat_id, f"There is no {model} index yet — an admin can build it with /reindex {model}.")
+            return
+        for item in searched:
+            if item.error is not None:
+                prefix = f"Photo {item.photo.number}: " if album else ""
+                notes.append(prefix + f"Sorry, I can't use that: {svc.public(str(item.error))}")
+        found = [s for s in searched if s.result is not None]
+        if not any(s.result.faces for s in found if s.result is not None):
+            await self._record(chat_id, user_id, model, k, found, started)
+            if found:
+                what = "these photos" if len(found) > 1 else "this photo"
+                notes.append(
+                    f"I found no face in {what}. Try a clearer, front-facing photo, or switch to /model vgg16 "
+                    "to search by the whole image."
+                )
+            await send.text(chat_id, "\n".join(notes))
+            return
+        await send.action(chat_id, ChatAction.UPLOAD_PHOTO)
+        page = min(k, PAGE_LIMIT)
+        budget = svc.settings.max_answer_photos
+        skipped = 0
+        send_started = time.perf_counter()
+        for item in found:
+            assert item.result is not None
+            faces = item.result.faces
+            for number, face in enumerate(faces, start=1):
+                if budget <= 0:
+                    skipped += 1
+                    continue
+                unknown = face.identity.name is None
+                if unknown:  # said first, so the closest faces are not taken for matches
+                    note = render.not_in_gallery(number, face, len(faces))
+                    await send.text(chat_id, (f"Photo {item.photo.number}: " if album else "") + note)
+                label = FaceLabel(number, item.photo.number if album else None, closest=unknown)
+                budget -= await send.matches(chat_id, label, face.matches[: min(page, budget)])
+        svc.metrics.stage.labels(stage="send").observe(time.perf_counter() - send_started)
+        await self._record(chat_id, user_id, model, k, found, started)
+        state = ResultState(
+            chat_id=chat_id, user_id=user_id, model=model, k=k, shown=page, page=page, max_k=svc.settings.max_k,
+            index_size=await svc.index_size(model),
+            photos=[
+                PhotoQuery(
+                    s.photo.file_id, s.photo.name, [f.box for f in s.result.faces], [f.matches for f in s.result.faces],
+                    [f.identity.name is None for f in s.result.faces],
+                )
+                for s in found if s.result is not None
+            ],
+        )  # fmt: skip
+        lines = list(notes)
+        for item in found:
+            assert item.result is not None
+            if album:
+                text = render.summary(item.result.faces) if item.result.faces else "no face found"
+                lines.append(f"Photo {item.photo.number}: " + text.replace("\n", f"\nPhoto {item.photo.number}: "))
+            else:
+                lines.append(render.summary(item.result.faces))
+        if skipped:
+            lines.append(
+                f"The matches of {skipped} more face{'s' if skipped > 1 else ''} are not shown, to keep this answer "
+                "short: send those photos one at a time to see them."
+            )
+        if state.multi_face:
+            lines.append("Several faces: “Show faces” shows which is which.")
+        keyboard = await self._keyboard(state)
+        await self.release(admission)  # the user may send the next photo as soon as this summary arrives
+        await send.text(chat_id, "\n".join(lines), reply_markup=keyboard)
+        svc.metrics.stage.labels(stage="total").observe(time.perf_counter() - started)
+
+    async def _keyboard(self, state: ResultState):  # noqa: ANN202 - InlineKeyboardMarkup | None
+        """The answer's buttons, their state stored for any replica; none when the database fails (logged)."""
+        svc = self.svc
+        if not state.has_more and not state.multi_face:
+            return None
+        try:
+            token = await svc.db(svc.state.put_button, "result", state.chat_id, state.user_id, state_to_payload(state))
+        except Exception:  # noqa: BLE001 - the matches were sent: the summary goes out without buttons
+            log.exception("could not store the answer's buttons")
+            svc.metrics.error("state")
+            return None
+        return result_keyboard(token, state)
+
+    async def _record(
+        self, chat_id: int, user_id: int, model: str, k: int, found: list[Searched], started: float
+    ) -> None:
+        """Each photo's query in the history; a failure is logged and the answer goes on (its matches were sent)."""
+        latency_ms = (time.perf_counter() - started) * 1000
+        for item in found:
+            if item.result is None:
+                continue
+            faces = item.result.faces
+            try:
+                await self.svc.db(
+                    self.svc.store.add_query, chat_id=chat_id, user_id=user_id, model=model, k=k, faces=len(faces),
+                    latency_ms=latency_ms,
+                    matches=[
+                        (number, m.rank, m.name, m.path, m.similarity)
+                        for number, face in enumerate(faces, start=1) for m in face.matches
+                    ],
+                    answers=[(n, face.identity.name, face.identity.score) for n, face in enumerate(faces, start=1)],
+                )  # fmt: skip
+            except Exception:  # noqa: BLE001 - history is not the answer
+                log.exception("could not record the query in the history")
+                self.svc.metrics.error("history")
+
+    # ---- buttons ---------------------------------------------------------------------------------
+
+    async def _pressed(self, token: str, kind: str, user_id: int) -> tuple[ResultState | None, str | None]:
+        """The answer behind a result button, claimed once (a double press, or a press on two replicas, runs once)."""
+        svc = self.svc
+        button = await svc.db(svc.state.button, token, "result")
+        if button is None:
+            return None, "This answer is too old: please send the photo again."
+        if button.user_id != user_id:
+            return None, "Only the person who sent the photo can use these buttons."
+        return state_from_payload(button.payload), None
+
+    async def more(self, token: str, user_id: int) -> str | None:
+        """"More matches": the next page of every face, searched again when past the ranks fetched.
+        Returns the text of the button's short answer (None: nothing to say)."""
+        svc, send = self.svc, self.svc.sender
+        state, refusal = await self._pressed(token, "more", user_id)
+        if state is None:
+            return refusal
+        start, end = state.shown, min(state.shown + state.page, state.max_k)
+        refetch = any(len(face) < end for p in state.photos for face in p.matches) and start + 1 <= state.index_size
+        async with self.admit(user_id, len(state.photos) if refetch else 0) as admission:
+            if admission.refusal:
+                return admission.refusal
+            if not await svc.db(svc.state.claim, f"more:{token}"):
+                return "Already shown."
+            if refetch:
+                photos = [PhotoIn(n, p.file_id, None, p.name) for n, p in enumerate(state.photos, start=1)]
+                for query, searched in zip(state.photos, await self._search_all(photos, state.model, end, count=False)):
+                    if searched.result is not None and len(searched.result.faces) == len(query.matches):
+                        query.matches = [face.matches for face in searched.result.faces]
+            album = len(state.photos) > 1
+            budget = svc.settings.max_answer_photos
+            sent_any = False
+            for number_photo, photo in enumerate(state.photos, start=1):
+                for number, matches in enumerate(photo.matches, start=1):
+                    page = matches[start:end][: max(budget, 0)]
+                    if page:
+                        sent_any = True
+                        closest = number <= len(photo.unknown) and photo.unknown[number - 1]
+                        label = FaceLabel(number, number_photo if album else None, closest=closest)
+                        budget -= await send.matches(state.chat_id, label, page)
+            state.shown = end if sent_any else state.max_k
+            keyboard = await self._keyboard(state)
+            await self.release(admission)
+            text = f"Matches {start + 1}–{end}." if sent_any else "No more matches in the gallery."
+            await send.text(state.chat_id, text, reply_markup=keyboard)
+        return None
+
+    async def faces(self, token: str, user_id: int) -> str | None:
+        """"Show faces": the photo(s) with several faces, with numbered boxes matching the captions."""
+        svc, send = self.svc, self.svc.sender
+        state, refusal = await self._pressed(token, "faces", user_id)
+        if state is None:
+            return refusal
+        photos = [p for p in state.photos if len(p.boxes) > 1]
+        async with self.admit(user_id, len(photos)) as admission:
+            if admission.refusal:
+                return admission.refusal
+            if not await svc.db(svc.state.claim, f"faces:{token}"):
+                return "Already shown."
+            album = len(state.photos) > 1
+            self.pending += len(photos)
+            try:
+                for number, photo in enumerate(state.photos, start=1):
+                    if len(photo.boxes) < 2:
+                        continue
+                    data = await self._download(photo.file_id)
+                    boxed = await svc.compute(self._draw, data, photo)
+                    prefix = f"Photo {number}: " if album else ""
+                    await send.photo(
+                        state.chat_id, boxed, f"{prefix}I found {len(photo.boxes)} faces; their numbers match the captions."
+                    )
+            finally:
+                self.pending -= len(photos)
+        return None
+
+    def _draw(self, data: bytes, photo: PhotoQuery) -> bytes:
+        return render.draw_boxes(self.svc.engine.decode(data, name=photo.name), photo.boxes)
+
+
+def indexing_refusal(progress: IndexProgress | None) -> str | None:
+    if progress is None:
+        return None
+    percent = round(100 * progress.done / progress.total) if progress.total else 0
+    return f"The gallery is being indexed, {percent}% done — please try again in a minute."
