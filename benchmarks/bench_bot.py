@@ -29,13 +29,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from bot.app import build_application, running  # noqa: E402
-from bot.settings import Settings  # noqa: E402
-from engine import Engine  # noqa: E402
-from fake_bot_api import TOKEN, FakeBotAPI  # noqa: E402
-from helpers_engine import CLEAR_FACES, SAMPLE_GALLERY  # noqa: E402
+from bot_helpers import person_photo
+from fake_bot_api import TOKEN, FakeBotAPI
+from helpers_engine import CLEAR_FACES, SAMPLE_GALLERY
 
-from bot_helpers import person_photo  # noqa: E402
+from bot.app import build_application, running
+from bot.settings import Settings
+from engine import Engine
 
 ALBUM_METHODS = ("sendMediaGroup", "sendPhoto")
 
@@ -61,7 +61,9 @@ async def one_photo(api: FakeBotAPI, user: int, data: bytes, timeout: float = 30
         since = len(api.calls)
         update_id = api.send_photo(user, data)
         found = await api.wait_for(
-            lambda calls: [c for c in calls[since:] if c.chat_id == user and ("likely" in c.text or "busy" in c.text)],
+            lambda calls, since=since: [
+                c for c in calls[since:] if c.chat_id == user and ("likely" in c.text or "busy" in c.text)
+            ],
             timeout=timeout,
         )
         first_try = first_try if first_try is not None else api.served_at[update_id]

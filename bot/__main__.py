@@ -8,7 +8,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ warnings; errors still raise
 
-from bot.settings import Settings  # noqa: E402
+from bot.settings import Settings
 
 
 def main() -> int:

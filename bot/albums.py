@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
+from typing import Any
 
 from bot.state import Part, SharedState
 
@@ -24,7 +25,7 @@ class AlbumCollector:
         self,
         state: SharedState,
         db: Callable[..., Awaitable],
-        spawn: Callable[[Awaitable[None]], object],
+        spawn: Callable[[Coroutine[Any, Any, None]], object],
         wait_s: float,
         on_album: Callable[[list[Part]], Awaitable[None]],
     ):
@@ -57,7 +58,7 @@ class AlbumCollector:
             if not await self.db(self.state.claim, claim, timedelta(days=1)):
                 return  # another replica answers it
             await self.on_album(await self.db(self.state.parts, *key))
-        except Exception:  # noqa: BLE001 - a background task: PTB's error handler does not see it
+        except Exception:
             log.exception("exception while answering an album")
         finally:
             self._waiting.discard(key)

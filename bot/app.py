@@ -6,6 +6,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
+from typing import cast
 from urllib.parse import urlparse
 
 from telegram import BotCommand, Update
@@ -60,19 +61,22 @@ def build_application(settings: Settings, engine: Engine | None = None) -> BotAp
     async def post_shutdown(application: Application) -> None:
         await service.close()
 
-    application: BotApplication = (
-        ApplicationBuilder()
-        .token(settings.token())
-        .base_url(settings.base_url)
-        .base_file_url(settings.base_file_url)
-        .local_mode(False)
-        .rate_limiter(AIORateLimiter(max_retries=settings.send_retries))
-        .concurrent_updates(True)
-        .context_types(ContextTypes(context=handlers.Context))
-        .post_init(post_init)
-        .post_stop(post_stop)
-        .post_shutdown(post_shutdown)
-        .build()
+    application = cast(
+        BotApplication,
+        (
+            ApplicationBuilder()
+            .token(settings.token())
+            .base_url(settings.base_url)
+            .base_file_url(settings.base_file_url)
+            .local_mode(False)
+            .rate_limiter(AIORateLimiter(max_retries=settings.send_retries))
+            .concurrent_updates(True)
+            .context_types(ContextTypes(context=handlers.Context))
+            .post_init(post_init)
+            .post_stop(post_stop)
+            .post_shutdown(post_shutdown)
+            .build()
+        ),
     )
     application.bot_data["service"] = service
     add_handlers(application)
@@ -137,17 +141,17 @@ def run(settings: Settings) -> None:
 @contextlib.asynccontextmanager
 async def running(application: Application, poll_interval: float = 0.0, timeout: int = 1) -> AsyncIterator[Application]:
     """Run the bot inside the current event loop (tests, benchmarks), with the same hooks as run_polling."""
+    updater = application.updater
+    assert updater is not None
     async with application:
         if application.post_init is not None:
             await application.post_init(application)
-        await application.updater.start_polling(
-            poll_interval=poll_interval, timeout=timeout, allowed_updates=ALLOWED_UPDATES
-        )
+        await updater.start_polling(poll_interval=poll_interval, timeout=timeout, allowed_updates=ALLOWED_UPDATES)
         await application.start()
         try:
             yield application
         finally:
-            await application.updater.stop()
+            await updater.stop()
             await application.stop()
             if application.post_stop is not None:
                 await application.post_stop(application)

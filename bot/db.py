@@ -28,6 +28,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import IntegrityError
@@ -200,6 +201,11 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+def _rowcount(result: Any) -> int:
+    """Rows a DELETE or UPDATE touched (a CursorResult's rowcount)."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -265,21 +271,36 @@ class Store:
     # ---- queries -----------------------------------------------------------------------
 
     def add_query(
-        self, *, chat_id: int, user_id: int, model: str, k: int, faces: int, latency_ms: float,
-        matches: list[tuple[int, int, str, str, float]], answers: list[tuple[int, str | None, float]] = (),
-    ) -> int:  # fmt: skip
+        self,
+        *,
+        chat_id: int,
+        user_id: int,
+        model: str,
+        k: int,
+        faces: int,
+        latency_ms: float,
+        matches: Sequence[tuple[int, int, str, str, float]],
+        answers: Sequence[tuple[int, str | None, float]] = (),
+    ) -> int:
         """Record one search; `matches` holds (face number, rank, name, path, similarity), `answers` each face's
         open-set decision (face number, person or None, score)."""
         with self.sessions.begin() as session:
             query = Query(
-                chat_id=chat_id, user_id=user_id, created_at=utcnow(), model=model, k=k, faces=faces,
+                chat_id=chat_id,
+                user_id=user_id,
+                created_at=utcnow(),
+                model=model,
+                k=k,
+                faces=faces,
                 latency_ms=latency_ms,
-            )  # fmt: skip
+            )
             query.matches = [
                 MatchRow(face=face, rank=rank, name=name, path=path, similarity=similarity)
                 for face, rank, name, path, similarity in matches
             ]
-            query.answers = [FaceAnswer(face=face, identity_name=name, identity_score=score) for face, name, score in answers]
+            query.answers = [
+                FaceAnswer(face=face, identity_name=name, identity_score=score) for face, name, score in answers
+            ]
             session.add(query)
             session.flush()
             return query.id
@@ -298,10 +319,13 @@ class Store:
                 created = query.created_at if query.created_at.tzinfo else query.created_at.replace(tzinfo=timezone.utc)
                 items.append(
                     HistoryItem(
-                        created_at=created, model=query.model, faces=query.faces,
-                        top_name=best.name if best else None, top_similarity=best.similarity if best else None,
+                        created_at=created,
+                        model=query.model,
+                        faces=query.faces,
+                        top_name=best.name if best else None,
+                        top_similarity=best.similarity if best else None,
                         answers=tuple((a.identity_name, a.identity_score) for a in query.answers),
-                    )  # fmt: skip
+                    )
                 )
             return items
 
@@ -326,14 +350,9 @@ class Store:
         """A removed person leaves the history: their matches are deleted and answers naming them keep no name
         (`/history` says "a removed person"). Returns how many rows changed."""
         with self.sessions.begin() as session:
-            changed = session.execute(delete(MatchRow).where(MatchRow.name == name)).rowcount or 0
-            changed += (
-                session.execute(
-                    FaceAnswer.__table__.update().where(FaceAnswer.identity_name == name).values(identity_name=REMOVED)
-                ).rowcount
-                or 0
-            )
-            return changed
+            changed = _rowcount(session.execute(delete(MatchRow).where(MatchRow.name == name)))
+            renamed = update(FaceAnswer).where(FaceAnswer.identity_name == name).values(identity_name=REMOVED)
+            return changed + _rowcount(session.execute(renamed))
 
     @staticmethod
     def _delete_queries(session: Any, ids: Sequence[int]) -> None:

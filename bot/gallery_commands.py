@@ -15,9 +15,10 @@ from telegram.error import BadRequest
 
 from bot.delivery import Attachment, download
 from bot.paging import people_keyboard
-from engine import EngineError
+from engine import MODEL_NAMES, EngineError
 from engine.errors import IndexBusyError
 from engine.gallery import AddResult, PersonNameError, check_name
+from engine.stores.base import Changes
 
 if TYPE_CHECKING:
     from bot.service import BotService
@@ -34,7 +35,7 @@ USAGE = (
 
 
 def is_add(caption: str | None) -> bool:
-    return bool(caption) and _ADD.match(caption.strip()) is not None
+    return caption is not None and _ADD.match(caption.strip()) is not None
 
 
 def add_name(text: str | None) -> str:
@@ -50,7 +51,9 @@ def clean_name(name: str) -> str:
     """NFKC (look-alike forms of one name become one person), then the engine's checks, within MAX_NAME_BYTES."""
     cleaned = check_name(unicodedata.normalize("NFKC", name))
     if len(cleaned.encode()) > MAX_NAME_BYTES:
-        raise PersonNameError(f"a name may take at most {MAX_NAME_BYTES} bytes (UTF-8); that one takes {len(cleaned.encode())}")
+        raise PersonNameError(
+            f"a name may take at most {MAX_NAME_BYTES} bytes (UTF-8); that one takes {len(cleaned.encode())}"
+        )
     return cleaned
 
 
@@ -123,7 +126,9 @@ async def ask_remove(svc: BotService, chat_id: int, user_id: int, name: str) -> 
     return f"Remove {person.name} and their {person.photos} photos from the gallery?", remove_keyboard(token)
 
 
-async def confirm_remove(svc: BotService, token: str, user_id: int, chat_id: int, confirmed: bool) -> tuple[str | None, str | None]:
+async def confirm_remove(
+    svc: BotService, token: str, user_id: int, chat_id: int, confirmed: bool
+) -> tuple[str | None, str | None]:
     """(the button's short answer, the confirmation message's new text)."""
     button = await svc.db(svc.state.button, token, "remove")
     if button is None or button.user_id != user_id:
@@ -135,14 +140,35 @@ async def confirm_remove(svc: BotService, token: str, user_id: int, chat_id: int
         return None, f"Kept {name}."
     try:
         result = await edit(svc, chat_id, svc.gallery.remove, name)
+        removed, photos, note = result.person.name, result.photos, ""
     except EngineError as error:
         if await svc.db(svc.gallery.find, name) is not None:
             return None, edit_failure(svc, "removed", error)
-        # the folder is gone but the index was not updated (the last person: an empty gallery, or a busy index)
-        await svc.db(svc.store.forget_person, name)
-        return None, f"Removed {name}'s photos from the gallery, but the index was not updated: {svc.public(str(error))}."
-    await svc.db(svc.store.forget_person, result.person.name)
-    return None, f"Removed {result.person.name} and their {result.photos} photos; searches no longer find them."
+        if isinstance(error, IndexBusyError):  # the folder is gone; the index follows after the other run
+            await svc.db(svc.store.forget_person, name)
+            return None, edit_failure(svc, f"the removal of {name}", error)
+        # the last person: the folder is gone and an index build refuses an empty gallery; drop their rows
+        await svc.write_index(drop_missing_files, svc)
+        removed, photos, note = name, 0, " The gallery is now empty."
+    await svc.db(svc.store.forget_person, removed)
+    counted = f"their {photos} photos" if photos else "their photos"
+    return None, f"Removed {removed} and {counted}; searches no longer find them.{note}"
+
+
+def drop_missing_files(svc: BotService) -> int:
+    """Drop from every index the files no longer in the gallery (what a build would do, where a build refuses to
+    run: an empty gallery). Runs in the index thread, under the store's writer lock; returns how many files."""
+    dropped = 0
+    for model in MODEL_NAMES:
+        if svc.engine.index_info(model) is None:
+            continue
+        store = svc.engine.searcher(model).store
+        with store.writer(timeout=svc.settings.index_lock_wait_s):
+            gone = {path for path in store.files() if not (svc.gallery.root / path).exists()}
+            if gone:
+                store.apply(Changes(remove_paths=gone))
+                dropped += len(gone)
+    return dropped
 
 
 async def rename(svc: BotService, chat_id: int, args: list[str]) -> str:

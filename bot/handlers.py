@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from telegram import Update
+from telegram import Message, Update
 from telegram.ext import Application, ApplicationHandlerStop, CallbackContext, ExtBot
 
 from bot import gallery_commands
@@ -51,6 +51,12 @@ class Context(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], dict
         return service
 
 
+def message_of(update: Update) -> Message:
+    """The update's message: every handler but the buttons' is registered for messages only."""
+    assert update.effective_message is not None
+    return update.effective_message
+
+
 BotApplication = Application[ExtBot[None], Context, dict[Any, Any], dict[Any, Any], dict[Any, Any], Any]
 
 
@@ -70,7 +76,7 @@ async def gatekeeper(update: Update, context: Context) -> None:
 
 async def start(update: Update, context: Context) -> None:
     """Explain the bot in a few lines."""
-    await update.effective_message.reply_text(HELP)
+    await message_of(update).reply_text(HELP)
 
 
 async def model(update: Update, context: Context) -> None:
@@ -204,7 +210,7 @@ async def add(update: Update, context: Context) -> None:
     if not files and target is not None:
         attachment = attachment_of(target)
         if attachment is not None and (
-            target.photo or looks_like_image(attachment.name, target.document and target.document.mime_type)
+            target.photo or looks_like_image(attachment.name, target.document.mime_type if target.document else None)
         ):
             files = [attachment]
     if not files:
@@ -251,7 +257,7 @@ def _token(update: Update) -> str:
 
 
 async def more_button(update: Update, context: Context) -> None:
-    """"More matches": the next page; the pressed message loses its buttons (the page's message has new ones)."""
+    """ "More matches": the next page; the pressed message loses its buttons (the page's message has new ones)."""
     query, user = update.callback_query, update.effective_user
     assert query is not None and user is not None
     note = await context.service.flow.more(_token(update), user.id)
@@ -261,7 +267,7 @@ async def more_button(update: Update, context: Context) -> None:
 
 
 async def faces_button(update: Update, context: Context) -> None:
-    """"Show faces": the photo with numbered boxes."""
+    """ "Show faces": the photo with numbered boxes."""
     query, user = update.callback_query, update.effective_user
     assert query is not None and user is not None
     await query.answer(await context.service.flow.faces(_token(update), user.id))
@@ -277,7 +283,7 @@ async def people_button(update: Update, context: Context) -> None:
     page, _, prefix = _token(update).partition(":")
     text, keyboard = await svc.db(gallery_commands.people_page, svc, prefix, int(page) if page.isdigit() else 0)
     await query.answer()
-    if text != (query.message.text if query.message else None):
+    if text != (query.message.text if isinstance(query.message, Message) else None):
         await query.edit_message_text(text, reply_markup=keyboard)
 
 
@@ -298,7 +304,7 @@ async def refuse_non_admin(update: Update, svc: BotService, command: str) -> boo
     if svc.settings.is_admin(user.id if user else None):
         return True
     log.warning("user %s tried /%s without being an admin", user.id if user else None, command)
-    await update.effective_message.reply_text(f"Sorry, /{command} is for admins only.")
+    await message_of(update).reply_text(f"Sorry, /{command} is for admins only.")
     return False
 
 
@@ -311,8 +317,8 @@ async def photo(update: Update, context: Context) -> None:
 
 async def document(update: Update, context: Context) -> None:
     """Search an image sent as a file; refuse other files."""
-    message = update.effective_message
-    if not looks_like_image(message.document.file_name, message.document.mime_type):
+    message = message_of(update)
+    if message.document is None or not looks_like_image(message.document.file_name, message.document.mime_type):
         await message.reply_text("That file isn't an image. Please send a photo (JPEG, PNG or WebP).")
         return
     assert update.effective_user is not None
@@ -321,7 +327,7 @@ async def document(update: Update, context: Context) -> None:
 
 async def unsupported(update: Update, context: Context) -> None:
     """Explain that stickers, GIFs, videos and voice messages can't be searched."""
-    message = update.effective_message
+    message = message_of(update)
     if message.sticker:
         what = "a sticker"
     elif message.animation:
@@ -337,14 +343,12 @@ async def unsupported(update: Update, context: Context) -> None:
 
 async def text(update: Update, context: Context) -> None:
     """Point plain text to what the bot does."""
-    await update.effective_message.reply_text(
-        "Send me a photo of a face and I'll look for that person. /help explains more."
-    )
+    await message_of(update).reply_text("Send me a photo of a face and I'll look for that person. /help explains more.")
 
 
 async def unknown_command(update: Update, context: Context) -> None:
     """Point unknown commands to /help."""
-    await update.effective_message.reply_text("I don't know that command. See /help.")
+    await message_of(update).reply_text("I don't know that command. See /help.")
 
 
 async def error_handler(update: object, context: Context) -> None:
@@ -353,5 +357,5 @@ async def error_handler(update: object, context: Context) -> None:
     if isinstance(update, Update) and update.effective_message is not None:
         try:
             await update.effective_message.reply_text("Sorry, something went wrong. Please try again.")
-        except Exception:  # noqa: BLE001 - the error handler must not raise
+        except Exception:
             log.exception("could not tell the user about the error")

@@ -86,7 +86,8 @@ class Metrics:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        self.host, self.port = site._server.sockets[0].getsockname()[:2]
+        sockets = getattr(site._server, "sockets", None) or []
+        self.host, self.port = sockets[0].getsockname()[:2]
         log.info("metrics on http://%s:%d/metrics, health on /healthz", host, self.port)
 
     async def close(self) -> None:

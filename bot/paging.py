@@ -47,32 +47,49 @@ class ResultState:
 def state_to_payload(state: ResultState) -> dict[str, Any]:
     """The answer as JSON-ready data (a row of `button_states`: any replica serves the next page)."""
     return {
-        "chat_id": state.chat_id, "user_id": state.user_id, "model": state.model, "k": state.k, "shown": state.shown,
-        "page": state.page, "max_k": state.max_k, "index_size": state.index_size,
+        "chat_id": state.chat_id,
+        "user_id": state.user_id,
+        "model": state.model,
+        "k": state.k,
+        "shown": state.shown,
+        "page": state.page,
+        "max_k": state.max_k,
+        "index_size": state.index_size,
         "photos": [
             {
-                "file_id": p.file_id, "name": p.name, "boxes": [list(b) for b in p.boxes], "unknown": p.unknown,
+                "file_id": p.file_id,
+                "name": p.name,
+                "boxes": [list(b) for b in p.boxes],
+                "unknown": p.unknown,
                 "matches": [[[m.rank, m.name, m.path, m.similarity, m.distance] for m in face] for face in p.matches],
             }
             for p in state.photos
         ],
-    }  # fmt: skip
+    }
 
 
 def state_from_payload(payload: dict[str, Any]) -> ResultState:
     photos = [
         PhotoQuery(
-            file_id=p["file_id"], name=p["name"], boxes=[(b[0], b[1], b[2], b[3]) for b in p["boxes"]],
+            file_id=p["file_id"],
+            name=p["name"],
+            boxes=[(b[0], b[1], b[2], b[3]) for b in p["boxes"]],
             matches=[[Match(int(m[0]), m[1], m[2], float(m[3]), float(m[4])) for m in face] for face in p["matches"]],
             unknown=[bool(u) for u in p["unknown"]],
-        )  # fmt: skip
+        )
         for p in payload["photos"]
     ]
     return ResultState(
-        chat_id=payload["chat_id"], user_id=payload["user_id"], model=payload["model"], k=payload["k"],
-        photos=photos, shown=payload["shown"], page=payload["page"], max_k=payload["max_k"],
+        chat_id=payload["chat_id"],
+        user_id=payload["user_id"],
+        model=payload["model"],
+        k=payload["k"],
+        photos=photos,
+        shown=payload["shown"],
+        page=payload["page"],
+        max_k=payload["max_k"],
         index_size=payload["index_size"],
-    )  # fmt: skip
+    )
 
 
 def result_keyboard(token: str, state: ResultState) -> InlineKeyboardMarkup | None:

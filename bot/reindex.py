@@ -62,9 +62,12 @@ async def run_reindex(svc: BotService, job: ReindexJob, chat_id: int) -> None:
             future = loop.run_in_executor(
                 svc.index_pool,
                 partial(
-                    svc.engine.build_index, model, svc.settings.resolved_gallery(), progress=job.on_progress,
+                    svc.engine.build_index,
+                    model,
+                    svc.settings.resolved_gallery(),
+                    progress=job.on_progress,
                     should_stop=svc.stopping.is_set,
-                ),  # fmt: skip
+                ),
             )
             shown = status.text
             while not future.done():
@@ -79,15 +82,18 @@ async def run_reindex(svc: BotService, job: ReindexJob, chat_id: int) -> None:
                 await send.text(chat_id, f"Reindexing {model} failed: {svc.public(str(error))}")
                 return
             if report.stopped:
-                await send.send(partial(status.edit_text,
-                    f"Reindex of {model} stopped: the bot is shutting down. The index stays as it was, plus "
-                    f"the {report.embedded_images} photos embedded so far; the next /reindex does the rest."
-                ))  # fmt: skip
+                await send.send(
+                    partial(
+                        status.edit_text,
+                        f"Reindex of {model} stopped: the bot is shutting down. The index stays as it was, plus "
+                        f"the {report.embedded_images} photos embedded so far; the next /reindex does the rest.",
+                    )
+                )
                 return
             job.reports.append(report)
         lines = ["Reindex done."] + [describe_report(report) for report in job.reports]
         await send.send(partial(status.edit_text, "\n".join(lines)))
-    except Exception:  # noqa: BLE001 - a background task: PTB's error handler does not see it
+    except Exception:
         log.exception("reindex failed")
         svc.metrics.error("unexpected")
     finally:

@@ -48,7 +48,9 @@ def summary(faces: list[FaceResult]) -> str:
             )
             continue
         count = sum(match.name == name for match in face.matches)
-        lines.append(f"{prefix}most likely {name} (score {score:.2f}; {count} of the {len(face.matches)} closest faces)")
+        lines.append(
+            f"{prefix}most likely {name} (score {score:.2f}; {count} of the {len(face.matches)} closest faces)"
+        )
     return "\n".join(lines)
 
 

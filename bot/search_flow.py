@@ -176,9 +176,17 @@ class SearchFlow:
             await self._answer(chat_id, user_id, model, k, searched, notes, album, started, admission)
 
     async def _answer(
-        self, chat_id: int, user_id: int, model: str, k: int, searched: list[Searched], notes: list[str], album: bool,
-        started: float, admission: Admission,
-    ) -> None:  # fmt: skip
+        self,
+        chat_id: int,
+        user_id: int,
+        model: str,
+        k: int,
+        searched: list[Searched],
+        notes: list[str],
+        album: bool,
+        started: float,
+        admission: Admission,
+    ) -> None:
         svc, send = self.svc, self.svc.sender
         if all(isinstance(s.error, IndexUnavailableError) for s in searched):
             await send.text(chat_id, f"There is no {model} index yet — an admin can build it with /reindex {model}.")
@@ -219,16 +227,26 @@ class SearchFlow:
         svc.metrics.stage.labels(stage="send").observe(time.perf_counter() - send_started)
         await self._record(chat_id, user_id, model, k, found, started)
         state = ResultState(
-            chat_id=chat_id, user_id=user_id, model=model, k=k, shown=page, page=page, max_k=svc.settings.max_k,
+            chat_id=chat_id,
+            user_id=user_id,
+            model=model,
+            k=k,
+            shown=page,
+            page=page,
+            max_k=svc.settings.max_k,
             index_size=await svc.index_size(model),
             photos=[
                 PhotoQuery(
-                    s.photo.file_id, s.photo.name, [f.box for f in s.result.faces], [f.matches for f in s.result.faces],
+                    s.photo.file_id,
+                    s.photo.name,
+                    [f.box for f in s.result.faces],
+                    [f.matches for f in s.result.faces],
                     [f.identity.name is None for f in s.result.faces],
                 )
-                for s in found if s.result is not None
+                for s in found
+                if s.result is not None
             ],
-        )  # fmt: skip
+        )
         lines = list(notes)
         for item in found:
             assert item.result is not None
@@ -249,14 +267,14 @@ class SearchFlow:
         await send.text(chat_id, "\n".join(lines), reply_markup=keyboard)
         svc.metrics.stage.labels(stage="total").observe(time.perf_counter() - started)
 
-    async def _keyboard(self, state: ResultState):  # noqa: ANN202 - InlineKeyboardMarkup | None
+    async def _keyboard(self, state: ResultState):
         """The answer's buttons, their state stored for any replica; none when the database fails (logged)."""
         svc = self.svc
         if not state.has_more and not state.multi_face:
             return None
         try:
             token = await svc.db(svc.state.put_button, "result", state.chat_id, state.user_id, state_to_payload(state))
-        except Exception:  # noqa: BLE001 - the matches were sent: the summary goes out without buttons
+        except Exception:
             log.exception("could not store the answer's buttons")
             svc.metrics.error("state")
             return None
@@ -273,15 +291,21 @@ class SearchFlow:
             faces = item.result.faces
             try:
                 await self.svc.db(
-                    self.svc.store.add_query, chat_id=chat_id, user_id=user_id, model=model, k=k, faces=len(faces),
+                    self.svc.store.add_query,
+                    chat_id=chat_id,
+                    user_id=user_id,
+                    model=model,
+                    k=k,
+                    faces=len(faces),
                     latency_ms=latency_ms,
                     matches=[
                         (number, m.rank, m.name, m.path, m.similarity)
-                        for number, face in enumerate(faces, start=1) for m in face.matches
+                        for number, face in enumerate(faces, start=1)
+                        for m in face.matches
                     ],
                     answers=[(n, face.identity.name, face.identity.score) for n, face in enumerate(faces, start=1)],
-                )  # fmt: skip
-            except Exception:  # noqa: BLE001 - history is not the answer
+                )
+            except Exception:
                 log.exception("could not record the query in the history")
                 self.svc.metrics.error("history")
 
@@ -298,7 +322,7 @@ class SearchFlow:
         return state_from_payload(button.payload), None
 
     async def more(self, token: str, user_id: int) -> str | None:
-        """"More matches": the next page of every face, searched again when past the ranks fetched.
+        """ "More matches": the next page of every face, searched again when past the ranks fetched.
         Returns the text of the button's short answer (None: nothing to say)."""
         svc, send = self.svc, self.svc.sender
         state, refusal = await self._pressed(token, "more", user_id)
@@ -335,7 +359,7 @@ class SearchFlow:
         return None
 
     async def faces(self, token: str, user_id: int) -> str | None:
-        """"Show faces": the photo(s) with several faces, with numbered boxes matching the captions."""
+        """ "Show faces": the photo(s) with several faces, with numbered boxes matching the captions."""
         svc, send = self.svc, self.svc.sender
         state, refusal = await self._pressed(token, "faces", user_id)
         if state is None:
@@ -356,7 +380,9 @@ class SearchFlow:
                     boxed = await svc.compute(self._draw, data, photo)
                     prefix = f"Photo {number}: " if album else ""
                     await send.photo(
-                        state.chat_id, boxed, f"{prefix}I found {len(photo.boxes)} faces; their numbers match the captions."
+                        state.chat_id,
+                        boxed,
+                        f"{prefix}I found {len(photo.boxes)} faces; their numbers match the captions.",
                     )
             finally:
                 self.pending -= len(photos)

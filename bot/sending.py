@@ -100,7 +100,9 @@ class Sender:
                 self._missing(match.path)
         return ready
 
-    async def _group(self, chat_id: int, label: FaceLabel, group: list[tuple[Match, FileKey]], use_cache: bool = True) -> int:
+    async def _group(
+        self, chat_id: int, label: FaceLabel, group: list[tuple[Match, FileKey]], use_cache: bool = True
+    ) -> int:
         ready = await asyncio.to_thread(self._prepare, group, use_cache)
         if not ready:
             return 0

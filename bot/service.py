@@ -50,7 +50,7 @@ class BotService:
         self.settings = settings
         self.engine = engine if engine is not None else Engine(settings)
         self.gallery = Gallery(self.engine)
-        self.store: Store | None = None
+        self._store: Store | None = None
         self._state: SharedState | None = None
         self.pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="engine")
         self.index_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reindex")
@@ -72,6 +72,11 @@ class BotService:
     # ---- parts, once started ---------------------------------------------------------------
 
     @property
+    def store(self) -> Store:
+        assert self._store is not None, "BotService.start() first"
+        return self._store
+
+    @property
     def state(self) -> SharedState:
         assert self._state is not None, "BotService.start() first"
         return self._state
@@ -82,7 +87,7 @@ class BotService:
         return self._sender
 
     @property
-    def file_ids(self):  # noqa: ANN201 - the sender's LRU of gallery file_ids
+    def file_ids(self):
         return self.sender.file_ids
 
     @property
@@ -123,7 +128,7 @@ class BotService:
         self.application = application
         url = self.settings.resolved_database_url()
         await asyncio.to_thread(upgrade, url)
-        self.store = Store(url)
+        self._store = Store(url)
         self._state = SharedState(self.store, timedelta(hours=self.settings.state_ttl_hours))
         self._sender = Sender(application.bot, self.metrics, self.thumbnails, self.settings.send_retries)
         self._albums = AlbumCollector(self.state, self.db, self.spawn, self.settings.album_wait_s, self._on_album)
@@ -188,7 +193,7 @@ class BotService:
                 for model in await self.write_index(self.engine.refresh):
                     info = self.engine.index_info(model)
                     log.info("picked up a new %s index: %s faces", model, info.count if info else 0)
-            except Exception:  # noqa: BLE001 - retried at the next interval
+            except Exception:
                 log.exception("looking for a new index version failed")
 
     async def _purge_periodically(self) -> None:
@@ -196,11 +201,11 @@ class BotService:
         while True:
             try:
                 days = self.settings.history_retention_days
-                deleted = await self.db(self.store.purge_older_than, days) if days and self.store else 0
+                deleted = await self.db(self.store.purge_older_than, days) if days else 0
                 if deleted:
                     log.info("deleted %d queries older than %s days", deleted, days)
                 await self.db(self.state.purge_expired)
-            except Exception:  # noqa: BLE001 - a failed purge is retried next hour
+            except Exception:
                 log.exception("purge failed")
             await asyncio.sleep(3600)
 
@@ -216,8 +221,8 @@ class BotService:
         for pool in (self.index_pool, self.pool, self.io_pool):
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
         await self.metrics.close()
-        if self.store is not None:
-            self.store.close()
+        if self._store is not None:
+            self._store.close()
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """Healthy: the database answers and every usable model is loaded (not while models load or indexes build)."""
@@ -238,7 +243,6 @@ class BotService:
         }
 
     def _ping_database(self) -> None:
-        assert self.store is not None
         with self.store.engine.connect() as connection:
             connection.execute(sql("SELECT 1"))
 
@@ -256,7 +260,6 @@ class BotService:
     # ---- per-chat settings and models ------------------------------------------------------------
 
     async def chat_settings(self, chat_id: int) -> tuple[str, int]:
-        assert self.store is not None
         model, k = await self.db(self.store.chat_settings, chat_id)
         model = model if model in MODEL_NAMES else self.settings.default_model
         return model, min(k or self.settings.default_k, self.settings.max_k)
@@ -265,14 +268,12 @@ class BotService:
         problem = await self.db(self.engine.model_problem, model)
         if problem:
             return f"Can't switch to {model}: {self.public(problem)}"
-        assert self.store is not None
         await self.db(self.store.set_chat_model, chat_id, model)
         indexed = await self.db(self.engine.index_info, model)
         note = "" if indexed else f" (no {model} index yet: an admin can build it with /reindex {model})"
         return f"Backend switched to {model}{note}."
 
     async def set_k(self, chat_id: int, k: int) -> None:
-        assert self.store is not None
         await self.db(self.store.set_chat_k, chat_id, k)
 
     async def model_lines(self, chat_id: int) -> str:
@@ -310,9 +311,15 @@ class BotService:
         if message.media_group_id:
             assert self._albums is not None
             part = Part(
-                message.chat_id, message.media_group_id, message.message_id, user.id, attachment.file_id,
-                attachment.file_size, attachment.name, message.caption,
-            )  # fmt: skip
+                message.chat_id,
+                message.media_group_id,
+                message.message_id,
+                user.id,
+                attachment.file_id,
+                attachment.file_size,
+                attachment.name,
+                message.caption,
+            )
             await self._albums.collect(part)
             return
         from bot import gallery_commands
@@ -337,7 +344,7 @@ class BotService:
             else:
                 photos = [PhotoIn(n, p.file_id, p.file_size, p.name) for n, p in enumerate(parts, start=1)]
                 await self.flow.search(first.chat_id, first.user_id, photos)
-        except Exception:  # noqa: BLE001 - a background task: PTB's error handler does not see it
+        except Exception:
             log.exception("exception while answering an album")
             self.metrics.error("unexpected")
             await self.sender.text(first.chat_id, "Sorry, something went wrong. Please try again.")
@@ -347,13 +354,11 @@ class BotService:
 
     # ---- history -------------------------------------------------------------------------------------
 
-    async def history(self, chat_id: int, user_id: int):  # noqa: ANN201 - list[HistoryItem]
-        assert self.store is not None
+    async def history(self, chat_id: int, user_id: int):
         return await self.db(self.store.history, chat_id, user_id, self.settings.history_size)
 
     async def forget(self, user_id: int) -> int:
         """The user's queries in every chat, their buttons (their photos' file_ids) and album parts."""
-        assert self.store is not None
         count = await self.db(self.store.forget_user, user_id)
         await self.db(self.state.forget_user, user_id)
         return count
@@ -361,7 +366,6 @@ class BotService:
     # ---- admins ----------------------------------------------------------------------------------------
 
     async def stats(self) -> str:
-        assert self.store is not None
         sizes = await self.db(lambda: {name: self.engine.index_info(name) for name in MODEL_NAMES})
         lines = ["Indexes:"]
         for name, info in sizes.items():

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from bot.db import AlbumPart, ButtonState, Claim, Store, utcnow
+from bot.db import AlbumPart, ButtonState, Claim, Store, _rowcount, utcnow
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,14 @@ class SharedState:
         with self.sessions.begin() as session:
             session.add(
                 ButtonState(
-                    token=token, kind=kind, chat_id=chat_id, user_id=user_id, payload=json.dumps(payload),
-                    created_at=now, expires_at=now + self.ttl,
-                )  # fmt: skip
+                    token=token,
+                    kind=kind,
+                    chat_id=chat_id,
+                    user_id=user_id,
+                    payload=json.dumps(payload),
+                    created_at=now,
+                    expires_at=now + self.ttl,
+                )
             )
         return token
 
@@ -111,10 +116,17 @@ class SharedState:
             with self.sessions.begin() as session:
                 session.add(
                     AlbumPart(
-                        chat_id=part.chat_id, media_group_id=part.media_group_id, message_id=part.message_id,
-                        user_id=part.user_id, file_id=part.file_id, file_size=part.file_size, name=part.name,
-                        caption=part.caption, received_at=now, expires_at=now + self.ttl,
-                    )  # fmt: skip
+                        chat_id=part.chat_id,
+                        media_group_id=part.media_group_id,
+                        message_id=part.message_id,
+                        user_id=part.user_id,
+                        file_id=part.file_id,
+                        file_size=part.file_size,
+                        name=part.name,
+                        caption=part.caption,
+                        received_at=now,
+                        expires_at=now + self.ttl,
+                    )
                 )
         except IntegrityError:
             pass
@@ -149,7 +161,7 @@ class SharedState:
         deleted = 0
         with self.sessions.begin() as session:
             for table in (ButtonState, Claim, AlbumPart):
-                deleted += session.execute(delete(table).where(table.expires_at <= now)).rowcount or 0
+                deleted += _rowcount(session.execute(delete(table).where(table.expires_at <= now)))
         return deleted
 
     def forget_user(self, user_id: int) -> None:

@@ -11,9 +11,12 @@ from sqlalchemy import engine_from_config, pool, text
 
 config = context.config
 
-if config.config_file_name is not None and config.attributes.get("configure_logging", True):
-    if not config.get_main_option("sqlalchemy.url"):  # command line use: log like alembic does
-        fileConfig(config.config_file_name, disable_existing_loggers=False)
+if (
+    config.config_file_name is not None
+    and config.attributes.get("configure_logging", True)
+    and not config.get_main_option("sqlalchemy.url")  # command line use: log like alembic does
+):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
 def database_url() -> str:

@@ -121,7 +121,7 @@ class FakeBotAPI:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def __aenter__(self) -> FakeBotAPI:
+    async def __aenter__(self) -> FakeBotAPI:  # noqa: PYI034 - a dataclass; Self needs Python 3.11
         return await self.start()
 
     async def __aexit__(self, *exc) -> None:
@@ -209,7 +209,7 @@ class FakeBotAPI:
 
     def fail_next(self, method: str, times: int = 1, code: int = 429, retry_after: int = 1) -> None:
         """The next `times` calls of `method` fail: 429 with retry_after, or e.g. 502 Bad Gateway."""
-        description = "Too Many Requests: retry after %d" % retry_after if code == 429 else "Bad Gateway"
+        description = f"Too Many Requests: retry after {retry_after}" if code == 429 else "Bad Gateway"
         parameters = {"retry_after": retry_after} if code == 429 else {}
         self.failures.setdefault(method.lower(), []).extend([(code, description, parameters)] * times)
 

@@ -8,7 +8,6 @@ import sqlite3
 
 import numpy as np
 import pytest
-
 from bot_helpers import ADMIN, USER, albums, captions, jpeg_size, last_call, person_photo, running_bot
 from fake_bot_api import FakeBotAPI
 from helpers_engine import (
@@ -66,7 +65,7 @@ async def search(api: FakeBotAPI, user: int, data: bytes) -> int:
 
 async def test_start_registers_commands_and_help(api, bot):
     assert any(c.method == "setMyCommands" for c in api.calls)
-    commands = [c for c in api.calls if c.method == "setMyCommands"][0].params["commands"]
+    commands = next(c for c in api.calls if c.method == "setMyCommands").params["commands"]
     assert {"model", "k", "history", "forget", "reindex", "stats"} <= {c["command"] for c in commands}
     api.send_text(USER, "/start")
     await api.wait_for_text(USER, "send me a photo")

@@ -185,10 +185,10 @@ async def test_start_without_an_index_answers_while_indexing(api, make_engine, t
         api.send_photo(USER, person_photo("Madonna"))
         reply = await api.wait_for_text(USER, "being indexed", since=since, timeout=TIMEOUT)
         assert "% done" in reply.text
-        async with aiohttp.ClientSession() as http:  # not healthy while the model loads or its index builds
-            async with http.get(f"http://127.0.0.1:{service.metrics.port}/healthz") as response:
-                assert response.status == 503
-                health = await response.json()
+        url = f"http://127.0.0.1:{service.metrics.port}/healthz"  # not healthy while the model loads or indexes
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            assert response.status == 503
+            health = await response.json()
         assert "facenet" in health["preparing"] and health["ready"] is False and health["database"] == "ok"
         await asyncio.wait_for(service.ready.wait(), timeout=300)
         assert engine.index_info("facenet").count >= 25
@@ -372,7 +372,13 @@ async def test_sigterm_during_the_start_up_build_stops_at_the_next_chunk(api, tm
         "ALLOWED_USER_IDS": "*",
     }  # fmt: skip
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        sys.executable,
+        "-m",
+        "bot",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     try:
         percent = 0
@@ -464,3 +470,26 @@ async def test_a_gallery_edit_waiting_for_a_busy_index_says_so(api, make_engine,
             assert not [c for c in api.calls[since:] if "Nothing added" in c.text or "Added" in c.text]
         added = await api.wait_for_text(ADMIN, "Added 1 photo of Ada Lovelace", since=since, timeout=TIMEOUT)
         assert "searchable now" in added.text
+
+
+async def test_removing_the_last_person_removes_them_and_says_so(api, make_engine, tmp_path):
+    gallery = tmp_path / "gallery"
+    copy_photos(
+        gallery, [CLEAR_FACES["Madonna"], *[p for p in first_photos("Madonna", 2) if p != CLEAR_FACES["Madonna"]]]
+    )
+    engine = make_engine(data_dir=tmp_path / "data", gallery_dir=gallery)
+    engine.build_index("facenet")
+    async with running_service(api, engine, tmp_path, default_k=1) as service:
+        since = len(api.calls)
+        api.send_text(ADMIN, "/remove Madonna")
+        question = await api.wait_for_text(ADMIN, "Remove Madonna", since=since, timeout=TIMEOUT)
+        api.press(ADMIN, question, "Yes, remove")
+        done = await api.wait_for_text(ADMIN, "Removed Madonna", since=since, timeout=TIMEOUT)
+        assert "searches no longer find them" in done.text and "now empty" in done.text
+        assert not (gallery / "Madonna").exists()
+        assert service.engine.index_info("facenet").count == 0
+        since = len(api.calls)
+        api.send_photo(USER, person_photo("Madonna"))
+        answer = await api.wait_for(lambda calls: [c for c in calls[since:] if c.chat_id == USER and c.text])
+        assert "went wrong" not in answer[0].text
+        assert not any("Madonna" in c.text for c in api.calls_to(USER, since=since)), answer[0].text

@@ -8,7 +8,6 @@ import os
 import sys
 import time
 
-
 from bot_helpers import USER, person_photo, running_service
 from fake_bot_api import FakeBotAPI
 from helpers_engine import FACENET_WEIGHTS, REPO_ROOT, copy_photos, first_photos
@@ -19,7 +18,9 @@ KNOWN = ("Ben_Afflek", "Jerry_Seinfeld", "Madonna", "Mindy_Kaling")
 async def summary_after(api: FakeBotAPI, since: int) -> str:
     calls = await api.wait_for(
         lambda calls: [
-            c for c in calls[since:] if c.chat_id == USER and ("most likely" in c.text or "not in the gallery (" in c.text)
+            c
+            for c in calls[since:]
+            if c.chat_id == USER and ("most likely" in c.text or "not in the gallery (" in c.text)
         ],
         timeout=120,
     )
@@ -52,7 +53,7 @@ async def test_a_running_bot_names_a_person_another_process_indexed(api, make_en
             sys.executable, "-m", "engine", "index", "--gallery", str(gallery), "--json",
             env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        out, err = await asyncio.wait_for(indexer.communicate(), timeout=300)
+        _, err = await asyncio.wait_for(indexer.communicate(), timeout=300)
         assert indexer.returncode == 0, err.decode()[-2000:]
         finished = time.monotonic()
 

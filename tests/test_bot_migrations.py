@@ -6,6 +6,7 @@ import sqlite3
 
 from bot.db import Store, alembic_config, upgrade
 
+
 def test_0002_drops_the_photo_hash_and_retention_purges(tmp_path):
     """An 0001 database with a row keeps the row, loses the photo hash; old queries are purged by age."""
     from alembic import command
@@ -19,7 +20,9 @@ def test_0002_drops_the_photo_hash_and_retention_purges(tmp_path):
             "values (1, 2, '2020-01-01 00:00:00', 'facenet', 5, 1, 10.0, ?)",
             ("a" * 64,),
         )
-        connection.execute("insert into matches (query_id, face, rank, name, path, similarity) values (1, 1, 1, 'M', 'M/1.jpg', 0.9)")
+        connection.execute(
+            "insert into matches (query_id, face, rank, name, path, similarity) values (1, 1, 1, 'M', 'M/1.jpg', 0.9)"
+        )
     upgrade(url)
     with sqlite3.connect(database) as connection:
         columns = {row[1] for row in connection.execute("pragma table_info(queries)")}

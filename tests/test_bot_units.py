@@ -48,13 +48,20 @@ def state(shown: int = 5, faces: int = 2, ranks: int = 5, index_size: int = 100)
 
 def test_captions_and_summaries():
     assert render.caption(2, match(3)) == "Face 2 · #3 Ada Lovelace · 0.80"
-    assert render.caption(1, match(1), 4, closest=True) == "Photo 4 · Face 1 · closest #1 Ada Lovelace · 0.80 · not a match"
-    known = FaceResult(box=(0, 0, 9, 9), confidence=0.99, matches=[match(1), match(2, "Bo")], identity=Identity("Ada Lovelace", 0.52))
+    assert (
+        render.caption(1, match(1), 4, closest=True)
+        == "Photo 4 · Face 1 · closest #1 Ada Lovelace · 0.80 · not a match"
+    )
+    known = FaceResult(
+        box=(0, 0, 9, 9), confidence=0.99, matches=[match(1), match(2, "Bo")], identity=Identity("Ada Lovelace", 0.52)
+    )
     unknown = FaceResult(box=(0, 0, 9, 9), confidence=0.99, matches=[match(1)], identity=Identity(None, 0.1))
     assert render.summary([known]) == "most likely Ada Lovelace (score 0.52; 1 of the 2 closest faces)"
     lines = render.summary([known, unknown]).splitlines()
     assert lines[0].startswith("Face 1: most likely Ada Lovelace") and lines[1].startswith("Face 2: not in the gallery")
-    assert render.not_in_gallery(2, unknown, 2).startswith("Face 2: not in the gallery — I don't know this person (score 0.10)")
+    assert render.not_in_gallery(2, unknown, 2).startswith(
+        "Face 2: not in the gallery — I don't know this person (score 0.10)"
+    )
     assert [len(c) for c in render.chunks(list(range(23)))] == [10, 10, 3]
 
 
@@ -193,8 +200,15 @@ def test_an_empty_allow_list_refuses_to_start_unless_star(monkeypatch, tmp_path)
 def test_python_m_bot_refuses_an_empty_allow_list(tmp_path):
     import subprocess
 
-    env = {"PATH": "/usr/bin:/bin", "BOT_TOKEN": "1:x", "DATA_DIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).parent.parent)}
-    done = subprocess.run([sys.executable, "-m", "bot"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "BOT_TOKEN": "1:x",
+        "DATA_DIR": str(tmp_path),
+        "PYTHONPATH": str(Path(__file__).parent.parent),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bot"], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2 and "ALLOWED_USER_IDS is empty" in done.stderr
 
 

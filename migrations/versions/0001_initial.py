@@ -50,7 +50,9 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=255), nullable=False),
         sa.Column("path", sa.String(length=1024), nullable=False),
         sa.Column("similarity", sa.Float(), nullable=False),
-        sa.ForeignKeyConstraint(["query_id"], ["queries.id"], name=op.f("fk_matches_query_id_queries"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["query_id"], ["queries.id"], name=op.f("fk_matches_query_id_queries"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_matches")),
     )
     op.create_index("ix_matches_query_id", "matches", ["query_id"])
