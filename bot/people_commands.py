@@ -71,7 +71,9 @@ def people_page(svc: BotService, page: int) -> PeoplePage:
     page = min(max(page, 0), pages - 1)
     shown = persons[page * PAGE : (page + 1) * PAGE]
     sheet = contact_sheet(gallery_root(svc), shown)
-    lines = [f"Persons {page * PAGE + 1}–{page * PAGE + len(shown)} of {len(persons)} (largest first):"]
+    first, last = page * PAGE + 1, page * PAGE + len(shown)
+    which = f"Person {first}" if first == last else f"Persons {first}–{last}"
+    lines = [f"{which} of {len(persons)} (largest first):"]
     for person in shown:
         lines.append(f"#{person.id} {person.name or '(not named)'} · {photos(person.photos)}")
     lines.append("Name: /name N Firstname Lastname · merge: /merge N M · hide: /hide N")

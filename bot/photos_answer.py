@@ -38,6 +38,7 @@ Box = tuple[int, int, int, int]
 BUTTON_KIND = "photos"
 MARKED_SIDE = 1280  # longest side of a marked gallery photo: a face in the back row stays visible
 MARK_COLOUR = "#ff3b30"
+TEXT_LIMIT = 4096  # Telegram's longest message
 TOO_OLD = "This answer is too old: please send the photo again."
 NOT_YOURS = "Only the person who sent the photo can use these buttons."
 
@@ -180,6 +181,18 @@ def face_line(face: FaceAppearances, *, admin: bool) -> str:
     return text + "."
 
 
+def split_text(lines: list[str], limit: int = TEXT_LIMIT) -> list[str]:
+    """Lines joined into as few messages as Telegram's length limit allows (a longer line is cut)."""
+    parts: list[str] = []
+    for line in lines:
+        line = line if len(line) <= limit else line[: limit - 1] + "…"
+        if parts and len(parts[-1]) + 1 + len(line) <= limit:
+            parts[-1] += "\n" + line
+        else:
+            parts.append(line)
+    return parts or ["No face to answer."]
+
+
 def caption(face: FaceAppearances, number: int, photo: ShownPhoto, public: Callable[[str], str]) -> str:
     """ "Face 1 · 3/14 · day-1/IMG_0042.jpg · 0.83 · Jane Doe" (the path as relative to the gallery)."""
     parts = [face.label()] if face.label() else []
@@ -273,7 +286,10 @@ class PhotosAnswer:
             lines.append("Admins: reply /name Firstname Lastname to a photo to name the person marked on it.")
         keyboard = await self._keyboard(state)
         await release()  # the user may send the next photo as soon as this summary arrives
-        summary = await svc.sender.text(chat_id, "\n".join(lines), reply_markup=keyboard)
+        parts = split_text(lines)
+        for part in parts[:-1]:  # many faces (MAX_FACES set high): several messages, the button on the last
+            await svc.sender.text(chat_id, part)
+        summary = await svc.sender.text(chat_id, parts[-1], reply_markup=keyboard)
         refs.append(AnswerRef(chat_id, summary.message_id, [face.person for face in state.faces]))
         await self._record_refs(user_id, refs)
 

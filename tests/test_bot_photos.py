@@ -18,6 +18,7 @@ from bot_helpers import ADMIN, USER, albums, captions, running_service
 from helpers_engine import BEN, ELTON, JERRY, MADONNA, MINDY, encode, first_photos, sample, side_by_side
 from PIL import Image
 
+from bot import people_commands
 from engine.errors import PersonNotFoundError
 
 TIMEOUT = 120
@@ -179,7 +180,7 @@ def face_person(engine, photo: str, selfie: str) -> int:
     return match.person.id
 
 
-async def test_admins_list_name_merge_and_hide_persons(api, event_engine, tmp_path):
+async def test_admins_list_name_merge_and_hide_persons(api, event_engine, tmp_path, monkeypatch):
     people = event_engine.people()
     madonna = face_person(event_engine, "day-1/ceremony/IMG_0001.jpg", MADONNA_SELFIE)
     jerry = face_person(event_engine, "day-1/ceremony/IMG_0001.jpg", JERRY_SELFIE)
@@ -201,6 +202,19 @@ async def test_admins_list_name_merge_and_hide_persons(api, event_engine, tmp_pa
             assert f"#{person.id} (not named) · {person.photos} photo" in sheet.text
         image = Image.open(io.BytesIO(sheet.uploaded("photo") or b""))
         assert image.format == "JPEG" and image.width == 192 * min(4, len(listed))
+        # paged with buttons: each page a new sheet
+        assert len(listed) >= 3
+        monkeypatch.setattr(people_commands, "PAGE", 2)
+        since = len(api.calls)
+        api.send_text(ADMIN, "/people")
+        first = (await api.wait_for(lambda calls: api.calls_to(ADMIN, "sendPhoto", since=since), TIMEOUT))[0]
+        assert f"Persons 1–2 of {len(listed)}" in first.text and f"#{listed[1].id} " in first.text
+        api.press(ADMIN, first, "Next")
+        second = (await api.wait_for(lambda calls: api.calls_to(ADMIN, "sendPhoto", since=since)[1:], TIMEOUT))[0]
+        assert second.text.startswith("Persons 3–4 of" if len(listed) > 3 else "Person 3 of")
+        assert f"#{listed[2].id} " in second.text and f"#{listed[0].id} " not in second.text
+        api.press(USER, second, "Next")
+        await api.wait_for(lambda calls: [c for c in calls if c.method == "answerCallbackQuery" and "admins" in c.text])
 
         # /name N, with bad ids and names answered clearly
         since = len(api.calls)
