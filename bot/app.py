@@ -22,7 +22,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot import handlers
+from bot import handlers, photos_handlers
 from bot.handlers import BotApplication
 from bot.service import BotService
 from bot.settings import Settings
@@ -92,11 +92,15 @@ def add_handlers(application: BotApplication) -> None:
         ("forget", handlers.forget), ("stats", handlers.stats), ("reindex", handlers.reindex), ("add", handlers.add),
         ("people", handlers.people), ("remove", handlers.remove), ("rename", handlers.rename),
     ]  # fmt: skip
+    if application.bot_data["service"].settings.gallery_layout == "photos":  # persons found by clustering
+        commands[commands.index(("people", handlers.people))] = ("people", photos_handlers.people)
+    commands += [("name", photos_handlers.name), ("merge", photos_handlers.merge), ("hide", photos_handlers.hide)]
     for names, callback in commands:
         application.add_handler(CommandHandler(names, callback, filters=new))
     buttons = [
         ("more", handlers.more_button), ("faces", handlers.faces_button), ("people", handlers.people_button),
-        ("rm|rmno", handlers.remove_button),
+        ("rm|rmno", handlers.remove_button), ("pmore", photos_handlers.more_photos_button),
+        ("persons", photos_handlers.people_button),
     ]  # fmt: skip
     for kinds, callback in buttons:
         application.add_handler(CallbackQueryHandler(callback, pattern=f"^(?:{kinds}):"))

@@ -24,7 +24,9 @@ HELP = (
     "/forget — delete your history\n"
     "/help — this message\n"
     "Admins: /stats, /reindex [facenet|vgg16|all], /people [prefix], /remove Name, /rename Old Name New Name, "
-    "and photos captioned /add Firstname Lastname (or reply /add Name to a photo or an album)"
+    "and photos captioned /add Firstname Lastname (or reply /add Name to a photo or an album).\n"
+    "Photos galleries (GALLERY_LAYOUT=photos): /people shows persons as numbered faces; /name N Firstname Lastname "
+    "(or reply /name Firstname Lastname to an answer), /merge N M, /hide N"
 )
 COMMANDS = [
     ("start", "What this bot does"),
@@ -39,6 +41,9 @@ COMMANDS = [
     ("people", "List the gallery's people (admins)"),
     ("remove", "Remove a person (admins)"),
     ("rename", "Rename or merge a person (admins)"),
+    ("name", "Name a person: /name N Name, or reply to an answer (admins)"),
+    ("merge", "Merge person M into person N: /merge N M (admins)"),
+    ("hide", "Never show or name person N: /hide N (admins)"),
 ]
 
 

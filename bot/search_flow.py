@@ -207,6 +207,12 @@ class SearchFlow:
             await send.text(chat_id, "\n".join(notes))
             return
         await send.action(chat_id, ChatAction.UPLOAD_PHOTO)
+        if any(face.photos is not None for s in found if s.result is not None for face in s.result.faces):
+            # the photos layout: the photos each face appears in (bot/photos_answer.py)
+            await svc.photos_answer.answer(chat_id, user_id, found, notes, album, k, lambda: self.release(admission))
+            await self._record(chat_id, user_id, model, k, found, started)
+            svc.metrics.stage.labels(stage="total").observe(time.perf_counter() - started)
+            return
         page = min(k, PAGE_LIMIT)
         budget = svc.settings.max_answer_photos
         skipped = 0

@@ -25,6 +25,7 @@ from bot.albums import AlbumCollector
 from bot.db import Store, upgrade
 from bot.delivery import attachment_of
 from bot.metrics import Metrics
+from bot.photos_answer import PhotosAnswer
 from bot.reindex import ReindexJob, describe_report, run_reindex
 from bot.search_flow import PhotoIn, SearchFlow, indexing_refusal
 from bot.sending import Sender
@@ -58,6 +59,7 @@ class BotService:
         self.thumbnails = render.ThumbnailCache(settings.thumbnail_side, settings.thumbnail_cache_size)
         self.metrics = Metrics(self._index_sizes, lambda: self.flow.pending)
         self.flow = SearchFlow(self)
+        self.photos_answer = PhotosAnswer(self)  # the photos layout's answers (GALLERY_LAYOUT=photos)
         self._sender: Sender | None = None
         self._albums: AlbumCollector | None = None
         self.application: Application | None = None

@@ -34,11 +34,8 @@ PEOPLE_MODELS = ("facenet",)  # models whose rows are faces (VGG16's are whole i
 class Engine:
     """Face search over a gallery: each model's networks are loaded once and its store opened once."""
 
-    def __init__(self, settings: EngineSettings, person_of=None):
-        """`person_of` (optional): gallery face (FaceRow) -> its PersonRef in the people registry, or None; the
-        photos layout's answers name the person of each photo through it."""
+    def __init__(self, settings: EngineSettings):
         self.settings = settings
-        self.person_of = person_of
         self.backends: dict[str, ModelBackend] = create_backends(settings)
         self._device: DeviceInfo | None = None
         self._searchers: dict[str, Searcher] = {}
@@ -108,7 +105,9 @@ class Engine:
     def searcher(self, model: str) -> Searcher:
         with self._lock:
             if model not in self._searchers:
-                self._searchers[model] = Searcher(self.backend(model), self.open_store(model), self.person_of)
+                # the photos layout names each photo's face by its person in the people registry
+                person_of = self._person_of(model) if model in PEOPLE_MODELS else None
+                self._searchers[model] = Searcher(self.backend(model), self.open_store(model), person_of)
             return self._searchers[model]
 
     def refresh(self) -> list[str]:
@@ -230,6 +229,12 @@ class Engine:
                     params=ClusterParams(s.cluster_threshold, s.cluster_min_faces, s.cluster_neighbours, s.cluster_regroup_growth),
                 )
             return self._registries[model]
+
+    def _person_of(self, model: str):
+        def person_of(rows):
+            return self.people(model).person_of(rows)
+
+        return person_of
 
     def sync_people(self, model: str = "facenet") -> SyncReport:
         """Bring the model's persons up to date with its store (a no-op when nothing was written since the last sync)."""

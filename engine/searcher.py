@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from engine.search import similarity_to_distance
 from engine.stores.base import FaceRow, Hit, VectorStore
 from engine.types import FaceResult, Match, PersonRef, PhotoMatch, SearchResult
 
-PersonOf = Callable[[FaceRow], PersonRef | None]
+PersonOf = Callable[[Sequence[FaceRow]], list[PersonRef | None]]  # gallery faces -> their persons, in order
 
 PROJECTION_KEY = "projection"
 
@@ -73,12 +73,12 @@ class Searcher:
         """Every gallery photo the face `vector` (as the store compares it) appears in, best first (photos layout)."""
         found = best_per_photo(appearances(self.store, vector, params or self.appearance_params()))
         gallery = Path(self.store.header.gallery)
+        rows = [a.hit.row for a in found]
+        persons = self.person_of(rows) if self.person_of is not None and rows else [None] * len(rows)
         return [
-            PhotoMatch(str(gallery / a.hit.row.path), a.hit.row.box, a.similarity, self._person(a.hit.row)) for a in found
+            PhotoMatch(str(gallery / a.hit.row.path), a.hit.row.box, a.similarity, person)
+            for a, person in zip(found, persons)
         ]
-
-    def _person(self, row: FaceRow) -> PersonRef | None:
-        return self.person_of(row) if self.person_of is not None else None
 
     def search_image(
         self, image: np.ndarray, *, k: int, max_faces: int | None, name: str, limit: int | None = None

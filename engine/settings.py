@@ -118,11 +118,6 @@ class EngineSettings(BaseSettings):
     vgg16_random_weights: bool = Field(False, description="Tests only: build VGG16 with random weights.")
 
     # people (persons the faces belong to: engine/people)
-    people_names: Literal["folders", "clusters"] = Field(
-        "folders",
-        description="Where persons come from: 'folders' (the people layout: each person folder is a person named after "
-        "it) or 'clusters' (any photo tree: faces grouped into persons as they are indexed, named by hand).",
-    )
     cluster_threshold: float = Field(
         0.6, ge=-1.0, le=1.0, description="Cosine similarity from which two faces count as close when grouping faces into persons."
     )
@@ -132,6 +127,12 @@ class EngineSettings(BaseSettings):
         0.5, ge=0.0, description="An index run groups every face again when the faces have grown by this share since the "
         "last full grouping (persons founded apart in earlier runs come together); 0: only on request (people recluster)."
     )
+
+    @property
+    def people_names(self) -> Literal["folders", "clusters"]:
+        """Where persons come from, by layout: each person folder is a named person ('folders', the people layout),
+        or faces are grouped into persons as they are indexed and named by hand ('clusters', the photos layout)."""
+        return "folders" if self.gallery_layout == "people" else "clusters"
 
     def resolved_gallery(self) -> Path:
         """The gallery folder to index when none is given."""

@@ -48,7 +48,7 @@ class Identity:
 class PersonRef:
     """A person of the people registry (engine/people*.py): its id, and its name once named by hand."""
 
-    id: int | str
+    id: int
     name: str | None
 
     def to_dict(self) -> dict:

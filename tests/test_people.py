@@ -314,7 +314,7 @@ def event(make_engine, tmp_path_factory):
     for photo in PHOTOS:
         person, name = photo.split("/")
         (root / "copy" / photo).rename(gallery / "event" / f"{person}--{name}")
-    engine = make_engine(data_dir=root / "data", gallery_dir=gallery, people_names="clusters")
+    engine = make_engine(data_dir=root / "data", gallery_dir=gallery, gallery_layout="photos")
     engine.build_index("facenet")
     yield engine
     engine.close()
@@ -324,7 +324,7 @@ def run_cli(engine, *args) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
     env.update(
         DATA_DIR=str(engine.settings.data_dir), MODELS_DIR=str(FACENET_WEIGHTS.parent),
-        GALLERY_DIR=str(engine.settings.gallery_dir), PEOPLE_NAMES="clusters", TF_CPP_MIN_LOG_LEVEL="3",
+        GALLERY_DIR=str(engine.settings.gallery_dir), GALLERY_LAYOUT="photos", TF_CPP_MIN_LOG_LEVEL="3",
         PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
     )  # fmt: skip
     return subprocess.run(

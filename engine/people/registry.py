@@ -35,6 +35,7 @@ from filelock import FileLock
 from engine.errors import BadInputError, BadPersonNameError, PersonNotFoundError
 from engine.people.cluster import EXCLUDED, NO_PERSON, ClusterParams, Neighbours, assign
 from engine.stores.base import FaceRow, VectorStore
+from engine.types import PersonRef
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +77,6 @@ class FaceRef:
 
     def to_dict(self) -> dict:
         return {"path": self.path, "box": list(self.box)}
-
-
-@dataclass(frozen=True)
-class PersonRef:
-    id: int
-    name: str | None
 
 
 @dataclass(frozen=True)

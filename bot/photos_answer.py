@@ -1,0 +1,412 @@
+"""The photos layout's answer (GALLERY_LAYOUT=photos): each face of a query photo is answered with the gallery
+photos its person appears in ("appears in 14 photos", with the person's name once named), shown as albums with
+that face marked on each photo; "More photos" pages through all of them. A face found nowhere: "not in any photo
+of this gallery". An answer sends at most MAX_ANSWER_PHOTOS photos; the rest wait for "More photos".
+
+What "More photos" needs (every face's photos, how many are shown) is a button state in the database, so any
+replica serves it; which person each sent message shows is recorded too (bot/answer_refs.py), for `/name` as a
+reply. The query photo itself is never stored (the button keeps Telegram's file_id only in the people layout).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image, ImageDraw, ImageOps
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, Message
+from telegram.error import BadRequest
+
+from bot.answer_refs import AnswerRef, AnswerRefs, ShownPerson
+from bot.delivery import FileKey, file_key
+from bot.lru import LRU
+from bot.paging import PAGE_LIMIT
+from bot.render import ALBUM_SIZE, chunks, to_jpeg
+from engine.types import FaceResult, PersonRef
+
+if TYPE_CHECKING:
+    from bot.search_flow import Searched
+    from bot.service import BotService
+
+log = logging.getLogger(__name__)
+
+Box = tuple[int, int, int, int]
+BUTTON_KIND = "photos"
+MARKED_SIDE = 1280  # longest side of a marked gallery photo: a face in the back row stays visible
+MARK_COLOUR = "#ff3b30"
+TEXT_LIMIT = 4096  # Telegram's longest message
+TOO_OLD = "This answer is too old: please send the photo again."
+NOT_YOURS = "Only the person who sent the photo can use these buttons."
+
+
+# ---- the answer's state --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShownPhoto:
+    """A gallery photo the face appears in: its file, the matching face's box, and that face's person."""
+
+    path: str  # absolute path of the gallery photo
+    box: Box
+    similarity: float
+    person: ShownPerson | None
+
+
+@dataclass
+class FaceAppearances:
+    """One face of the query and every gallery photo its person appears in, best first."""
+
+    face: int  # the face's number in its query photo (from 1)
+    faces_in_photo: int
+    photo: int | None  # the query photo's number in an album; None for a single photo
+    person: ShownPerson | None
+    photos: list[ShownPhoto]
+    shown: int = 0  # photos sent so far
+
+    @property
+    def total(self) -> int:
+        return len(self.photos)
+
+    def label(self) -> str:
+        """ "Photo 2 · Face 1", "Face 1", or "" (the only face of a single photo)."""
+        parts = [f"Photo {self.photo}"] if self.photo is not None else []
+        if self.faces_in_photo > 1 or self.photo is not None:
+            parts.append(f"Face {self.face}")
+        return " · ".join(parts)
+
+
+@dataclass
+class PhotosState:
+    chat_id: int
+    user_id: int
+    page: int  # photos per face and page (the chat's k, at most one album)
+    faces: list[FaceAppearances] = field(default_factory=list)
+
+    @property
+    def has_more(self) -> bool:
+        return any(face.shown < face.total for face in self.faces)
+
+
+def person_of(ref: PersonRef | None) -> ShownPerson | None:
+    return None if ref is None else ShownPerson(ref.id, ref.name)
+
+
+def appearances_of(faces: Sequence[FaceResult], photo: int | None) -> list[FaceAppearances]:
+    """The engine's photos-layout answer of one query photo, as the bot keeps it."""
+    return [
+        FaceAppearances(
+            face=number,
+            faces_in_photo=len(faces),
+            photo=photo,
+            person=person_of(face.person),
+            photos=[
+                ShownPhoto(p.path, p.box, p.similarity, person_of(p.person) or person_of(face.person))
+                for p in face.photos or []
+            ],
+        )
+        for number, face in enumerate(faces, start=1)
+    ]
+
+
+def _person_payload(person: ShownPerson | None) -> list | None:
+    return None if person is None else [person.id, person.name]
+
+
+def _person_from(value: list | None) -> ShownPerson | None:
+    return None if value is None else ShownPerson(int(value[0]), value[1])
+
+
+def state_to_payload(state: PhotosState) -> dict[str, Any]:
+    return {
+        "chat_id": state.chat_id,
+        "user_id": state.user_id,
+        "page": state.page,
+        "faces": [
+            {
+                "face": f.face,
+                "faces_in_photo": f.faces_in_photo,
+                "photo": f.photo,
+                "person": _person_payload(f.person),
+                "shown": f.shown,
+                "photos": [[p.path, list(p.box), p.similarity, _person_payload(p.person)] for p in f.photos],
+            }
+            for f in state.faces
+        ],
+    }
+
+
+def state_from_payload(payload: dict[str, Any]) -> PhotosState:
+    faces = [
+        FaceAppearances(
+            face=int(f["face"]),
+            faces_in_photo=int(f["faces_in_photo"]),
+            photo=f["photo"],
+            person=_person_from(f["person"]),
+            photos=[
+                ShownPhoto(p[0], (p[1][0], p[1][1], p[1][2], p[1][3]), float(p[2]), _person_from(p[3]))
+                for p in f["photos"]
+            ],
+            shown=int(f["shown"]),
+        )
+        for f in payload["faces"]
+    ]
+    return PhotosState(payload["chat_id"], payload["user_id"], payload["page"], faces)
+
+
+def more_keyboard(token: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton("More photos", callback_data=f"pmore:{token}")]])
+
+
+# ---- what it says ----------------------------------------------------------------------------------------------
+
+
+def photos_word(count: int) -> str:
+    return f"{count} photo{'s' if count != 1 else ''}"
+
+
+def face_line(face: FaceAppearances, *, admin: bool) -> str:
+    """ "appears in 14 photos — Jane Doe." or "not in any photo of this gallery." (with its face's label)."""
+    prefix = f"{face.label()}: " if face.label() else ""
+    if not face.total:
+        return f"{prefix}not in any photo of this gallery."
+    text = f"{prefix}appears in {photos_word(face.total)}"
+    if face.person is not None and face.person.name:
+        text += f" — {face.person.name}"
+    if admin and face.person is not None:
+        text += f" (person #{face.person.id})"
+    return text + "."
+
+
+def split_text(lines: list[str], limit: int = TEXT_LIMIT) -> list[str]:
+    """Lines joined into as few messages as Telegram's length limit allows (a longer line is cut)."""
+    parts: list[str] = []
+    for line in lines:
+        line = line if len(line) <= limit else line[: limit - 1] + "…"
+        if parts and len(parts[-1]) + 1 + len(line) <= limit:
+            parts[-1] += "\n" + line
+        else:
+            parts.append(line)
+    return parts or ["No face to answer."]
+
+
+def caption(face: FaceAppearances, number: int, photo: ShownPhoto, public: Callable[[str], str]) -> str:
+    """ "Face 1 · 3/14 · day-1/IMG_0042.jpg · 0.83 · Jane Doe" (the path as relative to the gallery)."""
+    parts = [face.label()] if face.label() else []
+    parts += [f"{number}/{face.total}", public(photo.path), f"{photo.similarity:.2f}"]
+    if photo.person is not None and photo.person.name:
+        parts.append(photo.person.name)
+    return " · ".join(parts)[:1024]
+
+
+def mark_face(path: str | Path, box: Box, side: int = MARKED_SIDE) -> bytes:
+    """The gallery photo (upright, longest side at most `side`) with a rectangle around the face at `box`
+    (the engine's box, in the upright photo's pixels), as JPEG. Large JPEGs are decoded at a reduced scale."""
+    with Image.open(path) as opened:
+        width = opened.size[0]
+        opened.draft("RGB", (side, side))  # JPEG only: decoded at 1/2, 1/4 or 1/8 when that is still >= side
+        scale = opened.size[0] / width
+        image = ImageOps.exif_transpose(opened).convert("RGB")
+    fit = min(1.0, side / max(image.size))
+    if fit < 1.0:
+        image = image.resize((round(image.width * fit), round(image.height * fit)), Image.Resampling.LANCZOS)
+    scale *= fit
+    x, y, w, h = (v * scale for v in box)
+    line = max(3, round(max(image.size) / 200))
+    pad = line + 2
+    draw = ImageDraw.Draw(image)
+    outer = (x - pad - 1, y - pad - 1, x + w + pad + 1, y + h + pad + 1)
+    draw.rectangle(outer, outline="white", width=1)  # a thin white edge: the mark shows on red clothes too
+    draw.rectangle((x - pad, y - pad, x + w + pad, y + h + pad), outline=MARK_COLOUR, width=line)
+    return to_jpeg(image)
+
+
+# ---- sending ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Ready:
+    photo: ShownPhoto
+    key: tuple[FileKey, Box]
+    media: str | bytes  # a cached file_id, or the marked JPEG
+    cached: bool
+    caption: str
+
+
+class PhotosAnswer:
+    """The photos layout's answers and their "More photos" pages, for one BotService."""
+
+    def __init__(self, service: BotService, cache_size: int = 4096):
+        self.svc = service
+        self.file_ids: LRU[tuple[FileKey, Box], str] = LRU(cache_size)  # marked photos already uploaded
+        self._refs: AnswerRefs | None = None
+
+    @property
+    def refs(self) -> AnswerRefs:
+        if self._refs is None:
+            self._refs = AnswerRefs(self.svc.store, timedelta(hours=self.svc.settings.state_ttl_hours))
+        return self._refs
+
+    async def answer(
+        self,
+        chat_id: int,
+        user_id: int,
+        found: Sequence[Searched],
+        notes: list[str],
+        album: bool,
+        k: int,
+        release: Callable[[], Awaitable[None]],
+    ) -> None:
+        """One answer for a photo or an album: albums of marked photos per face, then the summary."""
+        svc = self.svc
+        state = PhotosState(chat_id, user_id, page=min(k, PAGE_LIMIT))
+        for item in found:
+            assert item.result is not None
+            state.faces += appearances_of(item.result.faces, item.photo.number if album else None)
+        refs = await self._send_page(state)
+        admin = svc.settings.is_admin(user_id)
+        lines = list(notes)
+        for item in found:
+            assert item.result is not None
+            if album and not item.result.faces:
+                lines.append(f"Photo {item.photo.number}: no face found.")
+        for face in state.faces:
+            line = face_line(face, admin=admin)
+            if face.total and face.shown < face.total:
+                line += (
+                    f" Showing {face.shown} of them: More photos shows the next."
+                    if face.shown
+                    else " Not shown yet, to keep this answer short: More photos shows them."
+                )
+            lines.append(line)
+        if admin and any(face.person is not None for face in state.faces):
+            lines.append("Admins: reply /name Firstname Lastname to a photo to name the person marked on it.")
+        keyboard = await self._keyboard(state)
+        await release()  # the user may send the next photo as soon as this summary arrives
+        parts = split_text(lines)
+        for part in parts[:-1]:  # many faces (MAX_FACES set high): several messages, the button on the last
+            await svc.sender.text(chat_id, part)
+        summary = await svc.sender.text(chat_id, parts[-1], reply_markup=keyboard)
+        refs.append(AnswerRef(chat_id, summary.message_id, [face.person for face in state.faces]))
+        await self._record_refs(user_id, refs)
+
+    async def more(self, token: str, user_id: int) -> str | None:
+        """ "More photos": the next page of every face that has more. Returns the button's short answer."""
+        svc = self.svc
+        button = await svc.db(svc.state.button, token, BUTTON_KIND)
+        if button is None:
+            return TOO_OLD
+        if button.user_id != user_id:
+            return NOT_YOURS
+        state = state_from_payload(button.payload)
+        async with svc.flow.admit(user_id, 0) as admission:
+            if admission.refusal:
+                return admission.refusal
+            if not await svc.db(svc.state.claim, f"pmore:{token}"):
+                return "Already shown."
+            before = [face.shown for face in state.faces]
+            refs = await self._send_page(state)
+            lines = []
+            for face, start in zip(state.faces, before, strict=True):
+                if face.shown > start:
+                    prefix = f"{face.label()}: " if face.label() else ""
+                    which = f"photo {face.shown}" if face.shown == start + 1 else f"photos {start + 1}–{face.shown}"
+                    lines.append(
+                        f"{prefix}{which} of {face.total}." if prefix else f"{which.capitalize()} of {face.total}."
+                    )
+            if state.has_more:
+                lines.append("More photos shows the next.")
+            keyboard = await self._keyboard(state)
+            await svc.flow.release(admission)
+            text = "\n".join(lines) or "No more photos."
+            summary = await svc.sender.text(state.chat_id, text, reply_markup=keyboard)
+        shown = [face.person for face, start in zip(state.faces, before, strict=True) if face.shown > start]
+        refs.append(AnswerRef(state.chat_id, summary.message_id, shown))
+        await self._record_refs(user_id, refs)
+        return None
+
+    async def _keyboard(self, state: PhotosState) -> InlineKeyboardMarkup | None:
+        svc = self.svc
+        if not state.has_more:
+            return None
+        try:
+            token = await svc.db(
+                svc.state.put_button, BUTTON_KIND, state.chat_id, state.user_id, state_to_payload(state)
+            )
+        except Exception:
+            log.exception("could not store the answer's buttons")
+            svc.metrics.error("state")
+            return None
+        return more_keyboard(token)
+
+    async def _record_refs(self, user_id: int, refs: list[AnswerRef]) -> None:
+        try:
+            await self.svc.db(self.refs.put, user_id, refs)
+        except Exception:
+            log.exception("could not record which persons the answer shows")
+            self.svc.metrics.error("state")
+
+    async def _send_page(self, state: PhotosState) -> list[AnswerRef]:
+        """The next page of each face's photos, within MAX_ANSWER_PHOTOS; advances `shown`. The sent messages'
+        persons, to record."""
+        budget = self.svc.settings.max_answer_photos
+        refs: list[AnswerRef] = []
+        for face in state.faces:
+            if face.shown >= face.total or budget <= 0:
+                continue
+            page = face.photos[face.shown : face.shown + min(state.page, budget)]
+            numbers = range(face.shown + 1, face.shown + 1 + len(page))
+            refs += await self._album(state.chat_id, face, list(zip(numbers, page, strict=True)))
+            face.shown += len(page)
+            budget -= len(page)
+        return refs
+
+    async def _album(self, chat_id: int, face: FaceAppearances, page: list[tuple[int, ShownPhoto]]) -> list[AnswerRef]:
+        refs: list[AnswerRef] = []
+        for group in chunks(page, ALBUM_SIZE):
+            ready = await self.svc.compute(self._prepare, face, group, True)
+            if not ready:
+                continue
+            try:
+                sent = await self._send(chat_id, ready)
+            except BadRequest as error:
+                if not any(item.cached for item in ready):
+                    raise
+                log.warning("Telegram refused cached file_ids (%s): uploading again", error)
+                for item in ready:
+                    if item.cached:
+                        self.file_ids.put(item.key, "")
+                ready = await self.svc.compute(self._prepare, face, group, False)
+                sent = await self._send(chat_id, ready)
+            for item, message in zip(ready, sent, strict=False):
+                if not item.cached and message.photo:
+                    self.file_ids.put(item.key, message.photo[-1].file_id)
+                refs.append(AnswerRef(chat_id, message.message_id, [item.photo.person]))
+        return refs
+
+    async def _send(self, chat_id: int, ready: list[_Ready]) -> list[Message]:
+        bot, send = self.svc.sender.bot, self.svc.sender.send
+        if len(ready) == 1:
+            return [await send(lambda: bot.send_photo(chat_id, ready[0].media, caption=ready[0].caption))]
+        media = [InputMediaPhoto(item.media, caption=item.caption) for item in ready]
+        return list(await send(lambda: bot.send_media_group(chat_id, media)))
+
+    def _prepare(self, face: FaceAppearances, group: list[tuple[int, ShownPhoto]], use_cache: bool) -> list[_Ready]:
+        """Runs in the worker pool: each photo's cached file_id, or the photo read and marked."""
+        ready = []
+        for number, photo in group:
+            text = caption(face, number, photo, self.svc.public)
+            try:
+                key = (file_key(photo.path), photo.box)
+                cached = self.file_ids.get(key) if use_cache else None
+                if cached:
+                    ready.append(_Ready(photo, key, cached, True, text))
+                    continue
+                ready.append(_Ready(photo, key, mark_face(photo.path, photo.box), False, text))
+            except OSError:
+                log.warning("gallery file missing since the last index: %s", photo.path)
+                self.svc.metrics.error("missing_gallery_file")
+        return ready
