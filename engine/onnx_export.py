@@ -123,7 +123,9 @@ def _session(graph: bytes):
 
 
 def _convert_mtcnn(images: list[np.ndarray]) -> tuple[dict[str, bytes], dict]:
-    import tensorflow as tf
+    from engine.quiet import import_quietly
+
+    tf = import_quietly("tensorflow")
     from mtcnn import MTCNN
 
     from engine.mtcnn_onnx import MTCNNSessions, OnnxMTCNN
@@ -154,7 +156,9 @@ def _convert_mtcnn(images: list[np.ndarray]) -> tuple[dict[str, bytes], dict]:
 
 
 def _convert_facenet(weights: Path, images: list[np.ndarray]) -> tuple[bytes, dict]:
-    import tensorflow as tf
+    from engine.quiet import import_quietly
+
+    tf = import_quietly("tensorflow")
 
     from engine.detect import FaceDetector, face_crop
     from engine.facenet import FaceNetEmbedder
