@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -147,6 +148,7 @@ def main() -> int:
         print(f"{label:34}{fmt.format(onnx)}{fmt.format(keras)}{onnx / keras if keras else float('nan'):12.2f}")
     same = sum(a == b for a, b in zip(answers["onnx"], answers["keras"], strict=True))
     print(f"same top-1 photo on both runtimes: {same}/{len(queries)}")
+    shutil.rmtree(root)
     return 0
 
 
