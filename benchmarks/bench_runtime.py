@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,7 +80,9 @@ def bot_start(runtime: str, data_dir: Path, photo: str) -> tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--gallery-size", type=int, default=300, help="photos of LFW-1508 indexed per runtime (1508: all)")
+    parser.add_argument(
+        "--gallery-size", type=int, default=300, help="photos of LFW-1508 indexed per runtime (1508: all)"
+    )
     parser.add_argument("--queries", type=int, default=100, help="one-face photos searched in one call")
     args = parser.parse_args()
 
@@ -96,7 +99,9 @@ def main() -> int:
         target = gallery / photo.parent.name / photo.name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(photo)
-    queries = [str(gallery / p.parent.name / p.name) for p in photos[:: max(1, len(photos) // args.queries)][: args.queries]]
+    queries = [
+        str(gallery / p.parent.name / p.name) for p in photos[:: max(1, len(photos) // args.queries)][: args.queries]
+    ]
     print(f"gallery: {source}; {len(queries)} queries from it; {os.cpu_count()} cores; runtimes side by side")
 
     figures: dict[str, dict] = {}
@@ -105,7 +110,11 @@ def main() -> int:
         data = root / f"data-{runtime}"
         seconds, peak, out = run_engine(["index", "--gallery", str(gallery), "--json", "--workers", "0"], runtime, data)
         report = json.loads(out.strip().splitlines()[-1])
-        figures[runtime] = {"index_images_per_s": report["images_per_second"], "index_peak_mib": peak, "index_s": seconds}
+        figures[runtime] = {
+            "index_images_per_s": report["images_per_second"],
+            "index_peak_mib": peak,
+            "index_s": seconds,
+        }
     for runtime in RUNTIMES:  # searches after both indexes: the two runtimes see the same disk cache
         data = root / f"data-{runtime}"
         one_s, one_peak, _ = run_engine(["search", queries[0], "--json"], runtime, data)
@@ -137,8 +146,9 @@ def main() -> int:
     for label, key, fmt in rows:
         onnx, keras = figures["onnx"][key], figures["keras"][key]
         print(f"{label:34}{fmt.format(onnx)}{fmt.format(keras)}{onnx / keras if keras else float('nan'):12.2f}")
-    same = sum(a == b for a, b in zip(answers["onnx"], answers["keras"]))
+    same = sum(a == b for a, b in zip(answers["onnx"], answers["keras"], strict=True))
     print(f"same top-1 photo on both runtimes: {same}/{len(queries)}")
+    shutil.rmtree(root)
     return 0
 
 

@@ -7,6 +7,7 @@ import math
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -45,7 +46,7 @@ class FaceDetector:
         self.retry_padding = retry_padding
         self.batch_size = batch_size
         self.open_network = open_network
-        self._mtcnn = None
+        self._mtcnn: Any = None  # mtcnn.MTCNN, or engine.mtcnn_onnx.OnnxMTCNN
         self._lock = threading.Lock()
 
     def load(self) -> None:

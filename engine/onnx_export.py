@@ -17,6 +17,7 @@ import importlib.resources
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,10 @@ def graphs_current(models_dir: Path, sources: dict[str, str]) -> bool:
         graphs = manifest["graphs"]
         if manifest["sources"] != sources or set(graphs) != {FACENET_GRAPH, *MTCNN_GRAPHS.values()}:
             return False
-        return all((models_dir / name).is_file() and file_sha256(models_dir / name) == entry["sha256"] for name, entry in graphs.items())
+        return all(
+            (models_dir / name).is_file() and file_sha256(models_dir / name) == entry["sha256"]
+            for name, entry in graphs.items()
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -104,7 +108,7 @@ def _check_photos(gallery_dir: Path) -> list[np.ndarray]:
         scale = min(1.0, 640 / max(image.shape[:2]))
         if scale < 1.0:
             size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
-            image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+            image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
         images.append(image)
     return images
 
@@ -132,7 +136,7 @@ def _convert_mtcnn(images: list[np.ndarray]) -> tuple[dict[str, bytes], dict]:
 
     package = MTCNN(device="CPU:0")
     graphs = {}
-    for stage, model in zip(MTCNN_INPUTS, (stage._model for stage in package.stages)):
+    for stage, model in zip(MTCNN_INPUTS, (stage._model for stage in package.stages), strict=True):
         signature = [tf.TensorSpec(MTCNN_INPUTS[stage], tf.float32, name="input")]
         graphs[stage] = _to_onnx(tf.function(lambda x, model=model: model(x), input_signature=signature), signature)
     ours = OnnxMTCNN(MTCNNSessions(**{stage: _session(graph) for stage, graph in graphs.items()}))
@@ -150,7 +154,9 @@ def _convert_mtcnn(images: list[np.ndarray]) -> tuple[dict[str, bytes], dict]:
         if len(found):
             off = float(np.abs(found[:, [1, 2, 3, 4, *range(6, 16)]] - expected[:, [1, 2, 3, 4, *range(6, 16)]]).max())
             if off > MAX_PIXELS_OFF:
-                raise FetchError(f"MTCNN on ONNX Runtime puts a box or landmark {off:.2f} px off in sample photo {number}")
+                raise FetchError(
+                    f"MTCNN on ONNX Runtime puts a box or landmark {off:.2f} px off in sample photo {number}"
+                )
             worst = max(worst, off)
     return graphs, {"mtcnn_photos": len(images), "mtcnn_max_pixels_off": worst}
 
@@ -166,19 +172,19 @@ def _convert_facenet(weights: Path, images: list[np.ndarray]) -> tuple[bytes, di
 
     keras_net = FaceNetEmbedder(weights, xla=False)
     keras_net.load()
-    model = keras_net._model
+    model: Any = keras_net._model  # the Keras network just built from the verified h5
     signature = [tf.TensorSpec((None, FACENET_INPUT_SIZE, FACENET_INPUT_SIZE, 3), tf.float32, name="input")]
     graph = _to_onnx(tf.function(lambda x: model(x, training=False), input_signature=signature), signature)
 
     detector = FaceDetector(max_side=640, min_face_size=20, confidence=0.9, fallback_confidence=0.85, retry_padding=0.1)
-    crops = [
+    found = [
         face_crop(image, faces[0], size=FACENET_INPUT_SIZE, margin=0.1, alignment="rotate")
-        for image, faces in zip(images, detector.detect(images))
+        for image, faces in zip(images, detector.detect(images), strict=True)
         if faces
     ]
-    if len(crops) < len(images) // 2:
-        raise FetchError(f"only {len(crops)} faces found in {len(images)} sample photos to check FaceNet's graph on")
-    crops = np.stack(crops)
+    if len(found) < len(images) // 2:
+        raise FetchError(f"only {len(found)} faces found in {len(images)} sample photos to check FaceNet's graph on")
+    crops = np.stack(found)
     session = _session(graph)
     name = session.get_inputs()[0].name
 
@@ -187,8 +193,12 @@ def _convert_facenet(weights: Path, images: list[np.ndarray]) -> tuple[bytes, di
 
     worst = 1.0
     for flip in (False, True):
-        cosines = np.sum(keras_net.embed(crops, flip=flip) * embed_crops(onnx_forward, crops, batch_size=32, flip=flip), axis=1)
+        cosines = np.sum(
+            keras_net.embed(crops, flip=flip) * embed_crops(onnx_forward, crops, batch_size=32, flip=flip), axis=1
+        )
         worst = min(worst, float(cosines.min()))
     if worst < MIN_COSINE:
-        raise FetchError(f"FaceNet's ONNX graph gives vectors at cosine {worst:.7f} from Keras' (needs {MIN_COSINE}): not accepted")
+        raise FetchError(
+            f"FaceNet's ONNX graph gives vectors at cosine {worst:.7f} from Keras' (needs {MIN_COSINE}): not accepted"
+        )
     return graph, {"facenet_faces": len(crops), "facenet_min_cosine": worst}

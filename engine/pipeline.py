@@ -156,8 +156,8 @@ def _init_worker(settings: EngineSettings, model: str, threads: int) -> None:
     """Runs once per worker process: CPU only, its share of the cores, MTCNN loaded."""
     global _WORKER
     backend = BACKENDS[model](settings)
-    if getattr(backend, "runtime", "keras") == "onnx":
-        backend.session_threads = threads  # ONNX Runtime: TensorFlow is never imported here
+    if backend.runtime == "onnx":
+        backend.session_threads = threads  # type: ignore[attr-defined]  # ONNX Runtime: TensorFlow is never imported here
     else:
         limit_tensorflow(threads, hide_gpus=True)  # the GPU is the embedder's; TF would reserve its memory
     _WORKER = Preparer(settings, backend)

@@ -14,14 +14,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_engine import (
+    CLEAR_FACES,
+    FACENET_WEIGHTS,
+    JERRY,
+    MODELS_DIR,
+    REPO_ROOT,
+    assert_same_vectors,
+    person_of,
+    sample,
+)  # fmt: skip
 
 from engine import Engine, EngineSettings
 from engine.errors import ModelUnavailableError
 from engine.images import list_gallery_images, read_image
 from engine.onnx_runtime import FACENET_GRAPH, MANIFEST, MTCNN_GRAPHS, resolve_runtime
-from helpers_engine import (
-    CLEAR_FACES, FACENET_WEIGHTS, JERRY, MODELS_DIR, REPO_ROOT, assert_same_vectors, person_of, sample,
-)  # fmt: skip
 
 GRAPHS = (FACENET_GRAPH, *MTCNN_GRAPHS.values())
 
@@ -53,9 +60,9 @@ def test_same_faces_as_the_mtcnn_package_on_every_sample_photo(facenet_engine, k
         image = read_image(path, max_bytes=10**8, max_pixels=10**8)
         [got], [want] = onnx_detector.detect([image]), keras_detector.detect([image])
         assert len(got) == len(want), path
-        for a, b in zip(got, want):
+        for a, b in zip(got, want, strict=True):
             worst_iou = min(worst_iou, box_iou(a.box, b.box))
-            worst_pixels = max(worst_pixels, max(abs(x - y) for x, y in zip(a.box, b.box)))
+            worst_pixels = max(worst_pixels, max(abs(x - y) for x, y in zip(a.box, b.box, strict=True)))
             np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1.0, err_msg=str(path))
             assert abs(a.confidence - b.confidence) < 1e-3, path
             faces += 1
@@ -81,9 +88,11 @@ def test_an_index_built_on_one_runtime_is_searched_on_the_other(indexed_engine, 
     """The documented rule: one fingerprint for both runtimes (the Keras weights' sha256), same top-1 answers."""
     onnx_backend, keras_backend = indexed_engine.backends["facenet"], keras_engine.backends["facenet"]
     assert onnx_backend.fingerprint() == keras_backend.fingerprint()
-    assert onnx_backend.weights_sha256() == keras_backend.weights_sha256() == json.loads(
-        (MODELS_DIR / MANIFEST).read_text()
-    )["sources"][FACENET_WEIGHTS.name]
+    assert (
+        onnx_backend.weights_sha256()
+        == keras_backend.weights_sha256()
+        == json.loads((MODELS_DIR / MANIFEST).read_text())["sources"][FACENET_WEIGHTS.name]
+    )
     # the keras engine searches the index the onnx engine built (same DATA_DIR)
     assert keras_engine.settings.data_dir == indexed_engine.settings.data_dir
     keras_engine.refresh()  # its store was opened before the session index was built
@@ -124,7 +133,9 @@ REPORT_MODULES = (
 )
 
 
-def _engine_process(args: list[str], models: Path, data: Path, runtime: str, prelude: str = "") -> subprocess.CompletedProcess:
+def _engine_process(
+    args: list[str], models: Path, data: Path, runtime: str, prelude: str = ""
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
     env.update(
         MODELS_DIR=str(models), DATA_DIR=str(data), ENGINE_RUNTIME=runtime, TF_CPP_MIN_LOG_LEVEL="3",
@@ -167,7 +178,9 @@ def test_the_bot_on_onnx_never_imports_tensorflow(indexed_engine, tmp_path):
         MODELS_DIR=str(models), DATA_DIR=str(data), ENGINE_RUNTIME="onnx", TF_CPP_MIN_LOG_LEVEL="3",
         PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
     )  # fmt: skip
-    run = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-2:] == [f"TOP {person_of(JERRY)}", "LOADED []"]
 

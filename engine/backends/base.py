@@ -44,6 +44,11 @@ class ModelBackend(ABC):
         self._fingerprint: str | None = None
         self._sha_lock = threading.Lock()
 
+    @property
+    def runtime(self) -> str:
+        """What runs this backend's networks: "keras" (TensorFlow) or "onnx" (ONNX Runtime; ENGINE_RUNTIME)."""
+        return "keras"
+
     # ---- weights ------------------------------------------------------------------------
     @abstractmethod
     def problem(self) -> str | None:
