@@ -269,7 +269,7 @@ def extra_latency(engine, work, selfies, faces_per_photo, extra_photos, params) 
     from engine.core import Engine
     from engine.stores.base import Changes, FaceRow, FileRecord
 
-    extra = int(extra_photos * faces_per_photo)
+    extra = int(extra_photos * faces_per_photo) // 10 * 10  # whole synthetic identities of 10 faces
     folder = work / f"data-extra-{extra_photos}"
     done = folder / "extra.done"
     if not done.is_file():
