@@ -29,10 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from engine.compose import background, overlap, paste_faces  # noqa: E402
-from engine.settings import EngineSettings  # noqa: E402
+from engine.compose import background, paste_faces
+from engine.settings import EngineSettings
 
 LFW = REPO.parent / "shared" / "data" / "lfw" / "deepfunneled"
 FOLDS = {"A-F": "ABCDEF", "G-L": "GHIJKL"}
@@ -212,10 +212,10 @@ def main() -> int:
           f"  (guests {len(layout['guests'])}, strangers {len(layout['strangers'])})")
     print(f"  store part of a query: p50 {figures['p50_ms']:.1f} ms  p95 {figures['p95_ms']:.1f} ms ({engine.index_info('facenet').count} faces)")
     print_latency(engine, selfies, "at this size")
-    if args.extra_photos:
-        extra_latency(engine, work, selfies, report.faces_indexed / max(1, len(truth)), args.extra_photos, evaluate, params)
     if args.index_sample:
         indexing_speed(base, gallery, work, args.index_sample)
+    if args.extra_photos:
+        extra_latency(engine, work, selfies, report.faces_indexed / max(1, len(truth)), args.extra_photos, params)
     return 0
 
 
@@ -260,15 +260,16 @@ def print_latency(engine, selfies: dict, what: str, limit: int = 60) -> None:
           f"the same photos with a plain k=5 search: p50 {percentile(plain, 50):.0f} ms  p95 {percentile(plain, 95):.0f} ms", flush=True)
 
 
-def extra_latency(engine, work, selfies, faces_per_photo, extra_photos, evaluate, params) -> None:
+def extra_latency(engine, work, selfies, faces_per_photo, extra_photos, params) -> None:
     """The event's faces plus `extra_photos` photos' worth of synthetic face-like vectors (benchmarks/bench_store.py)."""
     import shutil
 
     from bench_store import synthetic
+
     from engine.core import Engine
     from engine.stores.base import Changes, FaceRow, FileRecord
 
-    extra = int(extra_photos * faces_per_photo)
+    extra = int(extra_photos * faces_per_photo) // 10 * 10  # whole synthetic identities of 10 faces
     folder = work / f"data-extra-{extra_photos}"
     done = folder / "extra.done"
     if not done.is_file():

@@ -20,12 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from engine.compose import background, overlap, paste_faces  # noqa: E402
-from engine.detect import FaceDetector  # noqa: E402
-from engine.images import list_gallery_images, person_name, read_image  # noqa: E402
-from engine.settings import EngineSettings  # noqa: E402
+from engine.compose import background, overlap, paste_faces
+from engine.detect import FaceDetector
+from engine.images import list_gallery_images, person_name, read_image
+from engine.settings import EngineSettings
 
 SIZES = (60, 75, 90, 105, 120, 150)  # face sizes pasted, in pixels of the photo (the longer side of the box)
 

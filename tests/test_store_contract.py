@@ -385,7 +385,7 @@ def test_local_store_written_before_detection_details_opens_with_them_unknown(tm
     import sqlite3
 
     store = LocalStore(tmp_path / "old")
-    rows, vectors, records = filled(store)
+    rows, vectors, _records = filled(store)
     store.close()
     with sqlite3.connect(tmp_path / "old" / "store.sqlite") as db:  # the faces table as it was before
         db.execute("ALTER TABLE faces DROP COLUMN confidence")
