@@ -119,7 +119,8 @@ class EngineSettings(BaseSettings):
 
     # people (persons the faces belong to: engine/people)
     cluster_threshold: float = Field(
-        0.6, ge=-1.0, le=1.0, description="Cosine similarity from which two faces count as close when grouping faces into persons."
+        0.7, ge=-1.0, le=1.0, description="Cosine similarity from which two faces count as close when grouping faces into persons "
+        "(chosen on one fold of LFW development people: benchmarks/bench_cluster.py)."
     )
     cluster_min_faces: int = Field(2, ge=2, description="Close faces (itself included) a face needs to found a new person.")
     cluster_neighbours: int = Field(10, ge=1, le=1000, description="Neighbours asked of the store per face when grouping.")

@@ -405,7 +405,8 @@ class PeopleRegistry:
                 conn.execute(_files.insert(), files)
             if created:
                 conn.execute(_persons.insert(), [{"id": i, "name": name, "hidden": False} for i, name in sorted(created.items())])
-            arrived = new_keys | {k for k in kept if k[0] in set(moves.values())}
+            targets = set(moves.values())
+            arrived = new_keys | ({k for k in kept if k[0] in targets} if targets else set())
             inserts = [
                 {"path": k[0], "x": k[1][0], "y": k[1][1], "w": k[1][2], "h": k[1][3],
                  "person_id": assignment.get(k, kept[k][0]), "excluded": kept[k][1]}
