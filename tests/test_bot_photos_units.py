@@ -136,8 +136,8 @@ def test_the_contact_sheet_numbers_each_persons_face(tmp_path):
     assert (empty > 240).all()  # no sixth person
 
 
-def test_answer_messages_remember_their_persons_until_expiry_or_forget(tmp_path):
-    url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+def test_answer_messages_remember_their_persons_until_expiry_or_forget(database_url):
+    url = database_url
     upgrade(url)
     store = Store(url)
     try:
