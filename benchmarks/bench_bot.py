@@ -9,7 +9,13 @@
    accepted photo to its first album, p95 from the first try (retries included), busy answers, and
    the process's peak memory (ru_maxrss: bot, engine and fake server together).
 
+3. `--replicas`: two bot processes (`python -m bot`, as deployed) on one PostgreSQL database (pgserver) and one
+   vector store, sharing the fake Bot API; users (100 x 3 by default) alternate between the replicas, and each
+   answer's "More matches" is pressed on the other replica. Reports every photo and press answered, p50/p95 from
+   the update handed to a replica to its first album, and each replica's peak memory (VmHWM).
+
 Run: .venv/bin/python benchmarks/bench_bot.py   (a few minutes plus indexing the sample gallery)
+     .venv/bin/python benchmarks/bench_bot.py --replicas [--users 100 --per-user 3]
 """
 
 from __future__ import annotations
@@ -152,11 +158,86 @@ async def main(args) -> None:
                     first_user += users
 
 
+async def replicas(args) -> None:
+    """Two `python -m bot` processes behind one PostgreSQL and one store; presses on the other replica."""
+    from postgres_server import fresh_database, running_server
+    from test_bot_replicas import Replica
+
+    photos = [person_photo(person) for person in CLEAR_FACES]
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-bot-replicas-") as tmp,
+        running_server() as server,
+        fresh_database(server) as url,
+    ):
+        data = Path(tmp) / "data"
+        started = time.perf_counter()
+        indexer = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "engine", "--data-dir", str(data), "index", "--gallery", str(SAMPLE_GALLERY),
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        if await indexer.wait():
+            raise SystemExit("indexing the sample gallery failed")
+        print(f"index of {SAMPLE_GALLERY.name} (one store for both replicas): {time.perf_counter() - started:.0f} s")
+        shared = {"gallery": SAMPLE_GALLERY, "data": data, "database_url": url}
+        async with FakeBotAPI() as api:
+            bots = {name: Replica(name, api, shared, Path(tmp)) for name in ("a", "b")}
+            started = time.perf_counter()
+            await asyncio.gather(*(bot.start() for bot in bots.values()))
+            print(f"two replicas started and healthy: {time.perf_counter() - started:.0f} s")
+            latencies: list[float] = []
+            pressed = {"a": 0, "b": 0}
+
+            async def user(number: int) -> None:
+                home, other = ("a", "b") if number % 2 else ("b", "a")
+                for n in range(args.per_user):
+                    while True:
+                        since = len(api.calls)
+                        api.target = home
+                        update_id = api.send_photo(number, photos[(number + n) % len(photos)])
+                        found = await api.wait_for(
+                            lambda calls, since=since: [
+                                c for c in calls[since:]
+                                if c.chat_id == number and ("likely" in c.text or "busy" in c.text)
+                            ],
+                            timeout=600,
+                        )  # fmt: skip
+                        if "busy" not in found[0].text:
+                            break
+                        await asyncio.sleep(1.0)
+                    first = next(c for c in api.calls[since:] if c.chat_id == number and c.method in ALBUM_METHODS)
+                    latencies.append(first.at - api.served_at[update_id])
+                    summary = next(c for c in found if "likely" in c.text)
+                    if "More matches" in str(summary.params.get("reply_markup")):
+                        mark = len(api.calls)
+                        api.target = other
+                        api.press(number, summary, "More matches")
+                        page = await api.wait_for_text(number, "Matches", since=mark, timeout=600)
+                        pressed[page.replica] += 1
+
+            started = time.perf_counter()
+            await asyncio.gather(*(user(1000 + n) for n in range(args.users)))
+            elapsed = time.perf_counter() - started
+            peaks = {}
+            for name, bot in bots.items():
+                status = Path(f"/proc/{bot.process.pid}/status").read_text() if bot.process else ""
+                peaks[name] = next((int(line.split()[1]) / 1024 for line in status.splitlines()
+                                    if line.startswith("VmHWM")), float("nan"))  # fmt: skip
+            await asyncio.gather(*(bot.stop() for bot in bots.values()))
+    print(f"{args.users} users x {args.per_user} photos on two replicas: {len(latencies)} answered in {elapsed:.0f} s; "
+          f"photo -> first album p50 {statistics.median(latencies) * 1000:.0f} ms, "
+          f"p95 {percentile(latencies, 95) * 1000:.0f} ms; More matches answered on the other replica: "
+          f"{pressed['a']} by a, {pressed['b']} by b; peak memory a {peaks['a']:.0f} MB, b {peaks['b']:.0f} MB")  # fmt: skip
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--single", type=int, default=20)
     parser.add_argument("--crowds", nargs="*", default=["20x5", "100x3"], help="USERSxPHOTOS, run one after another")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-queue", type=int, default=8)
+    parser.add_argument("--replicas", action="store_true", help="two bot processes on one PostgreSQL (3. above)")
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--per-user", type=int, default=3)
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(main(parser.parse_args()))
+    arguments = parser.parse_args()
+    asyncio.run(replicas(arguments) if arguments.replicas else main(arguments))
