@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw, ImageOps
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, Message
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 
 from bot.answer_refs import AnswerRef, AnswerRefs, ShownPerson
-from bot.delivery import FileKey, file_key
+from bot.delivery import FileKey, download, file_key
 from bot.lru import LRU
 from bot.paging import PAGE_LIMIT
-from bot.render import ALBUM_SIZE, chunks, to_jpeg
+from bot.render import ALBUM_SIZE, chunks, draw_boxes, to_jpeg
+from engine import EngineError
 from engine.types import FaceResult, PersonRef
 
 if TYPE_CHECKING:
@@ -266,6 +267,8 @@ class PhotosAnswer:
         for item in found:
             assert item.result is not None
             state.faces += appearances_of(item.result.faces, item.photo.number if album else None)
+            if len(item.result.faces) > 1:
+                await self._numbered_faces(chat_id, item, album)
         refs = await self._send_page(state)
         admin = svc.settings.is_admin(user_id)
         lines = list(notes)
@@ -292,6 +295,21 @@ class PhotosAnswer:
         summary = await svc.sender.text(chat_id, parts[-1], reply_markup=keyboard)
         refs.append(AnswerRef(chat_id, summary.message_id, [face.person for face in state.faces]))
         await self._record_refs(user_id, refs)
+
+    async def _numbered_faces(self, chat_id: int, item: Searched, album: bool) -> None:
+        """Several faces: the query photo with numbered boxes first, so "Face 2" can be told apart. The photo is
+        downloaded again from Telegram and dropped once drawn (nothing of it is kept for a button)."""
+        svc = self.svc
+        assert item.result is not None
+        boxes = [face.box for face in item.result.faces]
+        try:
+            data = await download(svc.sender.bot, item.photo.file_id, svc.settings.send_retries)
+            drawn = await svc.compute(lambda: draw_boxes(svc.engine.decode(data, name=item.photo.name), boxes))
+        except (TelegramError, EngineError) as error:
+            log.warning("could not draw the faces of a query photo: %s", error)
+            return
+        prefix = f"Photo {item.photo.number}: " if album else ""
+        await svc.sender.photo(chat_id, drawn, f"{prefix}I found {len(boxes)} faces; their numbers match the answer.")
 
     async def more(self, token: str, user_id: int) -> str | None:
         """ "More photos": the next page of every face that has more. Returns the button's short answer."""
