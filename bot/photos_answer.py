@@ -269,7 +269,7 @@ class PhotosAnswer:
             state.faces += appearances_of(item.result.faces, item.photo.number if album else None)
             if len(item.result.faces) > 1:
                 await self._numbered_faces(chat_id, item, album)
-        refs = await self._send_page(state)
+        await self._record_refs(user_id, await self._send_page(state))  # before the summary: a reply may follow it
         admin = svc.settings.is_admin(user_id)
         lines = list(notes)
         for item in found:
@@ -293,8 +293,7 @@ class PhotosAnswer:
         for part in parts[:-1]:  # many faces (MAX_FACES set high): several messages, the button on the last
             await svc.sender.text(chat_id, part)
         summary = await svc.sender.text(chat_id, parts[-1], reply_markup=keyboard)
-        refs.append(AnswerRef(chat_id, summary.message_id, [face.person for face in state.faces]))
-        await self._record_refs(user_id, refs)
+        await self._record_refs(user_id, [AnswerRef(chat_id, summary.message_id, [f.person for f in state.faces])])
 
     async def _numbered_faces(self, chat_id: int, item: Searched, album: bool) -> None:
         """Several faces: the query photo with numbered boxes first, so "Face 2" can be told apart. The photo is
@@ -326,7 +325,7 @@ class PhotosAnswer:
             if not await svc.db(svc.state.claim, f"pmore:{token}"):
                 return "Already shown."
             before = [face.shown for face in state.faces]
-            refs = await self._send_page(state)
+            await self._record_refs(user_id, await self._send_page(state))
             lines = []
             for face, start in zip(state.faces, before, strict=True):
                 if face.shown > start:
@@ -342,8 +341,7 @@ class PhotosAnswer:
             text = "\n".join(lines) or "No more photos."
             summary = await svc.sender.text(state.chat_id, text, reply_markup=keyboard)
         shown = [face.person for face, start in zip(state.faces, before, strict=True) if face.shown > start]
-        refs.append(AnswerRef(state.chat_id, summary.message_id, shown))
-        await self._record_refs(user_id, refs)
+        await self._record_refs(user_id, [AnswerRef(state.chat_id, summary.message_id, shown)])
         return None
 
     async def _keyboard(self, state: PhotosState) -> InlineKeyboardMarkup | None:
