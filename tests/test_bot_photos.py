@@ -150,6 +150,12 @@ async def test_a_selfie_gets_the_photos_it_appears_in_marked_and_paged_a_strange
         await api.wait_for_text(USER, "not in any photo of this gallery", since=since, timeout=TIMEOUT)
         assert not albums(api, USER, since)
 
+        # the history says where each face was found
+        since = len(api.calls)
+        api.send_text(USER, "/history")
+        history = await api.wait_for_text(USER, "Your last", since=since, timeout=TIMEOUT)
+        assert f"in {len(want_paths)} photos (" in history.text and "not in the gallery" in history.text
+
         # a crowded photo (3 people, or more faces) with MAX_ANSWER_PHOTOS=3 in effect: capped, the rest paged
         service.settings.max_answer_photos = 3
         crowd = side_by_side(sample(MADONNA_SELFIE), sample(JERRY_SELFIE))

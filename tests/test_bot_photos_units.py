@@ -21,6 +21,7 @@ from bot.photos_answer import (
     appearances_of,
     caption,
     face_line,
+    history_answer,
     mark_face,
     split_text,
     state_from_payload,
@@ -70,6 +71,12 @@ def test_what_the_answer_says():
     one = face(3, number=1, of=1, photo=2)
     text = caption(one, 2, one.photos[1], lambda path: path.removeprefix("/g/"))
     assert text == "Photo 2 · Face 1 · 2/3 · day-1/IMG_0001.jpg · 0.89 · Jane Doe"
+
+
+def test_what_the_history_keeps():
+    assert history_answer(face(14)) == "Jane Doe, in 14 photos"
+    assert history_answer(face(1, person=ShownPerson(3, None))) == "in 1 photo"
+    assert history_answer(face(0, person=None)) is None
 
 
 def test_long_summaries_are_split_within_telegrams_limit():
