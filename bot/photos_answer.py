@@ -11,6 +11,7 @@ reply. The query photo itself is never stored (the button keeps Telegram's file_
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw, ImageOps
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, Message
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 
 from bot.answer_refs import AnswerRef, AnswerRefs, ShownPerson
-from bot.delivery import FileKey, file_key
+from bot.delivery import FileKey, download, file_key
 from bot.lru import LRU
 from bot.paging import PAGE_LIMIT
-from bot.render import ALBUM_SIZE, chunks, to_jpeg
+from bot.render import ALBUM_SIZE, chunks, draw_boxes, to_jpeg
+from engine import EngineError
 from engine.types import FaceResult, PersonRef
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ BUTTON_KIND = "photos"
 MARKED_SIDE = 1280  # longest side of a marked gallery photo: a face in the back row stays visible
 MARK_COLOUR = "#ff3b30"
 TEXT_LIMIT = 4096  # Telegram's longest message
+HISTORY_PHOTOS = 50  # photos of a face kept in the history
 TOO_OLD = "This answer is too old: please send the photo again."
 NOT_YOURS = "Only the person who sent the photo can use these buttons."
 
@@ -181,6 +184,20 @@ def face_line(face: FaceAppearances, *, admin: bool) -> str:
     return text + "."
 
 
+def history_answer(face: FaceAppearances) -> str | None:
+    """What /history says of the face: "Jane Doe, in 14 photos", "in 3 photos", or None (not in any photo)."""
+    if not face.total:
+        return None
+    where = f"in {photos_word(face.total)}"
+    return f"{face.person.name}, {where}" if face.person is not None and face.person.name else where
+
+
+def _name(person: ShownPerson | None) -> str:
+    if person is None:
+        return ""
+    return person.name or f"person #{person.id}"
+
+
 def split_text(lines: list[str], limit: int = TEXT_LIMIT) -> list[str]:
     """Lines joined into as few messages as Telegram's length limit allows (a longer line is cut)."""
     parts: list[str] = []
@@ -254,19 +271,23 @@ class PhotosAnswer:
         self,
         chat_id: int,
         user_id: int,
+        model: str,
+        k: int,
         found: Sequence[Searched],
         notes: list[str],
         album: bool,
-        k: int,
+        started: float,
         release: Callable[[], Awaitable[None]],
     ) -> None:
-        """One answer for a photo or an album: albums of marked photos per face, then the summary."""
+        """One answer for a photo or an album: albums of marked photos per face, the history, then the summary."""
         svc = self.svc
         state = PhotosState(chat_id, user_id, page=min(k, PAGE_LIMIT))
         for item in found:
             assert item.result is not None
             state.faces += appearances_of(item.result.faces, item.photo.number if album else None)
-        refs = await self._send_page(state)
+            if len(item.result.faces) > 1:
+                await self._numbered_faces(chat_id, item, album)
+        await self._record_refs(user_id, await self._send_page(state))  # before the summary: a reply may follow it
         admin = svc.settings.is_admin(user_id)
         lines = list(notes)
         for item in found:
@@ -284,14 +305,62 @@ class PhotosAnswer:
             lines.append(line)
         if admin and any(face.person is not None for face in state.faces):
             lines.append("Admins: reply /name Firstname Lastname to a photo to name the person marked on it.")
+        await self.record(chat_id, user_id, model, k, found, started)
         keyboard = await self._keyboard(state)
         await release()  # the user may send the next photo as soon as this summary arrives
         parts = split_text(lines)
         for part in parts[:-1]:  # many faces (MAX_FACES set high): several messages, the button on the last
             await svc.sender.text(chat_id, part)
         summary = await svc.sender.text(chat_id, parts[-1], reply_markup=keyboard)
-        refs.append(AnswerRef(chat_id, summary.message_id, [face.person for face in state.faces]))
-        await self._record_refs(user_id, refs)
+        await self._record_refs(user_id, [AnswerRef(chat_id, summary.message_id, [f.person for f in state.faces])])
+
+    async def record(
+        self, chat_id: int, user_id: int, model: str, k: int, found: Sequence[Searched], started: float
+    ) -> None:
+        """Each photo's query in the history: per face "Jane Doe, in 14 photos" (or "in 3 photos", or nothing: not
+        in any photo) with its best similarity, and the photos found (at most HISTORY_PHOTOS a face)."""
+        latency_ms = (time.perf_counter() - started) * 1000
+        for item in found:
+            if item.result is None:
+                continue
+            faces = appearances_of(item.result.faces, None)
+            try:
+                await self.svc.db(
+                    self.svc.store.add_query,
+                    chat_id=chat_id,
+                    user_id=user_id,
+                    model=model,
+                    k=k,
+                    faces=len(faces),
+                    latency_ms=latency_ms,
+                    matches=[
+                        (face.face, rank, _name(photo.person), photo.path, photo.similarity)
+                        for face in faces
+                        for rank, photo in enumerate(face.photos[:HISTORY_PHOTOS], start=1)
+                    ],
+                    answers=[
+                        (face.face, history_answer(face), face.photos[0].similarity if face.photos else 0.0)
+                        for face in faces
+                    ],
+                )
+            except Exception:
+                log.exception("could not record the query in the history")
+                self.svc.metrics.error("history")
+
+    async def _numbered_faces(self, chat_id: int, item: Searched, album: bool) -> None:
+        """Several faces: the query photo with numbered boxes first, so "Face 2" can be told apart. The photo is
+        downloaded again from Telegram and dropped once drawn (nothing of it is kept for a button)."""
+        svc = self.svc
+        assert item.result is not None
+        boxes = [face.box for face in item.result.faces]
+        try:
+            data = await download(svc.sender.bot, item.photo.file_id, svc.settings.send_retries)
+            drawn = await svc.compute(lambda: draw_boxes(svc.engine.decode(data, name=item.photo.name), boxes))
+        except (TelegramError, EngineError) as error:
+            log.warning("could not draw the faces of a query photo: %s", error)
+            return
+        prefix = f"Photo {item.photo.number}: " if album else ""
+        await svc.sender.photo(chat_id, drawn, f"{prefix}I found {len(boxes)} faces; their numbers match the answer.")
 
     async def more(self, token: str, user_id: int) -> str | None:
         """ "More photos": the next page of every face that has more. Returns the button's short answer."""
@@ -308,7 +377,7 @@ class PhotosAnswer:
             if not await svc.db(svc.state.claim, f"pmore:{token}"):
                 return "Already shown."
             before = [face.shown for face in state.faces]
-            refs = await self._send_page(state)
+            await self._record_refs(user_id, await self._send_page(state))
             lines = []
             for face, start in zip(state.faces, before, strict=True):
                 if face.shown > start:
@@ -324,8 +393,7 @@ class PhotosAnswer:
             text = "\n".join(lines) or "No more photos."
             summary = await svc.sender.text(state.chat_id, text, reply_markup=keyboard)
         shown = [face.person for face, start in zip(state.faces, before, strict=True) if face.shown > start]
-        refs.append(AnswerRef(state.chat_id, summary.message_id, shown))
-        await self._record_refs(user_id, refs)
+        await self._record_refs(user_id, [AnswerRef(state.chat_id, summary.message_id, shown)])
         return None
 
     async def _keyboard(self, state: PhotosState) -> InlineKeyboardMarkup | None:

@@ -209,8 +209,9 @@ class SearchFlow:
         await send.action(chat_id, ChatAction.UPLOAD_PHOTO)
         if any(face.photos is not None for s in found if s.result is not None for face in s.result.faces):
             # the photos layout: the photos each face appears in (bot/photos_answer.py)
-            await svc.photos_answer.answer(chat_id, user_id, found, notes, album, k, lambda: self.release(admission))
-            await self._record(chat_id, user_id, model, k, found, started)
+            await svc.photos_answer.answer(
+                chat_id, user_id, model, k, found, notes, album, started, lambda: self.release(admission)
+            )
             svc.metrics.stage.labels(stage="total").observe(time.perf_counter() - started)
             return
         page = min(k, PAGE_LIMIT)

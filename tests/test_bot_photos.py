@@ -71,14 +71,15 @@ def relative(engine, path: str) -> str:
 
 
 def sent_items(api, chat_id: int, since: int) -> list[tuple[str, bytes | None]]:
-    """(caption, uploaded JPEG) of every gallery photo sent to `chat_id` since call `since`, in order."""
-    items = []
+    """(caption, uploaded JPEG) of every gallery photo sent to `chat_id` since call `since`, in order (not the
+    query photo with numbered faces)."""
+    items: list[tuple[str, bytes | None]] = []
     for call in albums(api, chat_id, since):
         if call.method == "sendMediaGroup":
             items += [(item.get("caption", ""), item.get("data")) for item in call.media()]
         else:
             items.append((call.text, call.uploaded("photo")))
-    return items
+    return [item for item in items if "I found" not in item[0]]
 
 
 def caption_path(text: str) -> str:
@@ -149,7 +150,13 @@ async def test_a_selfie_gets_the_photos_it_appears_in_marked_and_paged_a_strange
         await api.wait_for_text(USER, "not in any photo of this gallery", since=since, timeout=TIMEOUT)
         assert not albums(api, USER, since)
 
-        # a crowded photo (3 faces) with MAX_ANSWER_PHOTOS=3 in effect: capped, the rest paged
+        # the history says where each face was found
+        since = len(api.calls)
+        api.send_text(USER, "/history")
+        history = await api.wait_for_text(USER, "Your last", since=since, timeout=TIMEOUT)
+        assert f"in {len(want_paths)} photos (" in history.text and "not in the gallery" in history.text
+
+        # a crowded photo (3 people, or more faces) with MAX_ANSWER_PHOTOS=3 in effect: capped, the rest paged
         service.settings.max_answer_photos = 3
         crowd = side_by_side(sample(MADONNA_SELFIE), sample(JERRY_SELFIE))
         crowd.save(tmp_path / "pair.jpg")
@@ -160,6 +167,10 @@ async def test_a_selfie_gets_the_photos_it_appears_in_marked_and_paged_a_strange
         answer = await api.wait_for_text(USER, "Face 1:", since=since, timeout=TIMEOUT)
         assert len(sent_items(api, USER, since)) <= 3
         assert "not in any photo of this gallery" in answer.text and "appears in" in answer.text
+        numbered = albums(api, USER, since)[0]  # first: which face is which
+        faces = len([line for line in answer.text.splitlines() if line.startswith("Face ")])
+        assert faces >= 3 and numbered.method == "sendPhoto" and numbered.text.startswith(f"I found {faces} faces")
+        assert Image.open(io.BytesIO(numbered.uploaded("photo") or b"")).format == "JPEG"
         assert "More photos" in str(answer.params.get("reply_markup"))
         since = len(api.calls)
         api.press(USER, answer, "More photos")

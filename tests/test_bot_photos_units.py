@@ -21,6 +21,7 @@ from bot.photos_answer import (
     appearances_of,
     caption,
     face_line,
+    history_answer,
     mark_face,
     split_text,
     state_from_payload,
@@ -70,6 +71,12 @@ def test_what_the_answer_says():
     one = face(3, number=1, of=1, photo=2)
     text = caption(one, 2, one.photos[1], lambda path: path.removeprefix("/g/"))
     assert text == "Photo 2 · Face 1 · 2/3 · day-1/IMG_0001.jpg · 0.89 · Jane Doe"
+
+
+def test_what_the_history_keeps():
+    assert history_answer(face(14)) == "Jane Doe, in 14 photos"
+    assert history_answer(face(1, person=ShownPerson(3, None))) == "in 1 photo"
+    assert history_answer(face(0, person=None)) is None
 
 
 def test_long_summaries_are_split_within_telegrams_limit():
@@ -136,8 +143,8 @@ def test_the_contact_sheet_numbers_each_persons_face(tmp_path):
     assert (empty > 240).all()  # no sixth person
 
 
-def test_answer_messages_remember_their_persons_until_expiry_or_forget(tmp_path):
-    url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+def test_answer_messages_remember_their_persons_until_expiry_or_forget(database_url):
+    url = database_url
     upgrade(url)
     store = Store(url)
     try:
