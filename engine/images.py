@@ -38,8 +38,8 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "i
                 image.seek(0)
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image = ImageOps.exif_transpose(image)
-                rgb = image.convert("RGB")
+                upright = ImageOps.exif_transpose(image)
+                rgb = upright.convert("RGB")
                 rgb.load()
     except BadImageError:
         raise

@@ -28,8 +28,8 @@ def precision_plot(precision_at_k: list[float], title: str, path: Path) -> None:
 
 def _thumbnail(path: Path, size: int = 160) -> Image.Image:
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
             image.thumbnail((size, size))
             return image
     except OSError:

@@ -36,7 +36,10 @@ class ModelBackend(ABC):
     """One embedding model. `load()` is idempotent; everything that needs the networks calls it."""
 
     name: str
-    dim: int  # length of the stored vectors (after the projection, if any)
+    @property
+    def dim(self) -> int:
+        """Length of the stored vectors (after the projection, if any)."""
+        raise NotImplementedError
 
     def __init__(self, settings: EngineSettings):
         self.settings = settings

@@ -43,7 +43,8 @@ class FaceRow:
 
     @property
     def key(self) -> tuple[str, tuple[int, int, int, int]]:
-        return (self.path, tuple(self.box))
+        x, y, w, h = self.box
+        return (self.path, (x, y, w, h))
 
 
 def landmarks_tuple(points) -> Landmarks | None:
@@ -111,7 +112,9 @@ class Changes:
 class VectorStore(Protocol):
     """One model's gallery index. Implementations: `LocalStore`, `MilvusStore`."""
 
-    header: StoreHeader | None  # None: nothing was ever written
+    @property
+    def header(self) -> StoreHeader | None:
+        """Whose vectors the store holds; None: nothing was ever written."""
 
     def initialise(self, header: StoreHeader) -> None:
         """Make the store empty and owned by `header` (a store of another pipeline is dropped: a rebuild)."""

@@ -329,9 +329,9 @@ class MilvusStore:
             self.client.insert(collection, rows[start : start + 5_000])
 
     def _delete_in(self, collection: str, field: str, values: set[str]) -> None:
-        values = sorted(values)
-        for start in range(0, len(values), 5_000):  # each delete scans (Milvus Lite: in Python): few, large ones
-            self.client.delete(collection, filter=_in(field, values[start : start + 5_000]))
+        ordered = sorted(values)
+        for start in range(0, len(ordered), 5_000):  # each delete scans (Milvus Lite: in Python): few, large ones
+            self.client.delete(collection, filter=_in(field, ordered[start : start + 5_000]))
 
     def _iterate(self, collection: str, filter: str, fields: list[str]) -> Iterator[dict]:
         iterator = self.client.query_iterator(collection, batch_size=5_000, filter=filter, output_fields=fields)
