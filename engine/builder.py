@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from engine.pipeline import EmbeddedImage, IndexPipeline
 from engine.settings import EngineSettings
 from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader, VectorStore, landmarks_tuple
 from engine.types import IndexProgress, IndexReport
+
+if TYPE_CHECKING:
+    from engine.distributed import RayPipeline
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +251,7 @@ class IndexBuilder:
         (engine.pipeline), or the whole work on a Ray cluster when INDEX_RAY is set (engine.distributed)."""
         if not items:
             return
+        pipeline: RayPipeline | IndexPipeline
         if self.settings.index_ray:
             from engine.distributed import RayPipeline
 
@@ -263,7 +268,7 @@ class IndexBuilder:
 
 def _rows(path: str, name: str, result: EmbeddedImage) -> list[FaceRow]:
     """One row per embedded face, with its detection confidence and landmarks when the backend found faces."""
-    confidences = result.confidences or [None] * len(result.faces)
+    confidences: Sequence[float | None] = result.confidences or [None] * len(result.faces)
     landmarks = result.landmarks or [None] * len(result.faces)
     return [
         FaceRow(path, name, box, None if confidence is None else float(confidence), landmarks_tuple(points))

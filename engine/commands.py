@@ -171,8 +171,8 @@ def people(settings: EngineSettings, args) -> int:
         print(f"person {args.id} is hidden")
     elif command == "unassign":
         taken = registry.unassign(args.path, parse_box(args.box) if args.box else None)
-        for face in taken:
-            print(f"taken out: {face.path} {list(face.box)}")
+        for taken_face in taken:
+            print(f"taken out: {taken_face.path} {list(taken_face.box)}")
     elif command == "recluster":
         report = engine.recluster_people(args.model)
         print(
@@ -186,6 +186,7 @@ def people(settings: EngineSettings, args) -> int:
                 print(json.dumps(person.to_dict(), ensure_ascii=False), flush=True)
                 continue
             face = person.representative
+            assert face is not None, "list() gives persons with at least one face"
             print(
                 f"{person.id:>6}  {person.name or '(not named)'}  {len(person.faces)} faces, {person.photos} photos; "
                 f"e.g. {face.path} {list(face.box)}"
@@ -198,12 +199,13 @@ def people(settings: EngineSettings, args) -> int:
 def parse_box(text: str) -> tuple[int, int, int, int]:
     parts = text.replace(" ", "").split(",")
     try:
-        box = tuple(int(part) for part in parts)
+        numbers = [int(part) for part in parts]
     except ValueError:
-        box = ()
-    if len(box) != 4:
+        numbers = []
+    if len(numbers) != 4:
         raise BadInputError(f"--box must be four whole numbers x,y,w,h, not {text!r}")
-    return box  # type: ignore[return-value]
+    x, y, w, h = numbers
+    return (x, y, w, h)
 
 
 __all__ = ["EngineError", "evaluate", "evaluate_open_set", "index", "models", "people", "search"]

@@ -7,6 +7,7 @@ import math
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -45,7 +46,7 @@ class FaceDetector:
         self.retry_padding = retry_padding
         self.batch_size = batch_size
         self.open_network = open_network
-        self._mtcnn = None
+        self._mtcnn: Any = None  # an mtcnn.MTCNN (untyped) or what open_network gives; set by load()
         self._lock = threading.Lock()
 
     def load(self) -> None:
@@ -133,7 +134,7 @@ class FaceDetector:
             if scale < 1.0:
                 height, width = image.shape[:2]
                 size = (max(12, round(width * scale)), max(12, round(height * scale)))
-                small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+                small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
                 scale_xy = (width / size[0], height / size[1])
             else:
                 small, scale_xy = image, (1.0, 1.0)
@@ -232,7 +233,7 @@ def crop_face(image: np.ndarray, face: DetectedFace, *, size: int, margin: float
         cos, -sin, center_x - cos * half + sin * half,
         sin, cos, center_y - sin * half - cos * half,
     )  # fmt: skip
-    crop = Image.fromarray(image).transform((size, size), Image.AFFINE, coefficients, resample=Image.BILINEAR)
+    crop = Image.fromarray(image).transform((size, size), Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR)
     return np.asarray(crop, dtype=np.uint8)
 
 
@@ -271,7 +272,7 @@ def template_crop(image: np.ndarray, face: DetectedFace, *, size: int, margin: f
     target = size / 2 + FACE_TEMPLATE * (size / (1.0 + margin))
     # The transform maps output pixels to source pixels, which is what Pillow's AFFINE takes.
     p, q, tx, ty = similarity_transform(target, face.landmarks.astype(np.float64))
-    crop = Image.fromarray(image).transform((size, size), Image.AFFINE, (p, -q, tx, q, p, ty), resample=Image.BILINEAR)
+    crop = Image.fromarray(image).transform((size, size), Image.Transform.AFFINE, (p, -q, tx, q, p, ty), resample=Image.Resampling.BILINEAR)
     return np.asarray(crop, dtype=np.uint8)
 
 

@@ -54,7 +54,7 @@ def retrieval_metrics(
 
     rank1 = hit5 = ap_sum = 0.0
     precision_at = np.zeros(TOP)
-    per_query = []
+    per_query: list[dict[str, object]] = []
     for image, person in queries:
         if image not in tops:
             per_query.append({"image": image, "person": person, "top": []})

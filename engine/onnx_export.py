@@ -104,7 +104,7 @@ def _check_photos(gallery_dir: Path) -> list[np.ndarray]:
         scale = min(1.0, 640 / max(image.shape[:2]))
         if scale < 1.0:
             size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
-            image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+            image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
         images.append(image)
     return images
 
@@ -167,18 +167,20 @@ def _convert_facenet(weights: Path, images: list[np.ndarray]) -> tuple[bytes, di
     keras_net = FaceNetEmbedder(weights, xla=False)
     keras_net.load()
     model = keras_net._model
+    if model is None:
+        raise RuntimeError("FaceNet's Keras model did not load")
     signature = [tf.TensorSpec((None, FACENET_INPUT_SIZE, FACENET_INPUT_SIZE, 3), tf.float32, name="input")]
     graph = _to_onnx(tf.function(lambda x: model(x, training=False), input_signature=signature), signature)
 
     detector = FaceDetector(max_side=640, min_face_size=20, confidence=0.9, fallback_confidence=0.85, retry_padding=0.1)
-    crops = [
+    found = [
         face_crop(image, faces[0], size=FACENET_INPUT_SIZE, margin=0.1, alignment="rotate")
         for image, faces in zip(images, detector.detect(images))
         if faces
     ]
-    if len(crops) < len(images) // 2:
-        raise FetchError(f"only {len(crops)} faces found in {len(images)} sample photos to check FaceNet's graph on")
-    crops = np.stack(crops)
+    if len(found) < len(images) // 2:
+        raise FetchError(f"only {len(found)} faces found in {len(images)} sample photos to check FaceNet's graph on")
+    crops = np.stack(found)
     session = _session(graph)
     name = session.get_inputs()[0].name
 

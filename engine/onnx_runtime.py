@@ -15,12 +15,16 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.errors import ModelUnavailableError
 from engine.images import file_sha256
 from engine.search import l2_normalize
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 MANIFEST = "onnx.json"
 FACENET_GRAPH = "facenet.onnx"
@@ -168,7 +172,7 @@ class OnnxFaceNet:
         self.models_dir = Path(models_dir)
         self.config = config
         self.batch_size = batch_size
-        self._session = None
+        self._session: onnxruntime.InferenceSession | None = None
         self._lock = threading.Lock()
 
     def load(self) -> None:
@@ -181,15 +185,20 @@ class OnnxFaceNet:
     @property
     def providers(self) -> list[str]:
         self.load()
-        return list(self._session.get_providers())
+        return list(self._loaded().get_providers())
 
     def warm_up(self, sizes: tuple[int, ...]) -> None:
         """Nothing beyond `load()`'s first run: ONNX Runtime compiles nothing per batch size (Keras' XLA does), and
         running the larger sizes ahead would only hold memory a one-face query never needs."""
         self.load()
 
+    def _loaded(self) -> onnxruntime.InferenceSession:
+        if self._session is None:
+            raise RuntimeError("the FaceNet session is not open: call load() first")
+        return self._session
+
     def _forward(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return self._loaded().run(None, {self._input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
     def embed(self, faces: np.ndarray, *, flip: bool = False) -> np.ndarray:
         """(N, 160, 160, 3) uint8 crops → (N, 128) float32, L2-normalised. N may be 0."""

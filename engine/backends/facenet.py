@@ -179,8 +179,8 @@ class FaceNetBackend(ModelBackend):
     def crop(self, image: np.ndarray, face: DetectedFace) -> Region:
         s = self.settings
         pixels = face_crop(image, face, size=FACENET_INPUT_SIZE, margin=s.face_margin, alignment=s.face_alignment)
-        box = tuple(int(v) for v in face.box)
-        return Region(pixels=pixels, box=box, confidence=float(face.confidence), landmarks=face.landmarks)
+        x, y, w, h = face.box
+        return Region(pixels=pixels, box=(int(x), int(y), int(w), int(h)), confidence=float(face.confidence), landmarks=face.landmarks)
 
     def gallery_regions(self, images: list[np.ndarray]) -> list[list[Region]]:
         if self.settings.gallery_layout == "photos":  # every face, found at the photos layout's scale

@@ -17,6 +17,7 @@ re-cluster or edit is one SQLite transaction at its end, so a run killed half-wa
 
 from __future__ import annotations
 
+import builtins  # the class's own `list` method shadows the builtin in its body
 import json
 import logging
 import time
@@ -201,9 +202,9 @@ class PeopleRegistry:
             raise PersonNotFoundError(f"no person with id {person_id} (python -m engine people lists them)")
         return Person(row.id, row.name, bool(row.hidden), _ordered([FaceRef(f.path, (f.x, f.y, f.w, f.h)) for f in faces]))
 
-    def person_of(self, faces: Sequence[FaceRow | FaceRef]) -> list[PersonRef | None]:
+    def person_of(self, faces: Sequence[FaceRow | FaceRef]) -> builtins.list[PersonRef | None]:
         """The visible person of each face (a store row or a FaceRef), or None: waiting, taken out, hidden, unknown."""
-        keys = [(f.path, tuple(f.box)) for f in faces]
+        keys = [_key(f) for f in faces]
         found: dict[Key, PersonRef] = {}
         with self._engine.connect() as conn:
             for part in _chunks(sorted({k[0] for k in keys}), 500):
@@ -216,7 +217,7 @@ class PeopleRegistry:
                     found[(r.path, (r.x, r.y, r.w, r.h))] = PersonRef(r.id, r.name)
         return [found.get(k) for k in keys]
 
-    def photos_of(self, person_id: int) -> list[str]:
+    def photos_of(self, person_id: int) -> builtins.list[str]:
         """The gallery photos (relative paths, sorted) a visible person appears in."""
         person = self.get(person_id)
         if person.hidden:
@@ -267,7 +268,7 @@ class PeopleRegistry:
             person = self._visible(conn, person_id)
             conn.execute(_persons.update().where(_persons.c.id == person.id).values(hidden=True))
 
-    def unassign(self, path: str, box: Box | None = None) -> list[FaceRef]:
+    def unassign(self, path: str, box: Box | None = None) -> builtins.list[FaceRef]:
         """Take the faces of photo `path` (or only the one with `box`) out of their persons for good.
 
         They are never put back by a sync or a re-cluster (until the photo changes). Returns the faces taken out.
@@ -331,8 +332,8 @@ class PeopleRegistry:
         current = {p: r.sha256 for p, r in store.files().items()} if header is not None else {}
         fingerprint = json.dumps([header.fingerprint, header.gallery] if header is not None else None)
         with self._engine.connect() as conn:
-            known = dict(conn.execute(sa.select(_files.c.path, _files.c.sha256)).all())
-            state = dict(conn.execute(sa.select(_state.c.key, _state.c.value)).all())
+            known: dict[str, str] = dict(conn.execute(sa.select(_files.c.path, _files.c.sha256)).all())
+            state: dict[str, str] = dict(conn.execute(sa.select(_state.c.key, _state.c.value)).all())
         full = full or state.get("fingerprint", fingerprint) != fingerprint or state.get("names", self.names) != self.names
         if not full and state.get("store_version") == store.version and header is not None:
             return report  # nothing written to the store since the last sync
@@ -368,7 +369,7 @@ class PeopleRegistry:
         if header is not None and new:
             for rows, _ in store.face_vectors(sorted(new), chunk=50_000):
                 for row in rows:
-                    key = (row.path, tuple(row.box))
+                    key = _key(row)
                     if key not in kept:
                         kept[key] = (None, False)
                         folder_of[key] = row.name
@@ -384,7 +385,7 @@ class PeopleRegistry:
         if self.names == "folders":
             if full and header is not None:  # another model or mode before: every face is named from its folder again
                 for rows, _ in store.face_vectors(None, chunk=50_000):
-                    folder_of.update({(r.path, tuple(r.box)): r.name for r in rows})
+                    folder_of.update({_key(r): r.name for r in rows})
             assignment, created, next_id = self._by_folder(kept, folder_of, persons, next_id)
         elif full:
             assignment, created, next_id = self._cluster_all(store, kept, persons, next_id)
@@ -425,9 +426,9 @@ class PeopleRegistry:
                 ("next_person", str(next_id)), ("fingerprint", fingerprint), ("names", self.names), ("store_version", version),
                 ("grouped_at", str(grouped_at)),
             )  # fmt: skip
-            for key, value in settled:
-                conn.execute(_state.delete().where(_state.c.key == key))
-                conn.execute(_state.insert().values(key=key, value=value))
+            for state_key, value in settled:
+                conn.execute(_state.delete().where(_state.c.key == state_key))
+                conn.execute(_state.insert().values(key=state_key, value=value))
             report.persons = int(conn.execute(sa.select(sa.func.count()).select_from(_persons)).scalar() or 0)
             report.waiting = int(
                 conn.execute(
@@ -493,7 +494,7 @@ class PeopleRegistry:
         chunks = []
         for rows, vectors in store.face_vectors(None, chunk=50_000):
             for row in rows:
-                keys.append((row.path, tuple(row.box)))
+                keys.append(_key(row))
             chunks.append(vectors)
         universe = {k: i for i, k in enumerate(keys)}
         vectors = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
@@ -566,7 +567,7 @@ def _vectors_for(store: VectorStore, keys: list[Key]) -> dict[Key, np.ndarray]:
     out: dict[Key, np.ndarray] = {}
     for rows, vectors in store.face_vectors(sorted({k[0] for k in keys})):
         for row, vector in zip(rows, vectors):
-            key = (row.path, tuple(row.box))
+            key = _key(row)
             if key in wanted:
                 out[key] = vector
     return out
@@ -578,10 +579,16 @@ def _search_into(store, keys: list[Key], vectors: np.ndarray, params: ClusterPar
         hits = store.search(vectors[start : start + SEARCH_BATCH], params.neighbours + 1)
         for key, found in zip(keys[start : start + SEARCH_BATCH], hits):
             me = position(key)
-            close = [(position((h.row.path, tuple(h.row.box))), h.similarity) for h in found if h.similarity >= params.threshold]
+            close = [(position(_key(h.row)), h.similarity) for h in found if h.similarity >= params.threshold]
             close = [(j, s) for j, s in close if j != me][: params.neighbours]
             neighbours.index[me] = np.array([j for j, _ in close], np.int64)
             neighbours.similarity[me] = np.array([s for _, s in close], np.float32)
+
+
+def _key(face: FaceRow | FaceRef) -> Key:
+    """A face's key: its path and its box as a 4-tuple."""
+    x, y, w, h = face.box
+    return (face.path, (x, y, w, h))
 
 
 def _ordered(faces: list[FaceRef]) -> list[FaceRef]:
