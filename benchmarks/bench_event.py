@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from engine.compose import background, overlap, paste_faces  # noqa: E402
+from engine.compose import background, paste_faces  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
 
 LFW = REPO.parent / "shared" / "data" / "lfw" / "deepfunneled"

@@ -233,7 +233,10 @@ def main() -> int:
         capture_output=True, text=True, check=True,
     )
     memory = json.loads(child.stdout.strip().splitlines()[-1])
-    rounded = lambda value, digits: None if value is None else round(value, digits)
+
+    def rounded(value, digits):
+        return None if value is None else round(value, digits)
+
     print(json.dumps({
         "store": args.store,
         "faces": args.faces,

@@ -19,12 +19,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from lfw_cache import lfw_root, make_embedder, load_detections, load_embeddings, query_vectors  # noqa: E402
-from tune_lfw import FOLDS, fold_of  # noqa: E402
 
 from engine.evaluate import array_search, open_set_answers, open_set_split  # noqa: E402
 from engine.identity import DEFAULT_PARAMS, IdentityParams  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
+from lfw_cache import lfw_root, load_detections, load_embeddings, make_embedder, query_vectors  # noqa: E402
+from tune_lfw import FOLDS, fold_of  # noqa: E402
 
 TARGET_FPIR, TARGET_FNIR = 0.05, 0.04
 

@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from lfw_cache import KINDS, VARIANTS, lfw_root, make_embedder, load_detections, load_embeddings, query_vectors  # noqa: E402
 
 from engine.identity import IdentityParams, person_scores  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
+from lfw_cache import KINDS, VARIANTS, lfw_root, load_detections, load_embeddings, make_embedder, query_vectors  # noqa: E402
 
 FOLDS = {"A-F": tuple("ABCDEF"), "G-L": tuple("GHIJKL")}
 SUPPORTS = (0.0, 0.05, 0.1, 0.25)

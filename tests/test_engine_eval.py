@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from engine.evaluate import eval_index_dir, read_pairs, retrieval_metrics, run_evaluation, verification_accuracy
 from engine.errors import BadInputError
+from engine.evaluate import eval_index_dir, read_pairs, retrieval_metrics, run_evaluation, verification_accuracy
 
 
 @pytest.fixture(scope="module")

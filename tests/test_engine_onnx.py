@@ -20,7 +20,14 @@ from engine.errors import ModelUnavailableError
 from engine.images import list_gallery_images, read_image
 from engine.onnx_runtime import FACENET_GRAPH, MANIFEST, MTCNN_GRAPHS, resolve_runtime
 from helpers_engine import (
-    CLEAR_FACES, FACENET_WEIGHTS, JERRY, MODELS_DIR, REPO_ROOT, assert_same_vectors, person_of, sample,
+    CLEAR_FACES,
+    FACENET_WEIGHTS,
+    JERRY,
+    MODELS_DIR,
+    REPO_ROOT,
+    assert_same_vectors,
+    person_of,
+    sample,
 )  # fmt: skip
 
 GRAPHS = (FACENET_GRAPH, *MTCNN_GRAPHS.values())

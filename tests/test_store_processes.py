@@ -13,10 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from store_proc import DIM, SMALL, faces
-
 from engine.stores.base import Changes, StoreHeader
 from engine.stores.local import LocalStore
+from store_proc import DIM, SMALL, faces
 
 PROC = Path(__file__).resolve().parent / "store_proc.py"
 HEADER = StoreHeader("facenet", DIM, "fp", "/gallery")

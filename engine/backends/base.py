@@ -56,7 +56,7 @@ class ModelBackend(ABC):
     def load(self) -> None:
         """Load the networks once (raise ModelUnavailableError when the weights are missing)."""
 
-    def load_regions(self) -> None:
+    def load_regions(self) -> None:  # noqa: B027 (a hook: nothing to load by default, backends may override)
         """Load only what `gallery_regions` needs (a detection worker process holds no embedding network)."""
 
     def require(self) -> None:

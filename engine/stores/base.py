@@ -23,7 +23,6 @@ from typing import Protocol
 
 import numpy as np
 
-
 Landmarks = tuple[tuple[float, float], ...]  # five (x, y) points in the photo: eyes, nose, mouth corners
 
 
