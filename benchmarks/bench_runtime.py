@@ -79,7 +79,9 @@ def bot_start(runtime: str, data_dir: Path, photo: str) -> tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--gallery-size", type=int, default=300, help="photos of LFW-1508 indexed per runtime (1508: all)")
+    parser.add_argument(
+        "--gallery-size", type=int, default=300, help="photos of LFW-1508 indexed per runtime (1508: all)"
+    )
     parser.add_argument("--queries", type=int, default=100, help="one-face photos searched in one call")
     args = parser.parse_args()
 
@@ -96,7 +98,9 @@ def main() -> int:
         target = gallery / photo.parent.name / photo.name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(photo)
-    queries = [str(gallery / p.parent.name / p.name) for p in photos[:: max(1, len(photos) // args.queries)][: args.queries]]
+    queries = [
+        str(gallery / p.parent.name / p.name) for p in photos[:: max(1, len(photos) // args.queries)][: args.queries]
+    ]
     print(f"gallery: {source}; {len(queries)} queries from it; {os.cpu_count()} cores; runtimes side by side")
 
     figures: dict[str, dict] = {}
@@ -105,7 +109,11 @@ def main() -> int:
         data = root / f"data-{runtime}"
         seconds, peak, out = run_engine(["index", "--gallery", str(gallery), "--json", "--workers", "0"], runtime, data)
         report = json.loads(out.strip().splitlines()[-1])
-        figures[runtime] = {"index_images_per_s": report["images_per_second"], "index_peak_mib": peak, "index_s": seconds}
+        figures[runtime] = {
+            "index_images_per_s": report["images_per_second"],
+            "index_peak_mib": peak,
+            "index_s": seconds,
+        }
     for runtime in RUNTIMES:  # searches after both indexes: the two runtimes see the same disk cache
         data = root / f"data-{runtime}"
         one_s, one_peak, _ = run_engine(["search", queries[0], "--json"], runtime, data)

@@ -131,7 +131,10 @@ def decision_cost(features: np.ndarray, people: list[str], queries: np.ndarray, 
         records = [FileRecord(row.path, 1, i, "0" * 64, 1) for i, row in enumerate(rows)]
         store.apply(Changes(rows=rows, vectors=features, records=records))
         timings = {}
-        for label, k, decide in (("k=5 matches only", 5, False), (f"k={params.neighbours} + identity", params.neighbours, True)):
+        for label, k, decide in (
+            ("k=5 matches only", 5, False),
+            (f"k={params.neighbours} + identity", params.neighbours, True),
+        ):
             times = []
             for query in queries:
                 started = time.perf_counter()
@@ -166,11 +169,17 @@ def main() -> int:
         for variant in args.variants.split(","):
             settings = EngineSettings()  # the engine's detection: padded pass and fallback face included
             plain, mirrored = load_embeddings(
-                detections, variant, embedder, fallback=settings.face_fallback_confidence, padding=settings.face_retry_padding
+                detections,
+                variant,
+                embedder,
+                fallback=settings.face_fallback_confidence,
+                padding=settings.face_retry_padding,
             )
             found = ~np.isnan(plain[:, 0])
             decision_cost(plain[found], [p for p, f in zip(detections.people, found) if f], plain[found][::40], default)
-            results = {fold: fold_answers(detections, plain, mirrored, fold, params_list, args.splits) for fold in FOLDS}
+            results = {
+                fold: fold_answers(detections, plain, mirrored, fold, params_list, args.splits) for fold in FOLDS
+            }
             d = {fold: rates(results[fold], 0, default.threshold) for fold in FOLDS}
             print(
                 f"{kind} crop={variant} DEFAULT ({describe(default)} threshold={default.threshold}): "

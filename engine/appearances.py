@@ -105,7 +105,11 @@ def appearances(store: VectorStore, query: np.ndarray, params: AppearanceParams)
     # the score is the similarity less a constant: the confident faces are the first ones
     confident = sum(1 for hit in hits[: params.expand] if hit.similarity - cohort >= params.expand_threshold)
     if not confident:
-        return [Appearance(hit, hit.similarity - cohort, hit.similarity) for hit in hits if hit.similarity - cohort >= params.threshold]
+        return [
+            Appearance(hit, hit.similarity - cohort, hit.similarity)
+            for hit in hits
+            if hit.similarity - cohort >= params.threshold
+        ]
     with_vectors = store.search(query[None], confident, with_vectors=True)[0]
     expanded = query + np.sum([_vector(hit) for hit in with_vectors], axis=0)
     expanded = expanded / np.linalg.norm(expanded)

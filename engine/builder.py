@@ -140,7 +140,9 @@ class IndexBuilder:
                 projection = self.backend.fit_projection(raw)
                 if projection is not None:
                     pending.meta[PROJECTION_KEY] = projection
-            pending.vectors = self.backend.project(raw, projection) if len(raw) else np.zeros((0, header.dim), np.float32)
+            pending.vectors = (
+                self.backend.project(raw, projection) if len(raw) else np.zeros((0, header.dim), np.float32)
+            )
             store.apply(pending)
             pending, pending_vectors, pending_images = Changes(), [], 0
 
@@ -289,4 +291,6 @@ def _rebuild_reason(old: StoreHeader, new: StoreHeader) -> str:
 
 
 def _record(item: GalleryFile, faces: int, error: str | None) -> FileRecord:
-    return FileRecord(path=item.path, size=item.size, mtime_ns=item.mtime_ns, sha256=item.sha256, faces=faces, error=error)
+    return FileRecord(
+        path=item.path, size=item.size, mtime_ns=item.mtime_ns, sha256=item.sha256, faces=faces, error=error
+    )

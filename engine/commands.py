@@ -54,12 +54,16 @@ def print_report(report: IndexReport) -> None:
         f"{report.images_per_second:.1f} images/s"
     )
     if report.rebuilt:
-        print(f"  (the index {report.rebuilt_reason or 'held vectors of other weights, settings or gallery'}: rebuilt from scratch)")
+        print(
+            f"  (the index {report.rebuilt_reason or 'held vectors of other weights, settings or gallery'}: rebuilt from scratch)"
+        )
     for line in report.skipped_files[:20]:
         print(f"  skipped {line}")
 
 
-def index(settings: EngineSettings, gallery: Path | None, model: str, *, as_json: bool = False, wait: bool = True) -> int:
+def index(
+    settings: EngineSettings, gallery: Path | None, model: str, *, as_json: bool = False, wait: bool = True
+) -> int:
     """Index each model; with `as_json`, the final report of each as one JSON object per line."""
     if not wait:
         settings = settings.model_copy(update={"index_lock_wait_s": 0.0})
@@ -86,7 +90,13 @@ def index(settings: EngineSettings, gallery: Path | None, model: str, *, as_json
 
 
 def search(
-    settings: EngineSettings, images: list[Path], model: str, k: int | None, max_faces, as_json: bool, limit: int | None = None
+    settings: EngineSettings,
+    images: list[Path],
+    model: str,
+    k: int | None,
+    max_faces,
+    as_json: bool,
+    limit: int | None = None,
 ) -> int:
     engine = Engine(settings)
     engine.check_model(model)
@@ -121,8 +131,10 @@ def search(
                 if not face.photos_total:
                     print("  not in any photo of this gallery")
                 else:
-                    print(f"  appears in {face.photos_total} photo{'s' if face.photos_total != 1 else ''}{person}"
-                          + (f", best {len(face.photos)}:" if len(face.photos) < face.photos_total else ":"))
+                    print(
+                        f"  appears in {face.photos_total} photo{'s' if face.photos_total != 1 else ''}{person}"
+                        + (f", best {len(face.photos)}:" if len(face.photos) < face.photos_total else ":")
+                    )
                 for photo in face.photos:
                     print(f"  {photo.path}  face at {list(photo.box)}  similarity {photo.similarity:.3f}")
                 continue

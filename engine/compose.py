@@ -30,7 +30,9 @@ def background(photo: np.ndarray, size: tuple[int, int], seed: int = 0) -> Image
     return Image.fromarray(np.clip(np.asarray(blurred, np.float32) + noise, 0, 255).astype(np.uint8))
 
 
-def face_crop_for_paste(photo: np.ndarray, box: tuple[int, int, int, int], face_size: int) -> tuple[Image.Image, tuple[int, int, int, int]]:
+def face_crop_for_paste(
+    photo: np.ndarray, box: tuple[int, int, int, int], face_size: int
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """The face with context, scaled so its box's longer side is `face_size`; and the face's box inside the crop."""
     x, y, w, h = box
     pad_x, pad_y = round(w * CONTEXT), round(h * CONTEXT)

@@ -236,7 +236,9 @@ class Engine:
                 self._registries[model] = PeopleRegistry(
                     s.data_dir / "people" / f"{model}.sqlite",
                     names=s.people_names,
-                    params=ClusterParams(s.cluster_threshold, s.cluster_min_faces, s.cluster_neighbours, s.cluster_regroup_growth),
+                    params=ClusterParams(
+                        s.cluster_threshold, s.cluster_min_faces, s.cluster_neighbours, s.cluster_regroup_growth
+                    ),
                 )
             return self._registries[model]
 

@@ -48,7 +48,9 @@ class ShardWorker:
             self.settings = EngineSettings(**{**settings, "models_dir": models_dir})
         self.device = probe_device("auto" if gpu else "cpu", self.settings.embed_batch_size)
         # No XLA: its query-sized graphs compile for seconds and indexing batches do not use them.
-        self.settings = self.settings.model_copy(update={"embed_batch_size": self.device.embed_batch_size, "xla": False})
+        self.settings = self.settings.model_copy(
+            update={"embed_batch_size": self.device.embed_batch_size, "xla": False}
+        )
         self.backend = BACKENDS[model](self.settings)
         self.backend.require()
         self.preparer = Preparer(self.settings, self.backend)
@@ -111,9 +113,7 @@ def check_reachable(address: str) -> None:
     target = address.split("://", 1)[-1]
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
-        raise ClusterUnavailableError(
-            f"Ray address {address!r} is not 'local', 'auto', host:port or ray://host:port"
-        )
+        raise ClusterUnavailableError(f"Ray address {address!r} is not 'local', 'auto', host:port or ray://host:port")
     try:
         with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
             pass

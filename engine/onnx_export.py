@@ -47,7 +47,10 @@ def graphs_current(models_dir: Path, sources: dict[str, str]) -> bool:
         graphs = manifest["graphs"]
         if manifest["sources"] != sources or set(graphs) != {FACENET_GRAPH, *MTCNN_GRAPHS.values()}:
             return False
-        return all((models_dir / name).is_file() and file_sha256(models_dir / name) == entry["sha256"] for name, entry in graphs.items())
+        return all(
+            (models_dir / name).is_file() and file_sha256(models_dir / name) == entry["sha256"]
+            for name, entry in graphs.items()
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -150,7 +153,9 @@ def _convert_mtcnn(images: list[np.ndarray]) -> tuple[dict[str, bytes], dict]:
         if len(found):
             off = float(np.abs(found[:, [1, 2, 3, 4, *range(6, 16)]] - expected[:, [1, 2, 3, 4, *range(6, 16)]]).max())
             if off > MAX_PIXELS_OFF:
-                raise FetchError(f"MTCNN on ONNX Runtime puts a box or landmark {off:.2f} px off in sample photo {number}")
+                raise FetchError(
+                    f"MTCNN on ONNX Runtime puts a box or landmark {off:.2f} px off in sample photo {number}"
+                )
             worst = max(worst, off)
     return graphs, {"mtcnn_photos": len(images), "mtcnn_max_pixels_off": worst}
 
@@ -189,8 +194,12 @@ def _convert_facenet(weights: Path, images: list[np.ndarray]) -> tuple[bytes, di
 
     worst = 1.0
     for flip in (False, True):
-        cosines = np.sum(keras_net.embed(crops, flip=flip) * embed_crops(onnx_forward, crops, batch_size=32, flip=flip), axis=1)
+        cosines = np.sum(
+            keras_net.embed(crops, flip=flip) * embed_crops(onnx_forward, crops, batch_size=32, flip=flip), axis=1
+        )
         worst = min(worst, float(cosines.min()))
     if worst < MIN_COSINE:
-        raise FetchError(f"FaceNet's ONNX graph gives vectors at cosine {worst:.7f} from Keras' (needs {MIN_COSINE}): not accepted")
+        raise FetchError(
+            f"FaceNet's ONNX graph gives vectors at cosine {worst:.7f} from Keras' (needs {MIN_COSINE}): not accepted"
+        )
     return graph, {"facenet_faces": len(crops), "facenet_min_cosine": worst}

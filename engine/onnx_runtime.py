@@ -87,12 +87,14 @@ def onnxruntime_module():
     try:
         import onnxruntime
     except ImportError as error:
-        raise ModelUnavailableError(f"ENGINE_RUNTIME=onnx needs the onnxruntime package ({error}); {INSTALL_HINT}") from None
+        raise ModelUnavailableError(
+            f"ENGINE_RUNTIME=onnx needs the onnxruntime package ({error}); {INSTALL_HINT}"
+        ) from None
     return onnxruntime
 
 
 def resolve_runtime(choice: str, models_dir: Path) -> str:
-    """"onnx" or "keras" for ENGINE_RUNTIME=`choice` ("auto": onnx when onnxruntime and the manifest are there)."""
+    """ "onnx" or "keras" for ENGINE_RUNTIME=`choice` ("auto": onnx when onnxruntime and the manifest are there)."""
     if choice != "auto":
         return choice
     if not manifest_path(models_dir).is_file():
@@ -157,7 +159,9 @@ def source_sha256(models_dir: Path, name: str) -> str:
     """The sha256 of the weights a graph was converted from (the fingerprint's, under both runtimes)."""
     value = read_manifest(models_dir)["sources"].get(name)
     if not value:
-        raise ModelUnavailableError(f"the manifest {manifest_path(models_dir)} names no source for {name}; {FETCH_HINT}")
+        raise ModelUnavailableError(
+            f"the manifest {manifest_path(models_dir)} names no source for {name}; {FETCH_HINT}"
+        )
     return value
 
 
@@ -180,7 +184,9 @@ class OnnxFaceNet:
             if self._session is None:
                 self._session = open_session(self.models_dir, FACENET_GRAPH, self.config, gpu=True, arena=False)
                 self._input = self._session.get_inputs()[0].name
-                self._forward(np.zeros((2, FACENET_INPUT_SIZE, FACENET_INPUT_SIZE, 3), np.float32))  # a query and its mirror
+                self._forward(
+                    np.zeros((2, FACENET_INPUT_SIZE, FACENET_INPUT_SIZE, 3), np.float32)
+                )  # a query and its mirror
 
     @property
     def providers(self) -> list[str]:

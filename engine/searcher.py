@@ -121,13 +121,14 @@ class Searcher:
                     box=region.box,
                     confidence=region.confidence,
                     matches=to_matches(face_hits[:k], gallery),
-                    identity=identify([hit.row.name for hit in face_hits], [hit.similarity for hit in face_hits], params),
+                    identity=identify(
+                        [hit.row.name for hit in face_hits], [hit.similarity for hit in face_hits], params
+                    ),
                 )
                 for region, face_hits in zip(regions, hits)
             ]
         ms["search"] = (time.perf_counter() - started) * 1000
         return SearchResult(image=name, model=self.backend.name, faces=faces, ms=ms)
-
 
     def _photos_result(self, region, vector, nearest: list[Hit], gallery: Path, limit: int | None) -> FaceResult:
         photos = self.photos_for(vector)

@@ -88,9 +88,11 @@ def test_an_index_built_on_one_runtime_is_searched_on_the_other(indexed_engine, 
     """The documented rule: one fingerprint for both runtimes (the Keras weights' sha256), same top-1 answers."""
     onnx_backend, keras_backend = indexed_engine.backends["facenet"], keras_engine.backends["facenet"]
     assert onnx_backend.fingerprint() == keras_backend.fingerprint()
-    assert onnx_backend.weights_sha256() == keras_backend.weights_sha256() == json.loads(
-        (MODELS_DIR / MANIFEST).read_text()
-    )["sources"][FACENET_WEIGHTS.name]
+    assert (
+        onnx_backend.weights_sha256()
+        == keras_backend.weights_sha256()
+        == json.loads((MODELS_DIR / MANIFEST).read_text())["sources"][FACENET_WEIGHTS.name]
+    )
     # the keras engine searches the index the onnx engine built (same DATA_DIR)
     assert keras_engine.settings.data_dir == indexed_engine.settings.data_dir
     keras_engine.refresh()  # its store was opened before the session index was built
@@ -131,7 +133,9 @@ REPORT_MODULES = (
 )
 
 
-def _engine_process(args: list[str], models: Path, data: Path, runtime: str, prelude: str = "") -> subprocess.CompletedProcess:
+def _engine_process(
+    args: list[str], models: Path, data: Path, runtime: str, prelude: str = ""
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
     env.update(
         MODELS_DIR=str(models), DATA_DIR=str(data), ENGINE_RUNTIME=runtime, TF_CPP_MIN_LOG_LEVEL="3",
@@ -174,7 +178,9 @@ def test_the_bot_on_onnx_never_imports_tensorflow(indexed_engine, tmp_path):
         MODELS_DIR=str(models), DATA_DIR=str(data), ENGINE_RUNTIME="onnx", TF_CPP_MIN_LOG_LEVEL="3",
         PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
     )  # fmt: skip
-    run = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-2:] == [f"TOP {person_of(JERRY)}", "LOADED []"]
 

@@ -85,7 +85,9 @@ def any_store(request, tmp_path):
 
         store = MilvusStore(str(tmp_path / "faces.db"), model="facenet")
     else:
-        store = LocalStore(tmp_path / "store", ann_threshold=10 if request.param == "local-hnsw" else 50_000, merge_min=5)
+        store = LocalStore(
+            tmp_path / "store", ann_threshold=10 if request.param == "local-hnsw" else 50_000, merge_min=5
+        )
     yield store
     store.close()
 
@@ -151,7 +153,9 @@ def test_a_named_person_keeps_its_id_and_name_through_additions_removals_and_rec
 
     named = madonna()
     other = max(persons_by_folder(reg).items(), key=lambda item: item[1]["Elton_John"])[0]
-    assert reg.name(named, "  Madonna\u3000Ciccone ").name == "Madonna Ciccone"  # NFKC: the ideographic space is a space
+    assert (
+        reg.name(named, "  Madonna\u3000Ciccone ").name == "Madonna Ciccone"
+    )  # NFKC: the ideographic space is a space
     before = len(reg.get(named).faces)
 
     add(store, [rows[i] for i in rest], vectors[rest])
@@ -328,7 +332,12 @@ def run_cli(engine, *args) -> subprocess.CompletedProcess:
         PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
     )  # fmt: skip
     return subprocess.run(
-        [sys.executable, "-m", "engine", "people", *args], cwd=engine.settings.data_dir, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "engine", "people", *args],
+        cwd=engine.settings.data_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

@@ -32,8 +32,13 @@ def _base_store(root: Path, files: int = 20) -> LocalStore:
 
 
 def _spawn(*args: str, stdin: str = "") -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, str(PROC), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(PROC), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     proc.stdin.write(stdin)
     proc.stdin.close()
     proc.stdin = None  # communicate() must not flush it again

@@ -36,6 +36,7 @@ class ModelBackend(ABC):
     """One embedding model. `load()` is idempotent; everything that needs the networks calls it."""
 
     name: str
+
     @property
     def dim(self) -> int:
         """Length of the stored vectors (after the projection, if any)."""
@@ -86,7 +87,11 @@ class ModelBackend(ABC):
     def fingerprint(self) -> str:
         """Weights checksum and vector-changing settings in one hash (computed once: every search checks it)."""
         if self._fingerprint is None:
-            described = {"model": self.name, "weights_sha256": self.weights_sha256(), "pipeline": self.pipeline_params()}
+            described = {
+                "model": self.name,
+                "weights_sha256": self.weights_sha256(),
+                "pipeline": self.pipeline_params(),
+            }
             self._fingerprint = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
         return self._fingerprint
 

@@ -67,7 +67,9 @@ _faces = sa.Table(
     sa.Column("person_id", sa.Integer, nullable=True, index=True),
     sa.Column("excluded", sa.Boolean, nullable=False, default=False),
 )
-_files = sa.Table("files", _metadata, sa.Column("path", sa.String, primary_key=True), sa.Column("sha256", sa.String, nullable=False))
+_files = sa.Table(
+    "files", _metadata, sa.Column("path", sa.String, primary_key=True), sa.Column("sha256", sa.String, nullable=False)
+)
 _state = sa.Table("state", _metadata, sa.Column("key", sa.String, primary_key=True), sa.Column("value", sa.String))
 
 
@@ -146,14 +148,20 @@ _BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u20
 class PeopleRegistry:
     """Persons of one model's gallery (see the module docstring). Safe to share between processes."""
 
-    def __init__(self, path: Path, *, names: NameSource = "folders", params: ClusterParams, lock_timeout: float = 600.0):
+    def __init__(
+        self, path: Path, *, names: NameSource = "folders", params: ClusterParams, lock_timeout: float = 600.0
+    ):
         self.path = Path(path)
         self.names = names
         self.params = params
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._engine = sa.create_engine(f"sqlite:///{self.path}")
         sa.event.listen(self._engine, "connect", _sqlite_pragmas)
-        sa.event.listen(self._engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN"))
+        sa.event.listen(
+            self._engine,
+            "begin",
+            lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN"),
+        )
         self._lock = FileLock(str(self.path.with_suffix(".lock")), thread_local=False)
         self._lock_timeout = lock_timeout
         with self._engine.begin() as conn:
@@ -196,11 +204,15 @@ class PeopleRegistry:
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(_persons).where(_persons.c.id == person_id)).first()
             faces = conn.execute(
-                sa.select(_faces.c.path, _faces.c.x, _faces.c.y, _faces.c.w, _faces.c.h).where(_faces.c.person_id == person_id)
+                sa.select(_faces.c.path, _faces.c.x, _faces.c.y, _faces.c.w, _faces.c.h).where(
+                    _faces.c.person_id == person_id
+                )
             ).all()
         if row is None:
             raise PersonNotFoundError(f"no person with id {person_id} (python -m engine people lists them)")
-        return Person(row.id, row.name, bool(row.hidden), _ordered([FaceRef(f.path, (f.x, f.y, f.w, f.h)) for f in faces]))
+        return Person(
+            row.id, row.name, bool(row.hidden), _ordered([FaceRef(f.path, (f.x, f.y, f.w, f.h)) for f in faces])
+        )
 
     def person_of(self, faces: Sequence[FaceRow | FaceRef]) -> builtins.list[PersonRef | None]:
         """The visible person of each face (a store row or a FaceRef), or None: waiting, taken out, hidden, unknown."""
@@ -209,7 +221,9 @@ class PeopleRegistry:
         with self._engine.connect() as conn:
             for part in _chunks(sorted({k[0] for k in keys}), 500):
                 query = (
-                    sa.select(_faces.c.path, _faces.c.x, _faces.c.y, _faces.c.w, _faces.c.h, _persons.c.id, _persons.c.name)
+                    sa.select(
+                        _faces.c.path, _faces.c.x, _faces.c.y, _faces.c.w, _faces.c.h, _persons.c.id, _persons.c.name
+                    )
                     .join(_persons, _persons.c.id == _faces.c.person_id)
                     .where(_faces.c.path.in_(part), _persons.c.hidden.is_(False))
                 )
@@ -227,7 +241,11 @@ class PeopleRegistry:
     def waiting(self) -> int:
         """Faces waiting for a person (not taken out by hand)."""
         with self._engine.connect() as conn:
-            query = sa.select(sa.func.count()).select_from(_faces).where(_faces.c.person_id.is_(None), _faces.c.excluded.is_(False))
+            query = (
+                sa.select(sa.func.count())
+                .select_from(_faces)
+                .where(_faces.c.person_id.is_(None), _faces.c.excluded.is_(False))
+            )
             return int(conn.execute(query).scalar() or 0)
 
     # --- editing by hand -----------------------------------------------------------------
@@ -242,7 +260,9 @@ class PeopleRegistry:
                 sa.select(_persons.c.id).where(_persons.c.name == text, _persons.c.id != person.id)
             ).scalar()
             if other is not None:
-                raise BadPersonNameError(f"person {other} is already named {text!r}: merge them with `people merge {other} {person.id}`")
+                raise BadPersonNameError(
+                    f"person {other} is already named {text!r}: merge them with `people merge {other} {person.id}`"
+                )
             conn.execute(_persons.update().where(_persons.c.id == person.id).values(name=text))
         return PersonRef(person.id, text)
 
@@ -274,7 +294,9 @@ class PeopleRegistry:
         They are never put back by a sync or a re-cluster (until the photo changes). Returns the faces taken out.
         """
         with self._writing() as conn:
-            query = sa.select(_faces.c.path, _faces.c.x, _faces.c.y, _faces.c.w, _faces.c.h).where(_faces.c.path == path)
+            query = sa.select(_faces.c.path, _faces.c.x, _faces.c.y, _faces.c.w, _faces.c.h).where(
+                _faces.c.path == path
+            )
             if box is not None:
                 x, y, w, h = box
                 query = query.where(_faces.c.x == x, _faces.c.y == y, _faces.c.w == w, _faces.c.h == h)
@@ -285,7 +307,13 @@ class PeopleRegistry:
             for f in found:
                 conn.execute(
                     _faces.update()
-                    .where(_faces.c.path == f.path, _faces.c.x == f.x, _faces.c.y == f.y, _faces.c.w == f.w, _faces.c.h == f.h)
+                    .where(
+                        _faces.c.path == f.path,
+                        _faces.c.x == f.x,
+                        _faces.c.y == f.y,
+                        _faces.c.w == f.w,
+                        _faces.c.h == f.h,
+                    )
                     .values(person_id=None, excluded=True)
                 )
             _drop_empty_persons(conn)
@@ -334,7 +362,9 @@ class PeopleRegistry:
         with self._engine.connect() as conn:
             known: dict[str, str] = dict(conn.execute(sa.select(_files.c.path, _files.c.sha256)).all())
             state: dict[str, str] = dict(conn.execute(sa.select(_state.c.key, _state.c.value)).all())
-        full = full or state.get("fingerprint", fingerprint) != fingerprint or state.get("names", self.names) != self.names
+        full = (
+            full or state.get("fingerprint", fingerprint) != fingerprint or state.get("names", self.names) != self.names
+        )
         if not full and state.get("store_version") == store.version and header is not None:
             return report  # nothing written to the store since the last sync
         gone = {p for p in known if current.get(p) != known[p]}
@@ -344,9 +374,7 @@ class PeopleRegistry:
         for p in new - set(known):
             new_by_sha.setdefault(current[p], []).append(p)
         moves = {
-            old: new_by_sha[known[old]][0]
-            for old in gone - set(current)
-            if len(new_by_sha.get(known[old], [])) == 1
+            old: new_by_sha[known[old]][0] for old in gone - set(current) if len(new_by_sha.get(known[old], [])) == 1
         }
         if len(set(moves.values())) != len(moves) or self.names == "folders":
             # two old paths onto one new one: removed and added; in the people layout the folder is the person
@@ -405,7 +433,9 @@ class PeopleRegistry:
             if files:
                 conn.execute(_files.insert(), files)
             if created:
-                conn.execute(_persons.insert(), [{"id": i, "name": name, "hidden": False} for i, name in sorted(created.items())])
+                conn.execute(
+                    _persons.insert(), [{"id": i, "name": name, "hidden": False} for i, name in sorted(created.items())]
+                )
             arrived = new_keys | {k for k in kept if k[0] in set(moves.values())}
             inserts = [
                 {"path": k[0], "x": k[1][0], "y": k[1][1], "w": k[1][2], "h": k[1][3],
@@ -432,7 +462,9 @@ class PeopleRegistry:
             report.persons = int(conn.execute(sa.select(sa.func.count()).select_from(_persons)).scalar() or 0)
             report.waiting = int(
                 conn.execute(
-                    sa.select(sa.func.count()).select_from(_faces).where(_faces.c.person_id.is_(None), _faces.c.excluded.is_(False))
+                    sa.select(sa.func.count())
+                    .select_from(_faces)
+                    .where(_faces.c.person_id.is_(None), _faces.c.excluded.is_(False))
                 ).scalar()
                 or 0
             )
@@ -479,11 +511,20 @@ class PeopleRegistry:
             keys = list(universe)
             _, next_id = assign(searched, neighbours, array, self.params, next_id, keys)
             person[:] = array.tolist()
-            todo = sorted({keys[j] for i in searched for j in neighbours.index[i] if person[j] == NO_PERSON and j not in neighbours.index})
+            todo = sorted(
+                {
+                    keys[j]
+                    for i in searched
+                    for j in neighbours.index[i]
+                    if person[j] == NO_PERSON and j not in neighbours.index
+                }
+            )
             if not todo:
                 break
         keys = list(universe)
-        assignment = {keys[i]: (p if p >= 0 else None) for i, p in enumerate(person) if keys[i] in kept and p != EXCLUDED}
+        assignment = {
+            keys[i]: (p if p >= 0 else None) for i, p in enumerate(person) if keys[i] in kept and p != EXCLUDED
+        }
         created = {p: None for p in set(assignment.values()) if p is not None and p >= first_new}
         return assignment, created, next_id
 
@@ -515,7 +556,9 @@ class PeopleRegistry:
         assign(pending, neighbours, person, self.params, first_temporary, keys)
         # new groups take the ids of the unnamed persons they overlap most (largest overlaps first)
         overlap = Counter(
-            (int(person[i]), int(old[i])) for i in pending if person[i] >= first_temporary and old[i] >= 0 and old[i] not in kept_persons
+            (int(person[i]), int(old[i]))
+            for i in pending
+            if person[i] >= first_temporary and old[i] >= 0 and old[i] not in kept_persons
         )
         renumber: dict[int, int] = {}
         taken: set[int] = set()
@@ -573,7 +616,9 @@ def _vectors_for(store: VectorStore, keys: list[Key]) -> dict[Key, np.ndarray]:
     return out
 
 
-def _search_into(store, keys: list[Key], vectors: np.ndarray, params: ClusterParams, position, neighbours: Neighbours) -> None:
+def _search_into(
+    store, keys: list[Key], vectors: np.ndarray, params: ClusterParams, position, neighbours: Neighbours
+) -> None:
     """Ask the store for each face's neighbours and keep the close ones (itself left out)."""
     for start in range(0, len(keys), SEARCH_BATCH):
         hits = store.search(vectors[start : start + SEARCH_BATCH], params.neighbours + 1)

@@ -156,6 +156,8 @@ class VectorStore(Protocol):
 
     def close(self) -> None: ...
 
-    def face_vectors(self, paths: Iterable[str] | None = None, chunk: int = 20_000) -> Iterator[tuple[list[FaceRow], np.ndarray]]:
+    def face_vectors(
+        self, paths: Iterable[str] | None = None, chunk: int = 20_000
+    ) -> Iterator[tuple[list[FaceRow], np.ndarray]]:
         """The rows of the faces of the gallery files `paths` (None: every face) with their stored vectors,
         as (rows, (len(rows), dim) float32 array) chunks of at most `chunk` rows (people clustering reads them)."""

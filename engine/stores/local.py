@@ -309,7 +309,9 @@ class LocalStore:
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(deleted))
             selector._keep = deleted  # type: ignore[attr-defined]  # the batch selector copies ids, but keep the array with it anyway
         header = StoreHeader(**json.loads(state["header"])) if state.get("header") else None
-        return _Snapshot(state.get("version", ""), int(state.get("count", 0)), header, tuple(segments), deleted, selector)
+        return _Snapshot(
+            state.get("version", ""), int(state.get("count", 0)), header, tuple(segments), deleted, selector
+        )
 
     # --- writing -------------------------------------------------------------------------
 
@@ -383,7 +385,9 @@ class LocalStore:
                     conn.execute(_faces.update().where(_faces.c.path == old).values(path=new, name=name))
                     conn.execute(_files.update().where(_files.c.path == old).values(path=new))
                 # a record for a moved file replaces the record that moved with it
-                _delete_paths(conn, {f.path for f in changes.records} & {new for new, _ in changes.moves.values()}, rows=False)
+                _delete_paths(
+                    conn, {f.path for f in changes.records} & {new for new, _ in changes.moves.values()}, rows=False
+                )
                 for start in range(0, len(changes.rows), 50_000):
                     conn.execute(
                         _faces.insert(),
@@ -396,7 +400,14 @@ class LocalStore:
                     conn.execute(
                         _files.insert(),
                         [
-                            {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "sha256": f.sha256, "faces": f.faces, "error": f.error}
+                            {
+                                "path": f.path,
+                                "size": f.size,
+                                "mtime_ns": f.mtime_ns,
+                                "sha256": f.sha256,
+                                "faces": f.faces,
+                                "error": f.error,
+                            }
                             for f in changes.records
                         ],
                     )
@@ -412,14 +423,22 @@ class LocalStore:
                 # tombstones: every deleted id still held by a segment file
                 dropped = np.setdiff1d(snap.deleted, plan.tombstones)
                 for start in range(0, len(dropped), 500):
-                    conn.execute(_tombstones.delete().where(_tombstones.c.id.in_(dropped[start : start + 500].tolist())))
+                    conn.execute(
+                        _tombstones.delete().where(_tombstones.c.id.in_(dropped[start : start + 500].tolist()))
+                    )
                 added = np.setdiff1d(plan.tombstones, snap.deleted)
                 if len(added):
                     conn.execute(_tombstones.insert(), [{"id": int(i)} for i in added])
                 conn.execute(_segments.delete())
                 if plan.segments:
-                    conn.execute(_segments.insert(), [{"name": n, "kind": k, "vectors": v} for n, k, v in plan.segments])
-                for key, state_value in (("version", uuid.uuid4().hex), ("next_id", str(next_id + len(new_ids))), ("count", str(count))):
+                    conn.execute(
+                        _segments.insert(), [{"name": n, "kind": k, "vectors": v} for n, k, v in plan.segments]
+                    )
+                for key, state_value in (
+                    ("version", uuid.uuid4().hex),
+                    ("next_id", str(next_id + len(new_ids))),
+                    ("count", str(count)),
+                ):
                     conn.execute(_state.update().where(_state.c.key == key).values(value=state_value))
             self.refresh()
             self._delete_segments(plan.superseded)
@@ -537,7 +556,9 @@ class LocalStore:
         self._snapshot = _EMPTY
         self._engine.dispose()
 
-    def face_vectors(self, paths: Iterable[str] | None = None, chunk: int = 20_000) -> Iterator[tuple[list[FaceRow], np.ndarray]]:
+    def face_vectors(
+        self, paths: Iterable[str] | None = None, chunk: int = 20_000
+    ) -> Iterator[tuple[list[FaceRow], np.ndarray]]:
         """The rows and stored vectors of the faces of `paths` (None: every face), in chunks of at most `chunk`.
 
         Reads the committed state as of this call's refresh(); a row committed after it is left out.
@@ -591,7 +612,16 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 def _face_columns(row: FaceRow) -> dict:
     x, y, w, h = row.box
     landmarks = None if row.landmarks is None else json.dumps([list(point) for point in row.landmarks])
-    return {"path": row.path, "name": row.name, "x": x, "y": y, "w": w, "h": h, "confidence": row.confidence, "landmarks": landmarks}
+    return {
+        "path": row.path,
+        "name": row.name,
+        "x": x,
+        "y": y,
+        "w": w,
+        "h": h,
+        "confidence": row.confidence,
+        "landmarks": landmarks,
+    }
 
 
 def _face_row(r) -> FaceRow:
