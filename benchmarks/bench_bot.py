@@ -35,13 +35,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from bot_helpers import person_photo
-from fake_bot_api import TOKEN, FakeBotAPI
-from helpers_engine import CLEAR_FACES, SAMPLE_GALLERY
-
-from bot.app import build_application, running
-from bot.settings import Settings
-from engine import Engine
+# imported after the sys.path lines above (the repo and tests/ helpers) and TF_CPP_MIN_LOG_LEVEL
+from bot.app import build_application, running  # noqa: E402
+from bot.settings import Settings  # noqa: E402
+from bot_helpers import person_photo  # noqa: E402
+from engine import Engine  # noqa: E402
+from fake_bot_api import TOKEN, FakeBotAPI  # noqa: E402
+from helpers_engine import CLEAR_FACES, SAMPLE_GALLERY  # noqa: E402
 
 ALBUM_METHODS = ("sendMediaGroup", "sendPhoto")
 

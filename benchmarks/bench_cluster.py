@@ -171,7 +171,12 @@ def dlib_encodings(kind: str, rows: list[FaceRow], tag: str, compute: bool = Tru
     for n, row in enumerate(rows):
         image = face_recognition.load_image_file(LFW / kind / row.path)
         x, y, w, h = row.box
-        location = (max(0, y), min(image.shape[1], x + w), min(image.shape[0], y + h), max(0, x))  # top, right, bottom, left
+        location = (
+            max(0, y),
+            min(image.shape[1], x + w),
+            min(image.shape[0], y + h),
+            max(0, x),
+        )  # top, right, bottom, left
         out[n] = face_recognition.face_encodings(image, known_face_locations=[location])[0]
         if n % 500 == 0:
             print(f"  dlib {kind} {tag}: {n}/{len(rows)} in {time.perf_counter() - started:.0f} s", flush=True)
@@ -182,7 +187,9 @@ def dlib_encodings(kind: str, rows: list[FaceRow], tag: str, compute: bool = Tru
 def chinese_whispers(encodings: np.ndarray) -> list:
     import dlib
 
-    return list(dlib.chinese_whispers_clustering([dlib.vector(e.astype(float).tolist()) for e in encodings], DLIB_THRESHOLD))
+    return list(
+        dlib.chinese_whispers_clustering([dlib.vector(e.astype(float).tolist()) for e in encodings], DLIB_THRESHOLD)
+    )
 
 
 def run_lfw(kinds: list[str], runs: int, dlib_compute: bool, dlib_letters: str) -> None:
@@ -195,7 +202,9 @@ def run_lfw(kinds: list[str], runs: int, dlib_compute: bool, dlib_letters: str) 
         print("face_recognition is not installed: no Chinese whispers baseline")
     for kind in kinds:
         rows, vectors, people, faceless = lfw_faces(kind)
-        print(f"\n{kind}: {len(rows)} photos with a face ({faceless} without one, left out for every method)", flush=True)
+        print(
+            f"\n{kind}: {len(rows)} photos with a face ({faceless} without one, left out for every method)", flush=True
+        )
         folds = {name: [i for i, p in enumerate(people) if p[0].upper() in letters] for name, letters in FOLDS.items()}
         for tune, report in (("A-F", "G-L"), ("G-L", "A-F")):
             best = None
@@ -245,7 +254,11 @@ def grid_search(rows, vectors, people, index: list[int]):
         hits = store.search(vectors[index], NEIGHBOURS + 1)
         store.close()
     near = [
-        [(position[(h.row.path, tuple(h.row.box))], h.similarity) for h in found if (h.row.path, tuple(h.row.box)) != keys[n]][:NEIGHBOURS]
+        [
+            (position[(h.row.path, tuple(h.row.box))], h.similarity)
+            for h in found
+            if (h.row.path, tuple(h.row.box)) != keys[n]
+        ][:NEIGHBOURS]
         for n, found in enumerate(hits)
     ]
     truth = [people[i] for i in index]
@@ -324,13 +337,24 @@ def _peak_rss_mb() -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", default="deepfunneled,original_150px")
-    parser.add_argument("--runs", type=int, default=4, help="index runs the photos arrive in (reported besides one run)")
-    parser.add_argument("--dlib", action="store_true", help="compute face_recognition's encodings when not cached (slow)")
-    parser.add_argument("--dlib-letters", default="ABCDEFGHIJKL",
-                        help="Chinese whispers side by side on the people whose names start with these letters (of the fold reported on)")
-    parser.add_argument("--dlib-only", metavar="KIND:LETTERS", help="only cache face_recognition's encodings of these people")
+    parser.add_argument(
+        "--runs", type=int, default=4, help="index runs the photos arrive in (reported besides one run)"
+    )
+    parser.add_argument(
+        "--dlib", action="store_true", help="compute face_recognition's encodings when not cached (slow)"
+    )
+    parser.add_argument(
+        "--dlib-letters",
+        default="ABCDEFGHIJKL",
+        help="Chinese whispers side by side on the people whose names start with these letters (of the fold reported on)",
+    )
+    parser.add_argument(
+        "--dlib-only", metavar="KIND:LETTERS", help="only cache face_recognition's encodings of these people"
+    )
     parser.add_argument("--scale", type=int, help="cost on this many synthetic face-like vectors instead of LFW")
-    parser.add_argument("--threshold", type=float, help="with --scale: the clustering threshold (default: the settings')")
+    parser.add_argument(
+        "--threshold", type=float, help="with --scale: the clustering threshold (default: the settings')"
+    )
     parser.add_argument("--min-faces", type=int, help="with --scale: min faces (default: the settings')")
     args = parser.parse_args()
     if args.dlib_only:

@@ -63,8 +63,13 @@ def main() -> int:
     if not gallery.is_dir() or not settings.facenet_weights.is_file():
         print("needs the sample gallery and the weights: python -m engine models fetch")
         return 0
-    base = FaceDetector(max_side=settings.detect_max_side, min_face_size=20, confidence=settings.face_confidence,
-                        fallback_confidence=settings.face_fallback_confidence, retry_padding=settings.face_retry_padding)
+    base = FaceDetector(
+        max_side=settings.detect_max_side,
+        min_face_size=20,
+        confidence=settings.face_confidence,
+        fallback_confidence=settings.face_fallback_confidence,
+        retry_padding=settings.face_retry_padding,
+    )
     sources = source_faces(base, gallery)
     print(f"{len(sources)} source faces; {args.faces} faces a photo, sizes {SIZES} px, {args.photos} photos per size")
     for size in ((4000, 3000), (6000, 4000)):
@@ -88,8 +93,11 @@ def main() -> int:
                 found += len(matched)
                 pasted += len(placed)
                 missed_sizes += [max(placed[i].box[2:]) for i in range(len(placed)) if i not in matched]
-            print(f"{size[0]}x{size[1]} at max side {side:5d}: found {found}/{pasted}, false {false}, "
-                  f"{seconds / len(photos):.2f} s/photo; missed face sizes {sorted(missed_sizes)}", flush=True)
+            print(
+                f"{size[0]}x{size[1]} at max side {side:5d}: found {found}/{pasted}, false {false}, "
+                f"{seconds / len(photos):.2f} s/photo; missed face sizes {sorted(missed_sizes)}",
+                flush=True,
+            )
     return 0
 
 

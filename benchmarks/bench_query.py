@@ -37,9 +37,13 @@ def main() -> int:
         return 0
     base = EngineSettings()
     # the A-L index lives apart from the bot's: DATA_DIR/bench/<variant> as this engine's DATA_DIR
-    engine = Engine(base.model_copy(update={"data_dir": base.data_dir / "bench" / args.variant, "gallery_dir": gallery}))
+    engine = Engine(
+        base.model_copy(update={"data_dir": base.data_dir / "bench" / args.variant, "gallery_dir": gallery})
+    )
     report = engine.build_index("facenet", gallery)
-    print(f"index: {engine.index_info('facenet').count} faces ({report.unchanged} images unchanged, {report.added} added)")
+    print(
+        f"index: {engine.index_info('facenet').count} faces ({report.unchanged} images unchanged, {report.added} added)"
+    )
     paths = list_gallery_images(gallery)[:: max(1, 8000 // args.queries)][: args.queries]
     payloads = [p.read_bytes() for p in paths]
     for data in payloads[:5]:
@@ -52,7 +56,9 @@ def main() -> int:
         for key in parts:
             parts[key].append(result.ms[key])
     print(f"{len(payloads)} queries, k=5, one face each on average, engine warm:")
-    print(f"  total : p50 {np.percentile(totals, 50):6.1f} ms  p95 {np.percentile(totals, 95):6.1f} ms (decode included)")
+    print(
+        f"  total : p50 {np.percentile(totals, 50):6.1f} ms  p95 {np.percentile(totals, 95):6.1f} ms (decode included)"
+    )
     for key, values in parts.items():
         print(f"  {key:6}: p50 {np.percentile(values, 50):6.1f} ms  p95 {np.percentile(values, 95):6.1f} ms")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

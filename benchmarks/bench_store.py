@@ -44,7 +44,6 @@ DIM = 128
 PER_PERSON = 10
 
 
-
 # Real FaceNet embeddings are far from uniform on the sphere: on LFW (8,285 faces) their covariance has a
 # participation ratio of 43 (46 directions hold 90% of the variance) and their mean has norm 0.23, so two
 # random people's faces are at cosine 0.04 ± 0.15, not 0 ± 0.09. `--data facelike` draws the identities
@@ -63,8 +62,15 @@ def identity_centres(count: int, dim: int, rng: np.random.Generator, data_kind: 
     return l2_normalize(raw)
 
 
-def synthetic(n: int, dim: int, rng: np.random.Generator, per_identity: int = 10, noise: float = 0.6, out=None,
-              data_kind: str = "uniform"):
+def synthetic(
+    n: int,
+    dim: int,
+    rng: np.random.Generator,
+    per_identity: int = 10,
+    noise: float = 0.6,
+    out=None,
+    data_kind: str = "uniform",
+):
     """Vectors shaped like face embeddings: `n // per_identity` identities, each a few noisy unit vectors.
 
     `out`: an array to fill (a memory-mapped file at 10M faces, so the 5 GB of vectors stay out of RSS).
@@ -159,7 +165,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--faces", type=int, default=100_000)
     parser.add_argument("--store", choices=("local", "milvus-lite"), default="local")
-    parser.add_argument("--data", choices=("uniform", "facelike"), default="uniform", help="how identities are drawn (see FACELIKE_DECAY)")
+    parser.add_argument(
+        "--data",
+        choices=("uniform", "facelike"),
+        default="uniform",
+        help="how identities are drawn (see FACELIKE_DECAY)",
+    )
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--batch", type=int, default=100_000, help="faces per apply() while building")
     parser.add_argument("--dir", type=Path, default=ROOT / "data" / "bench")
@@ -230,29 +241,38 @@ def main() -> int:
     np.save(queries_file, queries)
     child = subprocess.run(
         [sys.executable, __file__, "--store", args.store, "--rss-child", str(target), str(queries_file)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     memory = json.loads(child.stdout.strip().splitlines()[-1])
-    rounded = lambda value, digits: None if value is None else round(value, digits)
-    print(json.dumps({
-        "store": args.store,
-        "faces": args.faces,
-        "data": args.data,
-        "count": count,
-        "generate_s": round(generate_s, 1),
-        "build_s": rounded(build_s, 1),
-        "add_1000_s": rounded(add_1000_s, 3),
-        "remove_person_s": rounded(remove_person_s, 3),
-        "search_p50_ms": round(float(np.percentile(times, 50)) * 1000, 3),
-        "search_p95_ms": round(float(np.percentile(times, 95)) * 1000, 3),
-        "search_cpu_p50_ms": round(float(np.percentile(cpu, 50)) * 1000, 3),
-        "recall_at_10": round(float(np.mean(recall)), 4),
-        "rss_mb": memory["rss_mb"],
-        "rss_total_mb": memory["rss_total_mb"],
-        "disk_mb": round(sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) / 2**20),
-        "queries": args.queries,
-        "load_avg_1m": round(os.getloadavg()[0], 1),
-    }))
+
+    def rounded(value, digits):
+        return None if value is None else round(value, digits)
+
+    print(
+        json.dumps(
+            {
+                "store": args.store,
+                "faces": args.faces,
+                "data": args.data,
+                "count": count,
+                "generate_s": round(generate_s, 1),
+                "build_s": rounded(build_s, 1),
+                "add_1000_s": rounded(add_1000_s, 3),
+                "remove_person_s": rounded(remove_person_s, 3),
+                "search_p50_ms": round(float(np.percentile(times, 50)) * 1000, 3),
+                "search_p95_ms": round(float(np.percentile(times, 95)) * 1000, 3),
+                "search_cpu_p50_ms": round(float(np.percentile(cpu, 50)) * 1000, 3),
+                "recall_at_10": round(float(np.mean(recall)), 4),
+                "rss_mb": memory["rss_mb"],
+                "rss_total_mb": memory["rss_total_mb"],
+                "disk_mb": round(sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) / 2**20),
+                "queries": args.queries,
+                "load_avg_1m": round(os.getloadavg()[0], 1),
+            }
+        )
+    )
     return 0
 
 

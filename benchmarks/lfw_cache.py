@@ -95,7 +95,10 @@ def load_detections(kind: str, *, min_face_size: int = 20, verbose: bool = True)
         images = [read_image(p, max_bytes=10**8, max_pixels=10**8) for p in paths[start : start + 64]]
         faces.extend(detector.detect(images))
         if verbose and start % 1024 == 0:
-            print(f"  {kind}: detected {start + len(images)}/{len(paths)} in {time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"  {kind}: detected {start + len(images)}/{len(paths)} in {time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
     relative = [p.relative_to(gallery).as_posix() for p in paths]
     detections = Detections(kind=kind, images=relative, people=[person_name(Path(r)) for r in relative], faces=faces)
     with path.open("wb") as file:
@@ -117,8 +120,17 @@ def make_crop(image: np.ndarray, face: DetectedFace, variant: str) -> np.ndarray
     return face_crop(image, face, size=160, margin=margin, alignment=alignment)
 
 
-def load_embeddings(detections: Detections, variant: str, embedder, *, confidence: float = 0.9, mirrored: bool = False,
-                    verbose: bool = True, fallback: float = 1.0, padding: float = 0.0):
+def load_embeddings(
+    detections: Detections,
+    variant: str,
+    embedder,
+    *,
+    confidence: float = 0.9,
+    mirrored: bool = False,
+    verbose: bool = True,
+    fallback: float = 1.0,
+    padding: float = 0.0,
+):
     """(plain, mirrored) L2-normalised embeddings of each image's main face, NaN rows where none; cached.
 
     The mirrored ones (for flip-averaged queries, as search makes them) double the work: only with
@@ -128,7 +140,8 @@ def load_embeddings(detections: Detections, variant: str, embedder, *, confidenc
     engine's last, padded pass does (FACE_RETRY_PADDING). Only those few are embedded on top of the cached arrays.
     """
     paths = {
-        side: cache_dir() / f"lfw-{detections.kind}-{variant}-c{confidence}-{side}.npy" for side in ("plain", "mirrored")
+        side: cache_dir() / f"lfw-{detections.kind}-{variant}-c{confidence}-{side}.npy"
+        for side in ("plain", "mirrored")
     }
     wanted = ["plain", "mirrored"] if mirrored else ["plain"]
     missing = [side for side in wanted if not paths[side].is_file()]
@@ -213,11 +226,17 @@ def _embed(detections, variant, embedder, confidence, sides, paths, verbose) -> 
             if "mirrored" in out:
                 out["mirrored"][rows] = embedder.embed(batch[:, :, ::-1, :].copy())
         if verbose and start % 2048 == 0:
-            print(f"  {detections.kind} {variant} {sides}: {start}/{n} in {time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"  {detections.kind} {variant} {sides}: {start}/{n} in {time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
     for side, array in out.items():
         np.save(paths[side], array)
     if verbose:
-        print(f"{detections.kind} {variant} {sides}: {n} images embedded in {time.perf_counter() - started:.0f} s", flush=True)
+        print(
+            f"{detections.kind} {variant} {sides}: {n} images embedded in {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
 
 
 def main() -> int:

@@ -19,12 +19,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from lfw_cache import lfw_root, make_embedder, load_detections, load_embeddings, query_vectors  # noqa: E402
-from tune_lfw import FOLDS, fold_of  # noqa: E402
 
 from engine.evaluate import array_search, open_set_answers, open_set_split  # noqa: E402
 from engine.identity import DEFAULT_PARAMS, IdentityParams  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
+from lfw_cache import lfw_root, load_detections, load_embeddings, make_embedder, query_vectors  # noqa: E402
+from tune_lfw import FOLDS, fold_of  # noqa: E402
 
 TARGET_FPIR, TARGET_FNIR = 0.05, 0.04
 
@@ -131,7 +131,10 @@ def decision_cost(features: np.ndarray, people: list[str], queries: np.ndarray, 
         records = [FileRecord(row.path, 1, i, "0" * 64, 1) for i, row in enumerate(rows)]
         store.apply(Changes(rows=rows, vectors=features, records=records))
         timings = {}
-        for label, k, decide in (("k=5 matches only", 5, False), (f"k={params.neighbours} + identity", params.neighbours, True)):
+        for label, k, decide in (
+            ("k=5 matches only", 5, False),
+            (f"k={params.neighbours} + identity", params.neighbours, True),
+        ):
             times = []
             for query in queries:
                 started = time.perf_counter()
@@ -166,11 +169,17 @@ def main() -> int:
         for variant in args.variants.split(","):
             settings = EngineSettings()  # the engine's detection: padded pass and fallback face included
             plain, mirrored = load_embeddings(
-                detections, variant, embedder, fallback=settings.face_fallback_confidence, padding=settings.face_retry_padding
+                detections,
+                variant,
+                embedder,
+                fallback=settings.face_fallback_confidence,
+                padding=settings.face_retry_padding,
             )
             found = ~np.isnan(plain[:, 0])
             decision_cost(plain[found], [p for p, f in zip(detections.people, found) if f], plain[found][::40], default)
-            results = {fold: fold_answers(detections, plain, mirrored, fold, params_list, args.splits) for fold in FOLDS}
+            results = {
+                fold: fold_answers(detections, plain, mirrored, fold, params_list, args.splits) for fold in FOLDS
+            }
             d = {fold: rates(results[fold], 0, default.threshold) for fold in FOLDS}
             print(
                 f"{kind} crop={variant} DEFAULT ({describe(default)} threshold={default.threshold}): "

@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from lfw_cache import KINDS, VARIANTS, lfw_root, make_embedder, load_detections, load_embeddings, query_vectors  # noqa: E402
 
 from engine.identity import IdentityParams, person_scores  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
+from lfw_cache import KINDS, VARIANTS, lfw_root, load_detections, load_embeddings, make_embedder, query_vectors  # noqa: E402
 
 FOLDS = {"A-F": tuple("ABCDEF"), "G-L": tuple("GHIJKL")}
 SUPPORTS = (0.0, 0.05, 0.1, 0.25)
@@ -68,11 +68,14 @@ def main() -> int:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument(
-        "--fallbacks", default="1.0,0.9,0.85,0.8,0.7",
+        "--fallbacks",
+        default="1.0,0.9,0.85,0.8,0.7",
         help="FACE_FALLBACK_CONFIDENCE candidates (1.0: off; photos with no face at 0.9 take their best face from there on)",
     )
     parser.add_argument(
-        "--padding", type=float, default=EngineSettings().face_retry_padding,
+        "--padding",
+        type=float,
+        default=EngineSettings().face_retry_padding,
         help="FACE_RETRY_PADDING: the last, padded detection pass for photos without a face (0: off; default: the engine's)",
     )
     args = parser.parse_args()
@@ -85,7 +88,9 @@ def main() -> int:
         table: dict[tuple[str, float, float], dict[str, float]] = {}
         for variant in args.variants.split(","):
             for fallback in (float(f) for f in args.fallbacks.split(",")):
-                plain, mirrored = load_embeddings(detections, variant, embedder, fallback=fallback, padding=args.padding)
+                plain, mirrored = load_embeddings(
+                    detections, variant, embedder, fallback=fallback, padding=args.padding
+                )
                 per_fold = {fold: fold_scores(detections, plain, mirrored, fold) for fold in FOLDS}
                 for support in SUPPORTS:
                     table[(variant, fallback, support)] = {fold: per_fold[fold][support] for fold in FOLDS}

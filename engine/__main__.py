@@ -40,10 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--json", action="store_true", help="print the final report as one JSON object")
     index.add_argument("--no-wait", action="store_true", help="fail at once if another index run holds the lock")
     index.add_argument(
-        "--workers", type=int, help="processes decoding and detecting (0: in this process; default INDEX_WORKERS or one per core)"
+        "--workers",
+        type=int,
+        help="processes decoding and detecting (0: in this process; default INDEX_WORKERS or one per core)",
     )
     index.add_argument(
-        "--ray", metavar="ADDRESS", help="index on Ray: 'local' starts a local cluster, else join one (host:port, ray://...)"
+        "--ray",
+        metavar="ADDRESS",
+        help="index on Ray: 'local' starts a local cluster, else join one (host:port, ray://...)",
     )
 
     search = commands.add_parser("search", help="search the faces of one or more photos")
@@ -54,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="one JSON object per image per line")
     search.add_argument("--layout", choices=["people", "photos"], help="the index's layout (default GALLERY_LAYOUT)")
     search.add_argument(
-        "--limit", type=int, help="photos layout: at most this many photos per face (default: every photo over the threshold)"
+        "--limit",
+        type=int,
+        help="photos layout: at most this many photos per face (default: every photo over the threshold)",
     )
 
     evaluate = commands.add_parser("eval", help="identification-by-retrieval (and verification) accuracy")
@@ -64,15 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, help="use only the first N images (sorted path order)")
     evaluate.add_argument("--out", type=Path, help="report folder (default DATA_DIR/reports)")
     evaluate.add_argument(
-        "--open-set", action="store_true", help="open-set identification: FPIR/FNIR at the default threshold, curve as PNG"
+        "--open-set",
+        action="store_true",
+        help="open-set identification: FPIR/FNIR at the default threshold, curve as PNG",
     )
     evaluate.add_argument("--seed", type=int, default=0, help="which random open-set split (with --open-set)")
 
     commands.add_parser("demo", help="index the sample gallery, search a few of its photos, write a contact sheet")
 
-    people = commands.add_parser("people", help="list the persons of the gallery; name, merge, hide them, take a face out")
+    people = commands.add_parser(
+        "people", help="list the persons of the gallery; name, merge, hide them, take a face out"
+    )
     people.add_argument("--model", default="facenet", help="whose faces (facenet)")
-    people.add_argument("--json", action="store_true", help='one object per person per line: {"id", "name", "faces", "photos"}')
+    people.add_argument(
+        "--json", action="store_true", help='one object per person per line: {"id", "name", "faces", "photos"}'
+    )
     people_commands = people.add_subparsers(dest="people_command")
     name = people_commands.add_parser("name", help="name a person")
     name.add_argument("id", type=int)
@@ -82,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("other", type=int)
     hide = people_commands.add_parser("hide", help="never show or name this person")
     hide.add_argument("id", type=int)
-    unassign = people_commands.add_parser("unassign", help="take a photo's face (or every face of it) out of its person for good")
+    unassign = people_commands.add_parser(
+        "unassign", help="take a photo's face (or every face of it) out of its person for good"
+    )
     unassign.add_argument("path", help="the photo's path relative to the gallery (as `people --json` shows it)")
     unassign.add_argument("--box", help="x,y,w,h of the face (default: every face of the photo)")
     people_commands.add_parser("recluster", help="group every face into persons again (named persons kept)")

@@ -91,6 +91,13 @@ def _scored(
     return hits, cohort
 
 
+def _vector(hit: Hit) -> np.ndarray:
+    """The vector of a hit searched `with_vectors=True`."""
+    if hit.vector is None:
+        raise RuntimeError(f"the store returned no vector for {hit.row.key}")
+    return hit.vector
+
+
 def appearances(store: VectorStore, query: np.ndarray, params: AppearanceParams) -> list[Appearance]:
     """Gallery faces of the query's person (any number of them, several per photo possible), best first."""
     query = np.asarray(query, np.float32).reshape(-1)
@@ -102,9 +109,13 @@ def appearances(store: VectorStore, query: np.ndarray, params: AppearanceParams)
     # the score is the similarity less a constant: the confident faces are the first ones
     confident = sum(1 for hit in hits[: params.expand] if hit.similarity - cohort >= params.expand_threshold)
     if not confident:
-        return [Appearance(hit, hit.similarity - cohort, hit.similarity) for hit in hits if hit.similarity - cohort >= params.threshold]
+        return [
+            Appearance(hit, hit.similarity - cohort, hit.similarity)
+            for hit in hits
+            if hit.similarity - cohort >= params.threshold
+        ]
     with_vectors = store.search(query[None], confident, with_vectors=True)[0]
-    expanded = query + np.sum([hit.vector for hit in with_vectors], axis=0)
+    expanded = query + np.sum([_vector(hit) for hit in with_vectors], axis=0)
     expanded = expanded / np.linalg.norm(expanded)
     first = {hit.row.key: hit.similarity for hit in hits}
     threshold = params.threshold if params.expanded_threshold is None else params.expanded_threshold
@@ -112,7 +123,7 @@ def appearances(store: VectorStore, query: np.ndarray, params: AppearanceParams)
     passed = [hit for hit in hits if hit.similarity - cohort >= threshold]
     if any(hit.row.key not in first for hit in passed):  # found through the expansion: its similarity to the query
         for hit in store.search(expanded[None], len(hits), with_vectors=True)[0]:
-            first.setdefault(hit.row.key, float(query @ hit.vector))
+            first.setdefault(hit.row.key, float(query @ _vector(hit)))
     return [Appearance(hit, hit.similarity - cohort, first.get(hit.row.key, hit.similarity)) for hit in passed]
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from engine.pipeline import EmbeddedImage, IndexPipeline
 from engine.settings import EngineSettings
 from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader, VectorStore, landmarks_tuple
 from engine.types import IndexProgress, IndexReport
+
+if TYPE_CHECKING:
+    from engine.distributed import RayPipeline
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +140,9 @@ class IndexBuilder:
                 projection = self.backend.fit_projection(raw)
                 if projection is not None:
                     pending.meta[PROJECTION_KEY] = projection
-            pending.vectors = self.backend.project(raw, projection) if len(raw) else np.zeros((0, header.dim), np.float32)
+            pending.vectors = (
+                self.backend.project(raw, projection) if len(raw) else np.zeros((0, header.dim), np.float32)
+            )
             store.apply(pending)
             pending, pending_vectors, pending_images = Changes(), [], 0
 
@@ -247,6 +253,7 @@ class IndexBuilder:
         (engine.pipeline), or the whole work on a Ray cluster when INDEX_RAY is set (engine.distributed)."""
         if not items:
             return
+        pipeline: RayPipeline | IndexPipeline
         if self.settings.index_ray:
             from engine.distributed import RayPipeline
 
@@ -263,7 +270,7 @@ class IndexBuilder:
 
 def _rows(path: str, name: str, result: EmbeddedImage) -> list[FaceRow]:
     """One row per embedded face, with its detection confidence and landmarks when the backend found faces."""
-    confidences = result.confidences or [None] * len(result.faces)
+    confidences: Sequence[float | None] = result.confidences or [None] * len(result.faces)
     landmarks = result.landmarks or [None] * len(result.faces)
     return [
         FaceRow(path, name, box, None if confidence is None else float(confidence), landmarks_tuple(points))
@@ -284,4 +291,6 @@ def _rebuild_reason(old: StoreHeader, new: StoreHeader) -> str:
 
 
 def _record(item: GalleryFile, faces: int, error: str | None) -> FileRecord:
-    return FileRecord(path=item.path, size=item.size, mtime_ns=item.mtime_ns, sha256=item.sha256, faces=faces, error=error)
+    return FileRecord(
+        path=item.path, size=item.size, mtime_ns=item.mtime_ns, sha256=item.sha256, faces=faces, error=error
+    )

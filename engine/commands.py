@@ -54,12 +54,16 @@ def print_report(report: IndexReport) -> None:
         f"{report.images_per_second:.1f} images/s"
     )
     if report.rebuilt:
-        print(f"  (the index {report.rebuilt_reason or 'held vectors of other weights, settings or gallery'}: rebuilt from scratch)")
+        print(
+            f"  (the index {report.rebuilt_reason or 'held vectors of other weights, settings or gallery'}: rebuilt from scratch)"
+        )
     for line in report.skipped_files[:20]:
         print(f"  skipped {line}")
 
 
-def index(settings: EngineSettings, gallery: Path | None, model: str, *, as_json: bool = False, wait: bool = True) -> int:
+def index(
+    settings: EngineSettings, gallery: Path | None, model: str, *, as_json: bool = False, wait: bool = True
+) -> int:
     """Index each model; with `as_json`, the final report of each as one JSON object per line."""
     if not wait:
         settings = settings.model_copy(update={"index_lock_wait_s": 0.0})
@@ -86,7 +90,13 @@ def index(settings: EngineSettings, gallery: Path | None, model: str, *, as_json
 
 
 def search(
-    settings: EngineSettings, images: list[Path], model: str, k: int | None, max_faces, as_json: bool, limit: int | None = None
+    settings: EngineSettings,
+    images: list[Path],
+    model: str,
+    k: int | None,
+    max_faces,
+    as_json: bool,
+    limit: int | None = None,
 ) -> int:
     engine = Engine(settings)
     engine.check_model(model)
@@ -121,8 +131,10 @@ def search(
                 if not face.photos_total:
                     print("  not in any photo of this gallery")
                 else:
-                    print(f"  appears in {face.photos_total} photo{'s' if face.photos_total != 1 else ''}{person}"
-                          + (f", best {len(face.photos)}:" if len(face.photos) < face.photos_total else ":"))
+                    print(
+                        f"  appears in {face.photos_total} photo{'s' if face.photos_total != 1 else ''}{person}"
+                        + (f", best {len(face.photos)}:" if len(face.photos) < face.photos_total else ":")
+                    )
                 for photo in face.photos:
                     print(f"  {photo.path}  face at {list(photo.box)}  similarity {photo.similarity:.3f}")
                 continue
@@ -171,8 +183,8 @@ def people(settings: EngineSettings, args) -> int:
         print(f"person {args.id} is hidden")
     elif command == "unassign":
         taken = registry.unassign(args.path, parse_box(args.box) if args.box else None)
-        for face in taken:
-            print(f"taken out: {face.path} {list(face.box)}")
+        for taken_face in taken:
+            print(f"taken out: {taken_face.path} {list(taken_face.box)}")
     elif command == "recluster":
         report = engine.recluster_people(args.model)
         print(
@@ -186,6 +198,7 @@ def people(settings: EngineSettings, args) -> int:
                 print(json.dumps(person.to_dict(), ensure_ascii=False), flush=True)
                 continue
             face = person.representative
+            assert face is not None, "list() gives persons with at least one face"
             print(
                 f"{person.id:>6}  {person.name or '(not named)'}  {len(person.faces)} faces, {person.photos} photos; "
                 f"e.g. {face.path} {list(face.box)}"
@@ -198,12 +211,13 @@ def people(settings: EngineSettings, args) -> int:
 def parse_box(text: str) -> tuple[int, int, int, int]:
     parts = text.replace(" ", "").split(",")
     try:
-        box = tuple(int(part) for part in parts)
+        numbers = [int(part) for part in parts]
     except ValueError:
-        box = ()
-    if len(box) != 4:
+        numbers = []
+    if len(numbers) != 4:
         raise BadInputError(f"--box must be four whole numbers x,y,w,h, not {text!r}")
-    return box  # type: ignore[return-value]
+    x, y, w, h = numbers
+    return (x, y, w, h)
 
 
 __all__ = ["EngineError", "evaluate", "evaluate_open_set", "index", "models", "people", "search"]

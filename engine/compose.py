@@ -24,13 +24,15 @@ class Pasted:
 def background(photo: np.ndarray, size: tuple[int, int], seed: int = 0) -> Image.Image:
     """A canvas of `size` (width, height) from a blurred, stretched photo plus a little noise: no face in it."""
     width, height = size
-    small = Image.fromarray(photo).resize((max(8, width // 40), max(8, height // 40)), Image.BILINEAR)
-    blurred = small.filter(ImageFilter.GaussianBlur(3)).resize((width, height), Image.BICUBIC)
+    small = Image.fromarray(photo).resize((max(8, width // 40), max(8, height // 40)), Image.Resampling.BILINEAR)
+    blurred = small.filter(ImageFilter.GaussianBlur(3)).resize((width, height), Image.Resampling.BICUBIC)
     noise = np.random.default_rng(seed).normal(0, 6, (height, width, 3))
     return Image.fromarray(np.clip(np.asarray(blurred, np.float32) + noise, 0, 255).astype(np.uint8))
 
 
-def face_crop_for_paste(photo: np.ndarray, box: tuple[int, int, int, int], face_size: int) -> tuple[Image.Image, tuple[int, int, int, int]]:
+def face_crop_for_paste(
+    photo: np.ndarray, box: tuple[int, int, int, int], face_size: int
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """The face with context, scaled so its box's longer side is `face_size`; and the face's box inside the crop."""
     x, y, w, h = box
     pad_x, pad_y = round(w * CONTEXT), round(h * CONTEXT)
@@ -41,7 +43,7 @@ def face_crop_for_paste(photo: np.ndarray, box: tuple[int, int, int, int], face_
     scale = face_size / max(w, h)
     size = (max(1, round(crop.width * scale)), max(1, round(crop.height * scale)))
     face = (round((x - left) * scale), round((y - top) * scale), round(w * scale), round(h * scale))
-    return crop.resize(size, Image.LANCZOS if scale < 1 else Image.BICUBIC), face
+    return crop.resize(size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC), face
 
 
 def paste_faces(

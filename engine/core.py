@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.backends import ModelBackend, check_model, create_backends
+from engine.backends.facenet import FaceNetBackend
 from engine.builder import IndexBuilder, ProgressCallback
 from engine.device import DeviceInfo, probe_device
 from engine.errors import BadInputError, IndexUnavailableError
@@ -52,13 +53,20 @@ class Engine:
     def backend(self, model: str) -> ModelBackend:
         return self.backends[check_model(model)]
 
+    def _facenet(self) -> FaceNetBackend:
+        """The FaceNet backend: it also finds the faces and sets the embedding device for every model."""
+        backend = self.backends["facenet"]
+        if not isinstance(backend, FaceNetBackend):
+            raise TypeError(f"backends['facenet'] is a {type(backend).__name__}, not a FaceNetBackend")
+        return backend
+
     @property
     def device(self) -> DeviceInfo:
         """The embedding device (a GPU, or the CPU with a clear log line why), probed once before TensorFlow runs."""
         if self._device is None:
-            runtime = self.backends["facenet"].runtime
+            runtime = self._facenet().runtime
             self._device = probe_device(self.settings.device, self.settings.embed_batch_size, runtime=runtime)
-            self.backends["facenet"].network.batch_size = self._device.embed_batch_size
+            self._facenet().network.batch_size = self._device.embed_batch_size
         return self._device
 
     def model_problem(self, model: str) -> str | None:
@@ -85,7 +93,7 @@ class Engine:
 
     def find_faces(self, image: np.ndarray) -> list[DetectedFace]:
         """The faces in one photo, most prominent (largest, most central) first."""
-        return self.backends["facenet"].find_faces([image])[0]
+        return self._facenet().find_faces([image])[0]
 
     # ---- stores -------------------------------------------------------------------------
     def open_store(self, model: str, index_dir: Path | None = None) -> VectorStore:
@@ -130,6 +138,8 @@ class Engine:
         except IndexUnavailableError:
             return None
         header = searcher.store.header
+        if header is None:  # check_store refuses a store without one
+            return None
         return IndexInfo(
             model=model,
             count=searcher.store.count,
@@ -226,7 +236,9 @@ class Engine:
                 self._registries[model] = PeopleRegistry(
                     s.data_dir / "people" / f"{model}.sqlite",
                     names=s.people_names,
-                    params=ClusterParams(s.cluster_threshold, s.cluster_min_faces, s.cluster_neighbours, s.cluster_regroup_growth),
+                    params=ClusterParams(
+                        s.cluster_threshold, s.cluster_min_faces, s.cluster_neighbours, s.cluster_regroup_growth
+                    ),
                 )
             return self._registries[model]
 

@@ -26,7 +26,13 @@ def run_demo(settings: EngineSettings) -> int:
         print(f"  {person:16s} → {_first_answer(engine, paths)}")
 
     report = run_evaluation(
-        engine, gallery, model="facenet", pairs_files=[], limit=None, out_dir=None, index_dir=settings.index_dir("facenet")
+        engine,
+        gallery,
+        model="facenet",
+        pairs_files=[],
+        limit=None,
+        out_dir=None,
+        index_dir=settings.index_dir("facenet"),
     )
     print(
         f"\nLeave-one-out on {report['images']} photos of {report['people']} people: rank-1 {report['rank1']:.3f}, "

@@ -48,7 +48,9 @@ class ShardWorker:
             self.settings = EngineSettings(**{**settings, "models_dir": models_dir})
         self.device = probe_device("auto" if gpu else "cpu", self.settings.embed_batch_size)
         # No XLA: its query-sized graphs compile for seconds and indexing batches do not use them.
-        self.settings = self.settings.model_copy(update={"embed_batch_size": self.device.embed_batch_size, "xla": False})
+        self.settings = self.settings.model_copy(
+            update={"embed_batch_size": self.device.embed_batch_size, "xla": False}
+        )
         self.backend = BACKENDS[model](self.settings)
         self.backend.require()
         self.preparer = Preparer(self.settings, self.backend)
@@ -81,17 +83,24 @@ def connect(settings: EngineSettings, address: str):
     if ray.is_initialized():  # the caller's own ray.init(): use it, leave it running
         return ray
     runtime_env = {"py_modules": [str(Path(engine.__file__).resolve().parent)]}
+    # two explicit calls rather than ray.init(**kwargs): a dict of mixed values cannot be type-checked
     if address == "local":
-        kwargs = dict(
-            num_cpus=settings.ray_num_cpus or cpu_cores(),
-            object_store_memory=settings.ray_object_store_mb * 1024 * 1024,
-            include_dashboard=False,
-        )
+        num_cpus = settings.ray_num_cpus or cpu_cores()
+        object_store_memory = settings.ray_object_store_mb * 1024 * 1024
     else:
         check_reachable(address)
-        kwargs = {"address": address}
     try:
-        ray.init(runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False, **kwargs)
+        if address == "local":
+            ray.init(
+                runtime_env=runtime_env,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                num_cpus=num_cpus,
+                object_store_memory=object_store_memory,
+                include_dashboard=False,
+            )
+        else:
+            ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
         raise ClusterUnavailableError(f"cannot start or join the Ray cluster {address!r}: {error}") from error
     return ray
@@ -104,9 +113,7 @@ def check_reachable(address: str) -> None:
     target = address.split("://", 1)[-1]
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
-        raise ClusterUnavailableError(
-            f"Ray address {address!r} is not 'local', 'auto', host:port or ray://host:port"
-        )
+        raise ClusterUnavailableError(f"Ray address {address!r} is not 'local', 'auto', host:port or ray://host:port")
     try:
         with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
             pass

@@ -54,7 +54,7 @@ def retrieval_metrics(
 
     rank1 = hit5 = ap_sum = 0.0
     precision_at = np.zeros(TOP)
-    per_query = []
+    per_query: list[dict[str, object]] = []
     for image, person in queries:
         if image not in tops:
             per_query.append({"image": image, "person": person, "top": []})
@@ -69,7 +69,9 @@ def retrieval_metrics(
         cumulative = np.cumsum(relevant) if len(relevant) else np.zeros(1)
         padded = np.concatenate([cumulative, np.full(TOP - len(cumulative), cumulative[-1])])[:TOP]
         precision_at += padded / np.arange(1, TOP + 1)
-        per_query.append({"image": image, "person": person, "top": [(hit.row.path, hit.row.name) for hit in tops[image]]})
+        per_query.append(
+            {"image": image, "person": person, "top": [(hit.row.path, hit.row.name) for hit in tops[image]]}
+        )
     n = len(queries)
     metrics = {
         "queries": n,
@@ -211,7 +213,10 @@ def run_evaluation(
     precision_plot(metrics["precision_at_k"], f"{model} on {gallery.name}: precision at k", Path(files["plot"]))
     examples = [q for q in per_query if q["top"]][:: max(1, len(per_query) // 6)][:6]
     contact_sheet(
-        [(gallery / q["image"], q["person"], [(gallery / path, name) for path, name in q["top"][:5]]) for q in examples],
+        [
+            (gallery / q["image"], q["person"], [(gallery / path, name) for path, name in q["top"][:5]])
+            for q in examples
+        ],
         Path(files["contact_sheet"]),
     )
     return report
@@ -336,9 +341,7 @@ def run_open_set_evaluation(
     index_dir = base.parent.parent / f"{base.parent.name}-open-set-{seed}" / model
     store = engine.open_store(model, index_dir)
     try:
-        build = engine.builder(model).build(
-            store, gallery, [gallery / image for image in enrolled_images]
-        )
+        build = engine.builder(model).build(store, gallery, [gallery / image for image in enrolled_images])
         params = engine.backend(model).identity_params()
         searcher = Searcher(engine.backend(model), store)
         vectors = query_vectors(searcher, engine.read, gallery, [image for image, _ in [*mated, *non_mated]])

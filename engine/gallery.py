@@ -176,7 +176,7 @@ class Gallery:
             target = self.root / folder
             if accepted:
                 target.mkdir(parents=True, exist_ok=True)
-            for number, image, faces in accepted:
+            for number, image, face_count in accepted:
                 data = _jpeg(image)
                 path = target / f"tg_{hashlib.sha256(data).hexdigest()[:20]}.jpg"
                 duplicate = path.exists()
@@ -184,7 +184,7 @@ class Gallery:
                     temporary = path.with_name(f".{path.name}.tmp")
                     temporary.write_bytes(data)
                     temporary.replace(path)
-                result.added.append(AddedPhoto(number, path.relative_to(self.root).as_posix(), faces, duplicate))
+                result.added.append(AddedPhoto(number, path.relative_to(self.root).as_posix(), face_count, duplicate))
             if accepted:
                 result.reports = self._reindex()
             result.person = Person(name=result.person.name, folder=folder, photos=_count_photos(target))

@@ -55,7 +55,9 @@ DEFAULT_PARAMS: dict[str, IdentityParams] = {
 }
 
 
-def person_scores(names: list[str], similarities: np.ndarray | list[float], params: IdentityParams) -> list[tuple[str, float]]:
+def person_scores(
+    names: list[str], similarities: np.ndarray | list[float], params: IdentityParams
+) -> list[tuple[str, float]]:
     """(person, person-level score) for every person among the neighbours, best first."""
     best: dict[str, float] = {}
     extra: dict[str, float] = {}

@@ -38,14 +38,16 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "i
                 image.seek(0)
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image = ImageOps.exif_transpose(image)
-                rgb = image.convert("RGB")
+                upright = ImageOps.exif_transpose(image)
+                rgb = upright.convert("RGB")
                 rgb.load()
     except BadImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         # Pillow refuses before we see the size when it is over twice its own limit.
-        raise BadImageError(f"{name}: the image is over the limit of {max_pixels / 1e6:.0f} megapixels ({error})") from error
+        raise BadImageError(
+            f"{name}: the image is over the limit of {max_pixels / 1e6:.0f} megapixels ({error})"
+        ) from error
     except UnidentifiedImageError as error:
         raise BadImageError(f"{name}: not a readable image ({error.__class__.__name__})") from error
     except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt data

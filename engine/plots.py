@@ -28,8 +28,8 @@ def precision_plot(precision_at_k: list[float], title: str, path: Path) -> None:
 
 def _thumbnail(path: Path, size: int = 160) -> Image.Image:
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
             image.thumbnail((size, size))
             return image
     except OSError:
@@ -42,7 +42,11 @@ def contact_sheet(rows: list[tuple[Path, str, list[tuple[Path, str]]]], path: Pa
         rows = []
     columns = 1 + max((len(matches) for _, _, matches in rows), default=0)
     figure, axes = plt.subplots(
-        max(1, len(rows)), max(1, columns), figsize=(1.9 * max(1, columns), 2.1 * max(1, len(rows))), dpi=90, squeeze=False
+        max(1, len(rows)),
+        max(1, columns),
+        figsize=(1.9 * max(1, columns), 2.1 * max(1, len(rows))),
+        dpi=90,
+        squeeze=False,
     )
     for axis in axes.flat:
         axis.axis("off")

@@ -59,7 +59,9 @@ def filtered_stderr() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            kept = [line for line in captured.read().decode(errors="replace").splitlines(True) if not _NOISE.search(line)]
+            kept = [
+                line for line in captured.read().decode(errors="replace").splitlines(True) if not _NOISE.search(line)
+            ]
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()

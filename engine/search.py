@@ -24,7 +24,7 @@ class Projection:
         self.components = components.astype(np.float32)
 
     @classmethod
-    def fit(cls, features: np.ndarray, n_components: int) -> "Projection | None":
+    def fit(cls, features: np.ndarray, n_components: int) -> Projection | None:
         n_components = min(n_components, features.shape[0] - 1, features.shape[1])
         if n_components < 2:
             return None

@@ -14,7 +14,7 @@ from engine.backends.base import ModelBackend
 from engine.errors import IndexUnavailableError
 from engine.identity import identify
 from engine.search import similarity_to_distance
-from engine.stores.base import FaceRow, Hit, VectorStore
+from engine.stores.base import FaceRow, Hit, StoreHeader, VectorStore
 from engine.types import FaceResult, Match, PersonRef, PhotoMatch, SearchResult
 
 PersonOf = Callable[[Sequence[FaceRow]], list[PersonRef | None]]  # gallery faces -> their persons, in order
@@ -34,6 +34,14 @@ class Searcher:
         self.store = store
         self.person_of = person_of
         self._projection: tuple[str, bytes | None] | None = None
+
+    def _header(self) -> StoreHeader:
+        """The store's header; a store never written to has none (check_store refuses it)."""
+        header = self.store.header
+        if header is None:
+            model = self.backend.name
+            raise IndexUnavailableError(f"no {model} index yet; build it with: python -m engine index --model {model}")
+        return header
 
     def check_store(self) -> None:
         """Refuse a store that is empty or holds another pipeline's vectors."""
@@ -72,7 +80,7 @@ class Searcher:
     def photos_for(self, vector: np.ndarray, *, params: AppearanceParams | None = None) -> list[PhotoMatch]:
         """Every gallery photo the face `vector` (as the store compares it) appears in, best first (photos layout)."""
         found = best_per_photo(appearances(self.store, vector, params or self.appearance_params()))
-        gallery = Path(self.store.header.gallery)
+        gallery = Path(self._header().gallery)
         rows = [a.hit.row for a in found]
         persons = self.person_of(rows) if self.person_of is not None and rows else [None] * len(rows)
         return [
@@ -100,8 +108,9 @@ class Searcher:
         # the open-set decision looks at more neighbours than the k matches shown (engine/identity.py)
         params = self.backend.identity_params()
         hits = self.store.search(vectors, max(k, params.neighbours)) if len(regions) else []
-        gallery = Path(self.store.header.gallery)
-        if self.store.header.layout == "photos":
+        header = self._header()
+        gallery = Path(header.gallery)
+        if header.layout == "photos":
             faces = [
                 self._photos_result(region, vector, face_hits[:k], gallery, limit)
                 for region, vector, face_hits in zip(regions, vectors, hits)
@@ -112,13 +121,14 @@ class Searcher:
                     box=region.box,
                     confidence=region.confidence,
                     matches=to_matches(face_hits[:k], gallery),
-                    identity=identify([hit.row.name for hit in face_hits], [hit.similarity for hit in face_hits], params),
+                    identity=identify(
+                        [hit.row.name for hit in face_hits], [hit.similarity for hit in face_hits], params
+                    ),
                 )
                 for region, face_hits in zip(regions, hits)
             ]
         ms["search"] = (time.perf_counter() - started) * 1000
         return SearchResult(image=name, model=self.backend.name, faces=faces, ms=ms)
-
 
     def _photos_result(self, region, vector, nearest: list[Hit], gallery: Path, limit: int | None) -> FaceResult:
         photos = self.photos_for(vector)

@@ -66,7 +66,10 @@ class VGG16Embedder:
         outputs = []
         for start in range(0, len(images), self.batch_size):
             chunk = [
-                np.asarray(Image.fromarray(image).resize((VGG16_INPUT_SIZE, VGG16_INPUT_SIZE), Image.BILINEAR), np.float32)
+                np.asarray(
+                    Image.fromarray(image).resize((VGG16_INPUT_SIZE, VGG16_INPUT_SIZE), Image.Resampling.BILINEAR),
+                    np.float32,
+                )
                 for image in images[start : start + self.batch_size]
             ]
             outputs.append(np.asarray(self._predict(preprocess_input(np.stack(chunk)))))

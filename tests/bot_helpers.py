@@ -8,13 +8,13 @@ import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from fake_bot_api import TOKEN, Call, FakeBotAPI
-from helpers_engine import CLEAR_FACES, encode, sample
 from PIL import Image, ImageOps
 
 from bot.app import build_application, running
 from bot.settings import Settings
 from engine import Engine
+from fake_bot_api import TOKEN, Call, FakeBotAPI
+from helpers_engine import CLEAR_FACES, encode, sample
 
 ADMIN = 1000
 USER = 2000

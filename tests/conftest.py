@@ -140,7 +140,9 @@ def make_engine(facenet_engine):
         mine, loaded = engine.backends["facenet"], facenet_engine.backends["facenet"]
         if mine.runtime == loaded.runtime:
             loaded.detector.load()
-            mine.detector._mtcnn = loaded.detector._mtcnn  # the loaded network; every detection setting stays this engine's
+            mine.detector._mtcnn = (
+                loaded.detector._mtcnn
+            )  # the loaded network; every detection setting stays this engine's
         if all(getattr(settings, f) == getattr(base, f) for f in facenet_fields):
             mine.network = loaded.network
         return engine

@@ -71,7 +71,9 @@ def copy_enrolled(gallery: Path, people: tuple[str, ...]) -> list[str]:
 SAME_VECTOR_COSINE = 0.99999
 
 
-def assert_same_vectors(got: np.ndarray, want: np.ndarray, min_cosine: float = SAME_VECTOR_COSINE, what: str = "") -> None:
+def assert_same_vectors(
+    got: np.ndarray, want: np.ndarray, min_cosine: float = SAME_VECTOR_COSINE, what: str = ""
+) -> None:
     """Each row of `got` points where the same row of `want` does: cosine similarity >= `min_cosine`."""
     got, want = np.atleast_2d(np.asarray(got, np.float64)), np.atleast_2d(np.asarray(want, np.float64))
     assert got.shape == want.shape, (what, got.shape, want.shape)

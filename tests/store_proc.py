@@ -22,10 +22,11 @@ if "engine" not in sys.modules:  # the stores need no TensorFlow: skip engine/__
     package.__path__ = [str(ROOT / "engine")]
     sys.modules["engine"] = package
 
-import numpy as np
+# imported after the stand-in `engine` package above, so engine/__init__ never runs
+import numpy as np  # noqa: E402
 
-from engine.stores.base import Changes, FaceRow, FileRecord
-from engine.stores.local import LocalStore
+from engine.stores.base import Changes, FaceRow, FileRecord  # noqa: E402
+from engine.stores.local import LocalStore  # noqa: E402
 
 DIM = 16
 # small thresholds: segments are merged (and their files deleted) often while readers read

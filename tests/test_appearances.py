@@ -52,7 +52,9 @@ def test_a_stranger_gets_no_photo_and_expansion_keeps_it_so(tmp_path):
 
 def test_expansion_reports_each_face_s_similarity_to_the_query_itself(tmp_path):
     store, guest = event_store(tmp_path, appearances_of_guest=30, others=300, seed=3)
-    found = appearances(store, guest, AppearanceParams(threshold=0.3, cohort_weight=0.5, expand=5, expand_threshold=0.4))
+    found = appearances(
+        store, guest, AppearanceParams(threshold=0.3, cohort_weight=0.5, expand=5, expand_threshold=0.4)
+    )
     assert found
     for appearance in found:
         direct = store.search(guest[None], store.count, with_vectors=True)[0]

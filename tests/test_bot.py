@@ -8,6 +8,7 @@ import sqlite3
 
 import numpy as np
 import pytest
+
 from bot_helpers import ADMIN, USER, albums, captions, jpeg_size, last_call, person_photo, running_bot
 from fake_bot_api import FakeBotAPI
 from helpers_engine import (

@@ -4,12 +4,12 @@ and the engine's gallery edits directly."""
 from __future__ import annotations
 
 import pytest
-from bot_helpers import ADMIN, USER, last_call, person_photo, running_service
-from helpers_engine import CLEAR_FACES, copy_photos, encode, first_photos, gradient_image, sample, side_by_side
 
 from bot import gallery_commands
+from bot_helpers import ADMIN, USER, last_call, person_photo, running_service
 from engine import BadImageError, BadInputError
 from engine.gallery import Gallery, NoFaceError, PersonNameError, PersonNotFoundError, check_name, folder_of
+from helpers_engine import CLEAR_FACES, copy_photos, encode, first_photos, gradient_image, sample, side_by_side
 
 TIMEOUT = 90
 

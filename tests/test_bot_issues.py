@@ -9,12 +9,12 @@ from datetime import timedelta
 
 import aiohttp
 import pytest
-from bot_helpers import ADMIN, USER, albums, bot_settings, captions, last_call, person_photo, running_service
-from fake_bot_api import TOKEN, FakeBotAPI
-from helpers_engine import CLEAR_FACES, copy_photos, encode, first_photos, gradient_image, sample, side_by_side
 
 from bot.app import ALLOWED_UPDATES, build_application, webhook_secret
 from bot.settings import Settings
+from bot_helpers import ADMIN, USER, albums, bot_settings, captions, last_call, person_photo, running_service
+from fake_bot_api import TOKEN, FakeBotAPI
+from helpers_engine import CLEAR_FACES, copy_photos, encode, first_photos, gradient_image, sample, side_by_side
 
 TIMEOUT = 60
 PEOPLE = ["Ben_Afflek", "Elton_John", "Jerry_Seinfeld", "Madonna", "Mindy_Kaling"]

@@ -8,6 +8,7 @@ photos that follow are captioned as closest faces, not matches; an enrolled pers
 from __future__ import annotations
 
 import pytest
+
 from bot_helpers import USER, albums, captions, running_bot
 from fake_bot_api import FakeBotAPI
 from helpers_engine import CLEAR_FACES, copy_enrolled, sample

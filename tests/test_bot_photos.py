@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bot_helpers import ADMIN, USER, albums, captions, running_service
-from helpers_engine import BEN, ELTON, JERRY, MADONNA, MINDY, encode, first_photos, sample, side_by_side
 from PIL import Image
 
 from bot import people_commands
+from bot_helpers import ADMIN, USER, albums, captions, running_service
 from engine.errors import PersonNotFoundError
+from helpers_engine import BEN, ELTON, JERRY, MADONNA, MINDY, encode, first_photos, sample, side_by_side
 
 TIMEOUT = 120
 # selfies: other photos of the two people than the ones in the gallery

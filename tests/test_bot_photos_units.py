@@ -8,7 +8,6 @@ import json
 from datetime import timedelta
 
 import numpy as np
-from helpers_engine import BEN, ELTON, JERRY, MADONNA, MINDY, sample
 from PIL import Image
 
 from bot.answer_refs import AnswerRef, AnswerRefs, ShownPerson
@@ -30,6 +29,7 @@ from bot.photos_answer import (
 from bot.state import SharedState
 from engine.people import FaceRef, Person
 from engine.types import FaceResult, PersonRef, PhotoMatch
+from helpers_engine import BEN, ELTON, JERRY, MADONNA, MINDY, sample
 
 JANE = ShownPerson(7, "Jane Doe")
 

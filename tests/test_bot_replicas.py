@@ -15,12 +15,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
+from bot.search_flow import STILL_WORKING
 from bot_helpers import ADMIN, USER, person_photo
 from fake_bot_api import TOKEN, Call, FakeBotAPI
 from helpers_engine import MODELS_DIR, REPO_ROOT
 from test_bot_issues import small_gallery
-
-from bot.search_flow import STILL_WORKING
 
 START_TIMEOUT = 600
 TIMEOUT = 180

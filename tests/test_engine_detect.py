@@ -50,10 +50,14 @@ def test_a_photo_without_a_confident_face_gets_its_best_face_from_the_fallback_l
     above_all = (best.confidence + 1.0) / 2
     assert _detector(facenet_engine, confidence=above_all, fallback=1.0).detect([image]) == [[]]
     # ...with one, exactly its most confident face, whatever the others are.
-    [[chosen]] = _detector(facenet_engine, confidence=above_all, fallback=weakest_real.confidence - 0.01).detect([image])
+    [[chosen]] = _detector(facenet_engine, confidence=above_all, fallback=weakest_real.confidence - 0.01).detect(
+        [image]
+    )
     assert chosen.box == best.box and chosen.confidence == best.confidence
     # A fallback level above every face finds nothing either.
-    assert _detector(facenet_engine, confidence=above_all, fallback=(best.confidence + above_all) / 2).detect([image]) == [[]]
+    assert _detector(facenet_engine, confidence=above_all, fallback=(best.confidence + above_all) / 2).detect(
+        [image]
+    ) == [[]]
 
 
 def test_the_fallback_adds_nothing_to_a_photo_with_a_confident_face(facenet_engine):
@@ -74,7 +78,9 @@ def test_faces_filling_the_frame_or_at_its_edge_are_found_by_the_padded_pass(ind
     for relative in (CLOSE_UP, AT_THE_EDGE):
         with Image.open(sample(relative)) as opened:
             image = np.asarray(opened.convert("RGB"))
-        plain = _detector(indexed_engine, confidence=settings.face_confidence, fallback=settings.face_fallback_confidence)
+        plain = _detector(
+            indexed_engine, confidence=settings.face_confidence, fallback=settings.face_fallback_confidence
+        )
         assert plain.detect([image]) == [[]], relative
         [faces] = indexed_engine.backends["facenet"].detector.detect([image])
         assert len(faces) == 1 and faces[0].confidence >= settings.face_confidence, relative

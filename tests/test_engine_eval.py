@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from engine.evaluate import eval_index_dir, read_pairs, retrieval_metrics, run_evaluation, verification_accuracy
 from engine.errors import BadInputError
+from engine.evaluate import eval_index_dir, read_pairs, retrieval_metrics, run_evaluation, verification_accuracy
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,9 @@ def test_retrieval_metrics_on_a_hand_made_case():
 
     # four unit vectors; b1 is nearer to a2 than to b2, so its rank-1 is a miss
     features = np.array([[1, 0], [0.96, 0.28], [0.8, 0.6], [0, 1]], np.float32)
-    rows = [FaceRow(path, person, (0, 0, 1, 1)) for path, person in [("a1", "A"), ("a2", "A"), ("b1", "B"), ("b2", "B")]]
+    rows = [
+        FaceRow(path, person, (0, 0, 1, 1)) for path, person in [("a1", "A"), ("a2", "A"), ("b1", "B"), ("b2", "B")]
+    ]
     queries = [("a1", "A"), ("a2", "A"), ("b1", "B"), ("b2", "B"), ("missing", "B")]
     vectors = {row.path: features[i] for i, row in enumerate(rows)}
     metrics, per_query = retrieval_metrics(

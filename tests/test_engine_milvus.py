@@ -27,7 +27,10 @@ def test_index_search_and_evaluation_agree_across_stores(make_engine, gallery, t
             report = engine.build_index("facenet")
             assert (report.added, report.faces_indexed) == (30, 30 - report.no_face)
         assert milvus.index_info("facenet").count == local.index_info("facenet").count
-        assert milvus.index_info("facenet").store.startswith("Milvus ") and "collection faces_facenet" in milvus.index_info("facenet").store
+        assert (
+            milvus.index_info("facenet").store.startswith("Milvus ")
+            and "collection faces_facenet" in milvus.index_info("facenet").store
+        )
 
         for photo in (PHOTOS[0], PHOTOS[7], PHOTOS[20]):
             ours = local.search_path(sample(photo), k=5).faces[0].matches

@@ -38,7 +38,9 @@ def crowd_faces(detector) -> list[tuple[str, np.ndarray, tuple, int]]:
             if len(faces) == 1 and faces[0].confidence >= 0.99 and faces[0].box[3] >= 90:
                 sources.append((person, image, faces[0].box))
     assert len(sources) >= 10
-    return [(f"{sources[i % len(sources)][0]}#{i}", *sources[i % len(sources)][1:], 45 + (i * 7) % 51) for i in range(60)]
+    return [
+        (f"{sources[i % len(sources)][0]}#{i}", *sources[i % len(sources)][1:], 45 + (i * 7) % 51) for i in range(60)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +128,11 @@ def test_search_json_contract_and_limit(photos_engine, capsys):
     settings = engine.settings
     import os
 
-    env = {"DATA_DIR": str(settings.data_dir), "GALLERY_DIR": str(settings.gallery_dir), "MODELS_DIR": str(settings.models_dir)}
+    env = {
+        "DATA_DIR": str(settings.data_dir),
+        "GALLERY_DIR": str(settings.gallery_dir),
+        "MODELS_DIR": str(settings.models_dir),
+    }
     old = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:

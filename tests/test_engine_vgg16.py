@@ -67,4 +67,7 @@ def test_vgg16_search_returns_the_whole_image_with_k_matches(vgg16_engine):
     assert face.matches[0].path == str(query.resolve())  # the photo itself, through the same PCA
     assert face.matches[0].similarity > 0.999
     assert result.ms["detect"] < 5  # no detection: the whole image is the region
-    assert len(engine.search_path(sample(TINY[0]), model="vgg16", k=50).faces[0].matches) == engine.index_info("vgg16").count
+    assert (
+        len(engine.search_path(sample(TINY[0]), model="vgg16", k=50).faces[0].matches)
+        == engine.index_info("vgg16").count
+    )

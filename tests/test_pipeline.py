@@ -98,7 +98,7 @@ def test_broken_files_and_faceless_photos_are_reported_not_raised(two_workers):
     assert results[NO_FACE].error is None and results[NO_FACE].faces == []
     assert CLOSE_UP in PHOTOS  # its face is found by the last, padded pass, in the worker processes too
     for relative in PHOTOS:
-        (box, vector), = results[relative].faces  # one face: the most prominent (INDEX_ALL_FACES off)
+        ((box, vector),) = results[relative].faces  # one face: the most prominent (INDEX_ALL_FACES off)
         assert len(box) == 4 and all(isinstance(v, int) for v in box)
         assert vector.shape == (128,) and abs(np.linalg.norm(vector) - 1) < 1e-4
 

@@ -60,7 +60,9 @@ def free_port() -> int:
         ("no-port-here", "is not 'local', 'auto', host:port or ray://host:port"),
     ],
 )
-def test_a_cluster_that_does_not_answer_exits_2_quickly(indexed_engine, tmp_path, monkeypatch, capsys, address, message):
+def test_a_cluster_that_does_not_answer_exits_2_quickly(
+    indexed_engine, tmp_path, monkeypatch, capsys, address, message
+):
     import time
 
     from engine.__main__ import main

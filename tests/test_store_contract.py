@@ -180,11 +180,23 @@ def test_meta_blobs(store):
 def test_reopening_sees_the_same_store(store, reopen):
     rows, vectors, _records = filled(store)
     store.apply(Changes(remove_paths={rows[5].path}, meta={"k": b"v"}))
-    before = (store.count, store.files(), store.people(), store.version, [paths_of(h) for h in store.search(vectors, 4)])
+    before = (
+        store.count,
+        store.files(),
+        store.people(),
+        store.version,
+        [paths_of(h) for h in store.search(vectors, 4)],
+    )
     store.close()
     again = reopen()
     try:
-        after = (again.count, again.files(), again.people(), again.version, [paths_of(h) for h in again.search(vectors, 4)])
+        after = (
+            again.count,
+            again.files(),
+            again.people(),
+            again.version,
+            [paths_of(h) for h in again.search(vectors, 4)],
+        )
         assert after == before
         assert again.header == HEADER and again.get_meta("k") == b"v"
     finally:
@@ -198,8 +210,13 @@ def test_another_header_drops_everything(store):
     store.initialise(other)
     assert store.header == other
     assert store.count == 0 and store.files() == {} and store.people() == {} and store.get_meta("pca") is None
-    store.apply(Changes(rows=[FaceRow("a/1.jpg", "a", (0, 0, 1, 1))], vectors=np.eye(1, 8, dtype=np.float32),
-                        records=[FileRecord("a/1.jpg", 1, 1, "s", 1)]))
+    store.apply(
+        Changes(
+            rows=[FaceRow("a/1.jpg", "a", (0, 0, 1, 1))],
+            vectors=np.eye(1, 8, dtype=np.float32),
+            records=[FileRecord("a/1.jpg", 1, 1, "s", 1)],
+        )
+    )
     assert store.search(np.eye(1, 8, dtype=np.float32), 3)[0][0].row.path == "a/1.jpg"
 
 
@@ -215,8 +232,14 @@ def test_refresh_sees_another_store_objects_writes(store, reopen):
     try:
         assert second.count == len(rows)
         new = unit(np.random.default_rng(42), 1)
-        second.apply(Changes(rows=[FaceRow("new/1.jpg", "new", (0, 0, 3, 3))], vectors=new,
-                             records=[FileRecord("new/1.jpg", 1, 1, "n", 1)], remove_paths={rows[0].path}))
+        second.apply(
+            Changes(
+                rows=[FaceRow("new/1.jpg", "new", (0, 0, 3, 3))],
+                vectors=new,
+                records=[FileRecord("new/1.jpg", 1, 1, "n", 1)],
+                remove_paths={rows[0].path},
+            )
+        )
         assert store.refresh() is True
         assert store.version == second.version
         assert store.count == len(rows)
@@ -241,8 +264,14 @@ def test_local_segments_merge_and_tombstones_match_exact_search(tmp_path):
         vectors = unit(rng, 7)
         rows = [FaceRow(f"s{step}/{i}.jpg", f"p{step % 5}", (i, 0, 1, 1)) for i in range(7)]
         remove = set(rng.choice(sorted(live), size=min(3, len(live)), replace=False)) if live else set()
-        store.apply(Changes(rows=rows, vectors=vectors, records=[FileRecord(r.path, 1, 1, "s", 1) for r in rows],
-                            remove_paths=remove))
+        store.apply(
+            Changes(
+                rows=rows,
+                vectors=vectors,
+                records=[FileRecord(r.path, 1, 1, "s", 1) for r in rows],
+                remove_paths=remove,
+            )
+        )
         for path in remove:
             del live[path]
         live.update({r.path: v for r, v in zip(rows, vectors)})

@@ -13,10 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from store_proc import DIM, SMALL, faces
-
 from engine.stores.base import Changes, StoreHeader
 from engine.stores.local import LocalStore
+from store_proc import DIM, SMALL, faces
 
 PROC = Path(__file__).resolve().parent / "store_proc.py"
 HEADER = StoreHeader("facenet", DIM, "fp", "/gallery")
@@ -33,8 +32,13 @@ def _base_store(root: Path, files: int = 20) -> LocalStore:
 
 
 def _spawn(*args: str, stdin: str = "") -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, str(PROC), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(PROC), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     proc.stdin.write(stdin)
     proc.stdin.close()
     proc.stdin = None  # communicate() must not flush it again

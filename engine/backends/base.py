@@ -36,7 +36,11 @@ class ModelBackend(ABC):
     """One embedding model. `load()` is idempotent; everything that needs the networks calls it."""
 
     name: str
-    dim: int  # length of the stored vectors (after the projection, if any)
+
+    @property
+    def dim(self) -> int:
+        """Length of the stored vectors (after the projection, if any)."""
+        raise NotImplementedError
 
     def __init__(self, settings: EngineSettings):
         self.settings = settings
@@ -58,7 +62,7 @@ class ModelBackend(ABC):
     def load(self) -> None:
         """Load the networks once (raise ModelUnavailableError when the weights are missing)."""
 
-    def load_regions(self) -> None:
+    def load_regions(self) -> None:  # noqa: B027 (a hook: nothing to load by default, backends may override)
         """Load only what `gallery_regions` needs (a detection worker process holds no embedding network)."""
 
     def require(self) -> None:
@@ -88,7 +92,11 @@ class ModelBackend(ABC):
     def fingerprint(self) -> str:
         """Weights checksum and vector-changing settings in one hash (computed once: every search checks it)."""
         if self._fingerprint is None:
-            described = {"model": self.name, "weights_sha256": self.weights_sha256(), "pipeline": self.pipeline_params()}
+            described = {
+                "model": self.name,
+                "weights_sha256": self.weights_sha256(),
+                "pipeline": self.pipeline_params(),
+            }
             self._fingerprint = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
         return self._fingerprint
 

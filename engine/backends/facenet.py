@@ -65,7 +65,7 @@ class FaceNetBackend(ModelBackend):
 
     @property
     def runtime(self) -> str:
-        """"onnx" or "keras" (ENGINE_RUNTIME; "auto" resolved once)."""
+        """ "onnx" or "keras" (ENGINE_RUNTIME; "auto" resolved once)."""
         if self._runtime is None:
             self._runtime = resolve_runtime(self.settings.engine_runtime, self.settings.models_dir)
         return self._runtime
@@ -179,8 +179,13 @@ class FaceNetBackend(ModelBackend):
     def crop(self, image: np.ndarray, face: DetectedFace) -> Region:
         s = self.settings
         pixels = face_crop(image, face, size=FACENET_INPUT_SIZE, margin=s.face_margin, alignment=s.face_alignment)
-        box = tuple(int(v) for v in face.box)
-        return Region(pixels=pixels, box=box, confidence=float(face.confidence), landmarks=face.landmarks)
+        x, y, w, h = face.box
+        return Region(
+            pixels=pixels,
+            box=(int(x), int(y), int(w), int(h)),
+            confidence=float(face.confidence),
+            landmarks=face.landmarks,
+        )
 
     def gallery_regions(self, images: list[np.ndarray]) -> list[list[Region]]:
         if self.settings.gallery_layout == "photos":  # every face, found at the photos layout's scale
@@ -188,10 +193,15 @@ class FaceNetBackend(ModelBackend):
             found = self.photos_detector.detect(images) if images else []
             return [[self.crop(image, face) for face in faces] for image, faces in zip(images, found)]
         chosen = slice(None) if self.settings.index_all_faces else slice(0, 1)
-        return [[self.crop(image, face) for face in faces[chosen]] for image, faces in zip(images, self.find_faces(images))]
+        return [
+            [self.crop(image, face) for face in faces[chosen]] for image, faces in zip(images, self.find_faces(images))
+        ]
 
     def query_regions(self, images: list[np.ndarray], max_faces: int | None) -> list[list[Region]]:
-        return [[self.crop(image, face) for face in faces[:max_faces]] for image, faces in zip(images, self.find_faces(images))]
+        return [
+            [self.crop(image, face) for face in faces[:max_faces]]
+            for image, faces in zip(images, self.find_faces(images))
+        ]
 
     def embed(self, regions: list[Region], *, query: bool) -> np.ndarray:
         if not regions:

@@ -45,8 +45,15 @@ class Neighbours:
     similarity: dict[int, np.ndarray]
 
 
-def assign(pending: list[int], neighbours: Neighbours, person: np.ndarray, params: ClusterParams, next_id: int,
-           keys: list | None = None, max_passes: int = 10) -> tuple[set[int], int]:
+def assign(
+    pending: list[int],
+    neighbours: Neighbours,
+    person: np.ndarray,
+    params: ClusterParams,
+    next_id: int,
+    keys: list | None = None,
+    max_passes: int = 10,
+) -> tuple[set[int], int]:
     """Assign the `pending` faces (universe positions) to persons, changing `person` in place.
 
     `person[i]` is a person id, NO_PERSON, or EXCLUDED for every face of the universe (the pending faces

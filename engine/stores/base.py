@@ -42,7 +42,8 @@ class FaceRow:
 
     @property
     def key(self) -> tuple[str, tuple[int, int, int, int]]:
-        return (self.path, tuple(self.box))
+        x, y, w, h = self.box
+        return (self.path, (x, y, w, h))
 
 
 def landmarks_tuple(points) -> Landmarks | None:
@@ -110,7 +111,9 @@ class Changes:
 class VectorStore(Protocol):
     """One model's gallery index. Implementations: `LocalStore`, `MilvusStore`."""
 
-    header: StoreHeader | None  # None: nothing was ever written
+    @property
+    def header(self) -> StoreHeader | None:
+        """Whose vectors the store holds; None: nothing was ever written."""
 
     def initialise(self, header: StoreHeader) -> None:
         """Make the store empty and owned by `header` (a store of another pipeline is dropped: a rebuild)."""
@@ -153,6 +156,8 @@ class VectorStore(Protocol):
 
     def close(self) -> None: ...
 
-    def face_vectors(self, paths: Iterable[str] | None = None, chunk: int = 20_000) -> Iterator[tuple[list[FaceRow], np.ndarray]]:
+    def face_vectors(
+        self, paths: Iterable[str] | None = None, chunk: int = 20_000
+    ) -> Iterator[tuple[list[FaceRow], np.ndarray]]:
         """The rows of the faces of the gallery files `paths` (None: every face) with their stored vectors,
         as (rows, (len(rows), dim) float32 array) chunks of at most `chunk` rows (people clustering reads them)."""

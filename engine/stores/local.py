@@ -30,10 +30,11 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -85,7 +86,7 @@ _state = sa.Table("state", _metadata, sa.Column("key", sa.String, primary_key=Tr
 class _Segment:
     name: str
     kind: str
-    index: object  # faiss.IndexIDMap
+    index: Any  # faiss.IndexIDMap (faiss has no type stubs)
 
     @property
     def ntotal(self) -> int:
@@ -227,11 +228,13 @@ class LocalStore:
                 continue
             inner = faiss.downcast_index(segment.index.index)
             if isinstance(inner, faiss.IndexHNSW):
-                params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, kk))
+                # in faiss, but missing from the stubs it ships
+                params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, kk))  # type: ignore[attr-defined]
                 if snap.selector is not None:
                     params.sel = snap.selector
             else:
-                params = faiss.SearchParameters(sel=snap.selector) if snap.selector is not None else None
+                # faiss's stubs lack the `sel` keyword the SWIG constructor takes
+                params = faiss.SearchParameters(sel=snap.selector) if snap.selector is not None else None  # type: ignore[call-arg]
             s, i = segment.index.search(queries, kk, params=params)
             sims.append(s)
             ids.append(i)
@@ -254,7 +257,7 @@ class LocalStore:
     def people(self) -> dict[str, int]:
         query = sa.select(_faces.c.name, sa.func.count(sa.distinct(_faces.c.path))).group_by(_faces.c.name)
         with self._engine.connect() as conn:
-            return {name: int(n) for name, n in conn.execute(query)}
+            return {row.name: int(row[1]) for row in conn.execute(query)}
 
     def get_meta(self, key: str) -> bytes | None:
         with self._engine.connect() as conn:
@@ -268,7 +271,7 @@ class LocalStore:
                     version = conn.execute(sa.select(_state.c.value).where(_state.c.key == "version")).scalar() or ""
                     if version == self._snapshot.version:
                         return False
-                    state = dict(conn.execute(sa.select(_state.c.key, _state.c.value)).all())
+                    state: dict[str, str] = dict(conn.execute(sa.select(_state.c.key, _state.c.value)).all())
                     names = conn.execute(sa.select(_segments.c.name, _segments.c.kind).order_by(_segments.c.name)).all()
                     deleted = np.fromiter(
                         (r[0] for r in conn.execute(sa.select(_tombstones.c.id).order_by(_tombstones.c.id))), np.int64
@@ -284,7 +287,7 @@ class LocalStore:
                 return changed
             raise IndexUnavailableError(f"the store in {self.root} kept changing while being read; try again")
 
-    def _load_snapshot(self, state: dict, names: list, deleted: np.ndarray) -> _Snapshot:
+    def _load_snapshot(self, state: dict, names: Sequence, deleted: np.ndarray) -> _Snapshot:
         import faiss
 
         loaded = {s.name: s for s in self._snapshot.segments}
@@ -304,9 +307,11 @@ class LocalStore:
         selector = None
         if len(deleted):
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(deleted))
-            selector._keep = deleted  # the batch selector copies ids, but keep the array with it anyway
+            selector._keep = deleted  # type: ignore[attr-defined]  # the batch selector copies ids, but keep the array with it anyway
         header = StoreHeader(**json.loads(state["header"])) if state.get("header") else None
-        return _Snapshot(state.get("version", ""), int(state.get("count", 0)), header, tuple(segments), deleted, selector)
+        return _Snapshot(
+            state.get("version", ""), int(state.get("count", 0)), header, tuple(segments), deleted, selector
+        )
 
     # --- writing -------------------------------------------------------------------------
 
@@ -380,7 +385,9 @@ class LocalStore:
                     conn.execute(_faces.update().where(_faces.c.path == old).values(path=new, name=name))
                     conn.execute(_files.update().where(_files.c.path == old).values(path=new))
                 # a record for a moved file replaces the record that moved with it
-                _delete_paths(conn, {f.path for f in changes.records} & {new for new, _ in changes.moves.values()}, rows=False)
+                _delete_paths(
+                    conn, {f.path for f in changes.records} & {new for new, _ in changes.moves.values()}, rows=False
+                )
                 for start in range(0, len(changes.rows), 50_000):
                     conn.execute(
                         _faces.insert(),
@@ -393,7 +400,14 @@ class LocalStore:
                     conn.execute(
                         _files.insert(),
                         [
-                            {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "sha256": f.sha256, "faces": f.faces, "error": f.error}
+                            {
+                                "path": f.path,
+                                "size": f.size,
+                                "mtime_ns": f.mtime_ns,
+                                "sha256": f.sha256,
+                                "faces": f.faces,
+                                "error": f.error,
+                            }
                             for f in changes.records
                         ],
                     )
@@ -409,15 +423,23 @@ class LocalStore:
                 # tombstones: every deleted id still held by a segment file
                 dropped = np.setdiff1d(snap.deleted, plan.tombstones)
                 for start in range(0, len(dropped), 500):
-                    conn.execute(_tombstones.delete().where(_tombstones.c.id.in_(dropped[start : start + 500].tolist())))
+                    conn.execute(
+                        _tombstones.delete().where(_tombstones.c.id.in_(dropped[start : start + 500].tolist()))
+                    )
                 added = np.setdiff1d(plan.tombstones, snap.deleted)
                 if len(added):
                     conn.execute(_tombstones.insert(), [{"id": int(i)} for i in added])
                 conn.execute(_segments.delete())
                 if plan.segments:
-                    conn.execute(_segments.insert(), [{"name": n, "kind": k, "vectors": v} for n, k, v in plan.segments])
-                for key, value in (("version", uuid.uuid4().hex), ("next_id", str(next_id + len(new_ids))), ("count", str(count))):
-                    conn.execute(_state.update().where(_state.c.key == key).values(value=value))
+                    conn.execute(
+                        _segments.insert(), [{"name": n, "kind": k, "vectors": v} for n, k, v in plan.segments]
+                    )
+                for key, state_value in (
+                    ("version", uuid.uuid4().hex),
+                    ("next_id", str(next_id + len(new_ids))),
+                    ("count", str(count)),
+                ):
+                    conn.execute(_state.update().where(_state.c.key == key).values(value=state_value))
             self.refresh()
             self._delete_segments(plan.superseded)
 
@@ -494,13 +516,15 @@ class LocalStore:
 
     def _remove_orphans(self) -> None:
         """Delete segment files no committed state names, written before this lock was taken (a crashed writer's)."""
+        since = self._lock_since
+        assert since is not None, "_remove_orphans runs only under the write lock"
         with self._engine.connect() as conn:
             if not sa.inspect(conn).has_table("segments"):
                 return
             referenced = {n for (n,) in conn.execute(sa.select(_segments.c.name))}
         for path in (self.root / "segments").glob("*.faiss"):
             try:
-                if path.stem not in referenced and path.stat().st_mtime < self._lock_since:
+                if path.stem not in referenced and path.stat().st_mtime < since:
                     path.unlink()
             except FileNotFoundError:
                 pass
@@ -532,7 +556,9 @@ class LocalStore:
         self._snapshot = _EMPTY
         self._engine.dispose()
 
-    def face_vectors(self, paths: Iterable[str] | None = None, chunk: int = 20_000) -> Iterator[tuple[list[FaceRow], np.ndarray]]:
+    def face_vectors(
+        self, paths: Iterable[str] | None = None, chunk: int = 20_000
+    ) -> Iterator[tuple[list[FaceRow], np.ndarray]]:
         """The rows and stored vectors of the faces of `paths` (None: every face), in chunks of at most `chunk`.
 
         Reads the committed state as of this call's refresh(); a row committed after it is left out.
@@ -586,7 +612,16 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 def _face_columns(row: FaceRow) -> dict:
     x, y, w, h = row.box
     landmarks = None if row.landmarks is None else json.dumps([list(point) for point in row.landmarks])
-    return {"path": row.path, "name": row.name, "x": x, "y": y, "w": w, "h": h, "confidence": row.confidence, "landmarks": landmarks}
+    return {
+        "path": row.path,
+        "name": row.name,
+        "x": x,
+        "y": y,
+        "w": w,
+        "h": h,
+        "confidence": row.confidence,
+        "landmarks": landmarks,
+    }
 
 
 def _face_row(r) -> FaceRow:
@@ -605,17 +640,17 @@ def _check_vectors(changes: Changes, dim: int) -> np.ndarray:
 
 def _ids_for_paths(conn, paths: set[str]) -> np.ndarray:
     found: list[int] = []
-    paths = sorted(paths)
-    for start in range(0, len(paths), 500):
-        chunk = paths[start : start + 500]
+    ordered = sorted(paths)
+    for start in range(0, len(ordered), 500):
+        chunk = ordered[start : start + 500]
         found.extend(i for (i,) in conn.execute(sa.select(_faces.c.id).where(_faces.c.path.in_(chunk))))
     return np.array(sorted(found), np.int64)
 
 
 def _delete_paths(conn, paths: set[str], *, rows: bool = True) -> None:
-    paths = sorted(paths)
-    for start in range(0, len(paths), 500):
-        chunk = paths[start : start + 500]
+    ordered = sorted(paths)
+    for start in range(0, len(ordered), 500):
+        chunk = ordered[start : start + 500]
         if rows:
             conn.execute(_faces.delete().where(_faces.c.path.in_(chunk)))
         conn.execute(_files.delete().where(_files.c.path.in_(chunk)))

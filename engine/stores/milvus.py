@@ -56,8 +56,17 @@ logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_NoMvccWa
 class MilvusStore:
     """See the module docstring. `uri`: a Milvus Lite file path (`*.db`) or http(s)://host:port."""
 
-    def __init__(self, uri: str, *, model: str, collection: str | None = None, hnsw_m: int = 16,
-                 ef_construction: int = 80, ef_search: int = 96, timeout: float = 10.0):
+    def __init__(
+        self,
+        uri: str,
+        *,
+        model: str,
+        collection: str | None = None,
+        hnsw_m: int = 16,
+        ef_construction: int = 80,
+        ef_search: int = 96,
+        timeout: float = 10.0,
+    ):
         from pymilvus import MilvusClient
 
         self.uri = uri
@@ -161,7 +170,9 @@ class MilvusStore:
             return {}
         fields = ["path", "size", "mtime_ns", "sha256", "faces", "error"]
         return {
-            r["path"]: FileRecord(r["path"], int(r["size"]), int(r["mtime_ns"]), r["sha256"], int(r["faces"]), json.loads(r["error"]))
+            r["path"]: FileRecord(
+                r["path"], int(r["size"]), int(r["mtime_ns"]), r["sha256"], int(r["faces"]), json.loads(r["error"])
+            )
             for r in self._iterate(self.files_c, "", fields)
         }
 
@@ -184,7 +195,9 @@ class MilvusStore:
     def writer(self, timeout: float | None = None) -> Iterator[MilvusStore]:
         """Serialises writers in this process only: Milvus has no cross-process lock (Lite has one process anyway)."""
         if not self._mutex.acquire(timeout=-1 if timeout is None else timeout):
-            raise IndexBusyError(f"another index run holds the store at {self.uri}; wait for it to finish or try again later")
+            raise IndexBusyError(
+                f"another index run holds the store at {self.uri}; wait for it to finish or try again later"
+            )
         try:
             yield self
         finally:
@@ -210,8 +223,12 @@ class MilvusStore:
             schema.add_field("confidence", DataType.DOUBLE)
             schema.add_field("landmarks", DataType.VARCHAR, max_length=512)
             index = self.client.prepare_index_params()
-            index.add_index(field_name="vector", index_type="HNSW", metric_type="IP",
-                            params={"M": self.hnsw_m, "efConstruction": self.ef_construction})
+            index.add_index(
+                field_name="vector",
+                index_type="HNSW",
+                metric_type="IP",
+                params={"M": self.hnsw_m, "efConstruction": self.ef_construction},
+            )
             index.add_index(field_name="path", index_type="INVERTED")  # apply() deletes and moves rows by path
             self.client.create_collection(self.faces, schema=schema, index_params=index)
 
@@ -247,7 +264,9 @@ class MilvusStore:
         with self.writer():
             self.refresh()
             if self.header is None:
-                raise IndexUnavailableError(f"the Milvus store {self.faces} at {self.uri} has no header yet: initialise() it first")
+                raise IndexUnavailableError(
+                    f"the Milvus store {self.faces} at {self.uri} has no header yet: initialise() it first"
+                )
             dim = self.header.dim
             if changes.rows and (changes.vectors is None or changes.vectors.shape != (len(changes.rows), dim)):
                 raise ValueError(f"{len(changes.rows)} rows need vectors of shape ({len(changes.rows)}, {dim})")
@@ -260,15 +279,33 @@ class MilvusStore:
             self._delete_in(self.files_c, "path", set(changes.remove_paths) | move_targets)
             # 3. moves: rows re-inserted under the new path with their vectors, then the old ones deleted
             for old, (new, name) in changes.moves.items():
-                moved = list(self._iterate(self.faces, _in("path", [old]), ["id", "vector", "x", "y", "w", "h", "confidence", "landmarks"]))
-                record = self.client.get(self.files_c, ids=[old], output_fields=["size", "mtime_ns", "sha256", "faces", "error"])
+                moved = list(
+                    self._iterate(
+                        self.faces, _in("path", [old]), ["id", "vector", "x", "y", "w", "h", "confidence", "landmarks"]
+                    )
+                )
+                record = self.client.get(
+                    self.files_c, ids=[old], output_fields=["size", "mtime_ns", "sha256", "faces", "error"]
+                )
                 self.client.delete(self.files_c, ids=[old])
                 if moved:
-                    self._insert(self.faces, [
-                        {"vector": list(r["vector"]), "path": new, "name": name, "x": r["x"], "y": r["y"], "w": r["w"], "h": r["h"],
-                         "confidence": r["confidence"], "landmarks": r["landmarks"]}
-                        for r in moved
-                    ])
+                    self._insert(
+                        self.faces,
+                        [
+                            {
+                                "vector": list(r["vector"]),
+                                "path": new,
+                                "name": name,
+                                "x": r["x"],
+                                "y": r["y"],
+                                "w": r["w"],
+                                "h": r["h"],
+                                "confidence": r["confidence"],
+                                "landmarks": r["landmarks"],
+                            }
+                            for r in moved
+                        ],
+                    )
                     self.client.delete(self.faces, ids=[r["id"] for r in moved])
                 if record and new not in re_added:
                     record[0].pop("path", None)
@@ -276,14 +313,20 @@ class MilvusStore:
             # 4. new rows, then their records
             if changes.rows:
                 vectors = np.asarray(changes.vectors, dtype=np.float32)
-                self._insert(self.faces, [
-                    {"vector": v.tolist(), **_face_fields(r)}
-                    for r, v in zip(changes.rows, vectors)
-                ])
+                self._insert(
+                    self.faces, [{"vector": v.tolist(), **_face_fields(r)} for r, v in zip(changes.rows, vectors)]
+                )
             if changes.records:
                 records = [
-                    {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "sha256": f.sha256, "faces": f.faces,
-                     "error": json.dumps(f.error), "vector": _DUMMY}
+                    {
+                        "path": f.path,
+                        "size": f.size,
+                        "mtime_ns": f.mtime_ns,
+                        "sha256": f.sha256,
+                        "faces": f.faces,
+                        "error": json.dumps(f.error),
+                        "vector": _DUMMY,
+                    }
                     for f in changes.records
                 ]
                 for start in range(0, len(records), 5_000):
@@ -300,7 +343,9 @@ class MilvusStore:
     def close(self) -> None:
         self.client.close()
 
-    def face_vectors(self, paths: Iterable[str] | None = None, chunk: int = 20_000) -> Iterator[tuple[list[FaceRow], np.ndarray]]:
+    def face_vectors(
+        self, paths: Iterable[str] | None = None, chunk: int = 20_000
+    ) -> Iterator[tuple[list[FaceRow], np.ndarray]]:
         """The rows and stored vectors of the faces of `paths` (None: every face), in chunks of at most `chunk`."""
         if self.header is None or not self.client.has_collection(self.faces):
             return
@@ -329,9 +374,9 @@ class MilvusStore:
             self.client.insert(collection, rows[start : start + 5_000])
 
     def _delete_in(self, collection: str, field: str, values: set[str]) -> None:
-        values = sorted(values)
-        for start in range(0, len(values), 5_000):  # each delete scans (Milvus Lite: in Python): few, large ones
-            self.client.delete(collection, filter=_in(field, values[start : start + 5_000]))
+        ordered = sorted(values)
+        for start in range(0, len(ordered), 5_000):  # each delete scans (Milvus Lite: in Python): few, large ones
+            self.client.delete(collection, filter=_in(field, ordered[start : start + 5_000]))
 
     def _iterate(self, collection: str, filter: str, fields: list[str]) -> Iterator[dict]:
         iterator = self.client.query_iterator(collection, batch_size=5_000, filter=filter, output_fields=fields)
@@ -351,18 +396,31 @@ class MilvusStore:
     def _put_blob(self, key: str, value: bytes) -> None:
         text = base64.b64encode(value).decode()
         chunks = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
-        self.client.upsert(self.meta_c, [
-            {"chunk": f"{key}#{n}", "key": key, "value": chunk, "vector": _DUMMY} for n, chunk in enumerate(chunks)
-        ])
+        self.client.upsert(
+            self.meta_c,
+            [{"chunk": f"{key}#{n}", "key": key, "value": chunk, "vector": _DUMMY} for n, chunk in enumerate(chunks)],
+        )
         # a shorter blob than before: drop the old tail chunks
-        self.client.delete(self.meta_c, filter=f"{_in('key', [key])} and chunk not in {json.dumps([f'{key}#{n}' for n in range(len(chunks))])}")
+        self.client.delete(
+            self.meta_c,
+            filter=f"{_in('key', [key])} and chunk not in {json.dumps([f'{key}#{n}' for n in range(len(chunks))])}",
+        )
 
 
 def _face_fields(row: FaceRow) -> dict:
     x, y, w, h = row.box
     landmarks = "" if row.landmarks is None else json.dumps([list(point) for point in row.landmarks])
     confidence = -1.0 if row.confidence is None else float(row.confidence)
-    return {"path": row.path, "name": row.name, "x": x, "y": y, "w": w, "h": h, "confidence": confidence, "landmarks": landmarks}
+    return {
+        "path": row.path,
+        "name": row.name,
+        "x": x,
+        "y": y,
+        "w": w,
+        "h": h,
+        "confidence": confidence,
+        "landmarks": landmarks,
+    }
 
 
 def _face_row(e: dict) -> FaceRow:
