@@ -94,7 +94,10 @@ def build_gallery(root: Path, layout: dict, seed: int) -> dict[str, list[tuple[s
 
     manifest = root.parent / "truth.json"
     if manifest.is_file():
-        return {path: [(name, tuple(box)) for name, box in faces] for path, faces in json.loads(manifest.read_text()).items()}
+        return {
+            path: [(name, tuple(box)) for name, box in faces]
+            for path, faces in json.loads(manifest.read_text()).items()
+        }
     rng = random.Random(seed)
     truth = {}
     for number, members in enumerate(layout["photos"]):
@@ -132,8 +135,12 @@ def main() -> int:
     parser.add_argument("--guests", type=int, default=400)
     parser.add_argument("--strangers", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--extra-photos", type=int, default=100_000, help="photos' worth of extra face-like vectors (0: skip)")
-    parser.add_argument("--index-sample", type=int, default=40, help="photos indexed in both layouts for the speed figures")
+    parser.add_argument(
+        "--extra-photos", type=int, default=100_000, help="photos' worth of extra face-like vectors (0: skip)"
+    )
+    parser.add_argument(
+        "--index-sample", type=int, default=40, help="photos indexed in both layouts for the speed figures"
+    )
     parser.add_argument("--tune", action="store_true", help="print the figures over a grid of decision settings")
     args = parser.parse_args()
     if not LFW.is_dir():
@@ -149,18 +156,27 @@ def main() -> int:
     faces_pasted = sum(len(v) for v in truth.values())
     truth_faces = truth
     truth = {path: [name for name, _ in faces] for path, faces in truth_faces.items()}
-    print(f"fold {args.fold}: {len(truth)} group photos, {faces_pasted} faces pasted, {len(layout['guests'])} guests, "
-          f"{len(layout['strangers'])} strangers; gallery {gallery}", flush=True)
+    print(
+        f"fold {args.fold}: {len(truth)} group photos, {faces_pasted} faces pasted, {len(layout['guests'])} guests, "
+        f"{len(layout['strangers'])} strangers; gallery {gallery}",
+        flush=True,
+    )
 
     settings = base.model_copy(update={"data_dir": work / "data", "gallery_dir": gallery, "gallery_layout": "photos"})
     engine = Engine(settings)
     started = time.perf_counter()
     report = engine.build_index("facenet", gallery)
-    print(f"index: {report.faces_indexed} faces ({report.added} photos added, {report.unchanged} unchanged) "
-          f"in {time.perf_counter() - started:.0f} s", flush=True)
+    print(
+        f"index: {report.faces_indexed} faces ({report.added} photos added, {report.unchanged} unchanged) "
+        f"in {time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
     searcher = engine.searcher("facenet")
 
-    selfies = {**{("guest", n): p for n, p in layout["guests"].items()}, **{("stranger", n): p for n, p in layout["strangers"].items()}}
+    selfies = {
+        **{("guest", n): p for n, p in layout["guests"].items()},
+        **{("stranger", n): p for n, p in layout["strangers"].items()},
+    }
     vectors = query_vectors(engine, work, selfies)
     photos_of = {}
     for path, names in truth.items():
@@ -196,21 +212,33 @@ def main() -> int:
             recalls.append(len(found & wanted) / len(wanted) if wanted else 1.0)
             if judged:
                 precisions.append(right / judged)
-        return {"precision": np.mean(precisions), "recall": np.mean(recalls), "strangers_clean": np.mean(clean),
-                "unjudged": unlabelled[0],
-                "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95)}
+        return {
+            "precision": np.mean(precisions),
+            "recall": np.mean(recalls),
+            "strangers_clean": np.mean(clean),
+            "unjudged": unlabelled[0],
+            "p50_ms": percentile(latencies, 50),
+            "p95_ms": percentile(latencies, 95),
+        }
 
     params = searcher.appearance_params()
     if args.tune:
         for candidate in tuning_grid(params):
             figures = evaluate(candidate)
-            print(json.dumps({**{k: round(float(v), 4) for k, v in figures.items()}, "params": candidate.describe()}), flush=True)
+            print(
+                json.dumps({**{k: round(float(v), 4) for k, v in figures.items()}, "params": candidate.describe()}),
+                flush=True,
+            )
     figures = evaluate(params)
     print(f"photos layout search ({params.describe()}):")
-    print(f"  precision {figures['precision']:.3f}  recall {figures['recall']:.3f}  strangers clean {figures['strangers_clean']:.3f}"
-          f"  ({figures['unjudged']} answers through background faces of LFW photos, not judged)"
-          f"  (guests {len(layout['guests'])}, strangers {len(layout['strangers'])})")
-    print(f"  store part of a query: p50 {figures['p50_ms']:.1f} ms  p95 {figures['p95_ms']:.1f} ms ({engine.index_info('facenet').count} faces)")
+    print(
+        f"  precision {figures['precision']:.3f}  recall {figures['recall']:.3f}  strangers clean {figures['strangers_clean']:.3f}"
+        f"  ({figures['unjudged']} answers through background faces of LFW photos, not judged)"
+        f"  (guests {len(layout['guests'])}, strangers {len(layout['strangers'])})"
+    )
+    print(
+        f"  store part of a query: p50 {figures['p50_ms']:.1f} ms  p95 {figures['p95_ms']:.1f} ms ({engine.index_info('facenet').count} faces)"
+    )
     print_latency(engine, selfies, "at this size")
     if args.index_sample:
         indexing_speed(base, gallery, work, args.index_sample)
@@ -256,8 +284,11 @@ def print_latency(engine, selfies: dict, what: str, limit: int = 60) -> None:
             searcher.store.search(vectors, 5)
         plain.append((time.perf_counter() - t) * 1000)
         del result
-    print(f"  whole query {what}: p50 {percentile(totals, 50):.0f} ms  p95 {percentile(totals, 95):.0f} ms; "
-          f"the same photos with a plain k=5 search: p50 {percentile(plain, 50):.0f} ms  p95 {percentile(plain, 95):.0f} ms", flush=True)
+    print(
+        f"  whole query {what}: p50 {percentile(totals, 50):.0f} ms  p95 {percentile(totals, 95):.0f} ms; "
+        f"the same photos with a plain k=5 search: p50 {percentile(plain, 50):.0f} ms  p95 {percentile(plain, 95):.0f} ms",
+        flush=True,
+    )
 
 
 def extra_latency(engine, work, selfies, faces_per_photo, extra_photos, params) -> None:
@@ -265,7 +296,6 @@ def extra_latency(engine, work, selfies, faces_per_photo, extra_photos, params) 
     import shutil
 
     from bench_store import synthetic
-
     from engine.core import Engine
     from engine.stores.base import Changes, FaceRow, FileRecord
 
@@ -281,9 +311,13 @@ def extra_latency(engine, work, selfies, faces_per_photo, extra_photos, params) 
         started = time.perf_counter()
         for start in range(0, extra, 100_000):
             stop = min(extra, start + 100_000)
-            rows = [FaceRow(f"extra/{i // 5:07d}.jpg", "", (10 * (i % 5), 10, 80, 80), 0.99) for i in range(start, stop)]
+            rows = [
+                FaceRow(f"extra/{i // 5:07d}.jpg", "", (10 * (i % 5), 10, 80, 80), 0.99) for i in range(start, stop)
+            ]
             paths = sorted({r.path for r in rows})
-            store.apply(Changes(rows=rows, vectors=data[start:stop], records=[FileRecord(p, 1, 1, "x", 5) for p in paths]))
+            store.apply(
+                Changes(rows=rows, vectors=data[start:stop], records=[FileRecord(p, 1, 1, "x", 5) for p in paths])
+            )
         store.close()
         done.write_text(str(extra))
         print(f"  added {extra} synthetic faces in {time.perf_counter() - started:.0f} s", flush=True)
@@ -296,8 +330,11 @@ def extra_latency(engine, work, selfies, faces_per_photo, extra_photos, params) 
         t = time.perf_counter()
         searcher.photos_for(vector, params=params)
         timings.append((time.perf_counter() - t) * 1000)
-    print(f"  with {extra_photos} extra photos ({searcher.store.count} faces): store part p50 {percentile(timings, 50):.1f} ms "
-          f"p95 {percentile(timings, 95):.1f} ms", flush=True)
+    print(
+        f"  with {extra_photos} extra photos ({searcher.store.count} faces): store part p50 {percentile(timings, 50):.1f} ms "
+        f"p95 {percentile(timings, 95):.1f} ms",
+        flush=True,
+    )
     print_latency(bigger, selfies, f"with {extra_photos} extra photos")
 
 
@@ -325,9 +362,12 @@ def indexing_speed(base: EngineSettings, gallery: Path, work: Path, count: int) 
         engine = Engine(base.model_copy(update={"data_dir": data_dir, "gallery_dir": sample, "gallery_layout": layout}))
         engine.load_networks("facenet")
         report = engine.build_index("facenet", sample)
-        print(f"  indexing, {layout} layout: {report.embedded_images} photos, {report.faces_indexed} faces in "
-              f"{report.seconds:.1f} s: {report.images_per_second:.2f} images/s, "
-              f"{report.faces_indexed / report.seconds:.2f} faces/s", flush=True)
+        print(
+            f"  indexing, {layout} layout: {report.embedded_images} photos, {report.faces_indexed} faces in "
+            f"{report.seconds:.1f} s: {report.images_per_second:.2f} images/s, "
+            f"{report.faces_indexed / report.seconds:.2f} faces/s",
+            flush=True,
+        )
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -339,8 +379,15 @@ def tuning_grid(params):
         yield replace(params, threshold=threshold, accept=0.52, cohort_weight=0.5, expand=0)
     for expand_threshold in (0.6, 0.66):
         for expanded in (0.46, 0.5, 0.54):
-            yield replace(params, threshold=0.46, accept=0.52, cohort_weight=0.5, expand=5,
-                          expand_threshold=expand_threshold, expanded_threshold=expanded)
+            yield replace(
+                params,
+                threshold=0.46,
+                accept=0.52,
+                cohort_weight=0.5,
+                expand=5,
+                expand_threshold=expand_threshold,
+                expanded_threshold=expanded,
+            )
 
 
 if __name__ == "__main__":

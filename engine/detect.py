@@ -106,7 +106,9 @@ class FaceDetector:
             self._pass_again(results, images, without, for_min_face=False, pad=self.retry_padding)
         return [rank_by_prominence(self._chosen(faces), image.shape) for faces, image in zip(results, images)]
 
-    def _pass_again(self, results: list[list[DetectedFace]], images: list[np.ndarray], positions: list[int], **how) -> None:
+    def _pass_again(
+        self, results: list[list[DetectedFace]], images: list[np.ndarray], positions: list[int], **how
+    ) -> None:
         """Detect `positions` again: confident faces replace the earlier ones, others join the fallback candidates."""
         if not positions:
             return
@@ -134,7 +136,7 @@ class FaceDetector:
             if scale < 1.0:
                 height, width = image.shape[:2]
                 size = (max(12, round(width * scale)), max(12, round(height * scale)))
-                small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+                small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
                 scale_xy = (width / size[0], height / size[1])
             else:
                 small, scale_xy = image, (1.0, 1.0)
@@ -233,7 +235,9 @@ def crop_face(image: np.ndarray, face: DetectedFace, *, size: int, margin: float
         cos, -sin, center_x - cos * half + sin * half,
         sin, cos, center_y - sin * half - cos * half,
     )  # fmt: skip
-    crop = Image.fromarray(image).transform((size, size), Image.AFFINE, coefficients, resample=Image.BILINEAR)
+    crop = Image.fromarray(image).transform(
+        (size, size), Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR
+    )
     return np.asarray(crop, dtype=np.uint8)
 
 
@@ -272,7 +276,9 @@ def template_crop(image: np.ndarray, face: DetectedFace, *, size: int, margin: f
     target = size / 2 + FACE_TEMPLATE * (size / (1.0 + margin))
     # The transform maps output pixels to source pixels, which is what Pillow's AFFINE takes.
     p, q, tx, ty = similarity_transform(target, face.landmarks.astype(np.float64))
-    crop = Image.fromarray(image).transform((size, size), Image.AFFINE, (p, -q, tx, q, p, ty), resample=Image.BILINEAR)
+    crop = Image.fromarray(image).transform(
+        (size, size), Image.Transform.AFFINE, (p, -q, tx, q, p, ty), resample=Image.Resampling.BILINEAR
+    )
     return np.asarray(crop, dtype=np.uint8)
 
 

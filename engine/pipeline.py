@@ -16,7 +16,7 @@ import logging
 import multiprocessing
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
@@ -94,7 +94,7 @@ class Preparer:
     def load(self) -> None:
         self.backend.load_regions()
 
-    def prepare(self, chunk: list[tuple[str, Path | bytes]]) -> tuple[list[PreparedImage], float, float]:
+    def prepare(self, chunk: Sequence[tuple[str, str | Path | bytes]]) -> tuple[list[PreparedImage], float, float]:
         """One chunk → (prepared images in order, decode seconds, detect seconds)."""
         started = time.perf_counter()
         prepared: list[PreparedImage] = []
@@ -111,7 +111,7 @@ class Preparer:
             item.regions = regions
         return prepared, decoded - started, time.perf_counter() - decoded
 
-    def read(self, relative: str, path: Path | bytes) -> np.ndarray:
+    def read(self, relative: str, path: str | Path | bytes) -> np.ndarray:
         """`path` may also be the file's bytes (Ray shards shipped by the driver)."""
         s = self.settings
         if isinstance(path, bytes):
@@ -165,6 +165,8 @@ def _init_worker(settings: EngineSettings, model: str, threads: int) -> None:
 
 
 def _prepare_in_worker(chunk: list[tuple[str, Path]]) -> tuple[list[PreparedImage], float, float]:
+    if _WORKER is None:
+        raise RuntimeError("the worker process was not initialised")
     return _WORKER.prepare(chunk)
 
 

@@ -21,7 +21,9 @@ class EngineSettings(BaseSettings):
 
     data_dir: Path = Field(PROJECT_ROOT / "data", description="Indexes, database and reports live here.")
     models_dir: Path = Field(PROJECT_ROOT / "models", description="Where weights are fetched to.")
-    gallery_dir: Path | None = Field(None, description="Gallery root (one folder per person). Default: DATA_DIR/sample-gallery.")
+    gallery_dir: Path | None = Field(
+        None, description="Gallery root (one folder per person). Default: DATA_DIR/sample-gallery."
+    )
     gallery_layout: Literal["people", "photos"] = Field(
         "people",
         description="Where names come from. 'people': one folder per person (the folder is the name), the most "
@@ -32,7 +34,9 @@ class EngineSettings(BaseSettings):
 
     # detection
     detect_max_side: int = Field(640, ge=64, description="Longest side a photo is scaled to for detection.")
-    min_face_size: int = Field(20, ge=20, description="Smallest face (pixels) looked for; photos are scaled so it becomes 20 px for MTCNN.")
+    min_face_size: int = Field(
+        20, ge=20, description="Smallest face (pixels) looked for; photos are scaled so it becomes 20 px for MTCNN."
+    )
     face_confidence: float = Field(0.90, ge=0.0, le=1.0, description="Minimum MTCNN confidence for a face.")
     face_fallback_confidence: float = Field(
         0.85,
@@ -60,18 +64,26 @@ class EngineSettings(BaseSettings):
         description="Photos layout: faces whose box's longer side is under this many pixels of the photo are not "
         "indexed (too small to embed well: FaceNet's crop is 160 px).",
     )
-    face_margin: float = Field(0.1, ge=0.0, le=1.0, description="Margin added around a face box, as a share of its size.")
+    face_margin: float = Field(
+        0.1, ge=0.0, le=1.0, description="Margin added around a face box, as a share of its size."
+    )
     face_alignment: Literal["template", "rotate", "none"] = Field(
         "rotate",
         description="How face crops are aligned: 'template' maps the five MTCNN landmarks onto a canonical face by a "
         "similarity transform, 'rotate' only levels the eyes, 'none' crops the box as it is.",
     )
     flip_queries: bool = Field(True, description="Average each query face's embedding with its mirror image's.")
-    flip_gallery: bool = Field(False, description="The same for gallery faces (doubles indexing time, no measured gain).")
-    index_all_faces: bool = Field(False, description="Index every face of a gallery photo, not only the most prominent.")
+    flip_gallery: bool = Field(
+        False, description="The same for gallery faces (doubles indexing time, no measured gain)."
+    )
+    index_all_faces: bool = Field(
+        False, description="Index every face of a gallery photo, not only the most prominent."
+    )
     detect_batch_size: int = Field(16, ge=1, description="Images per MTCNN batch when indexing.")
     embed_batch_size: int = Field(32, ge=1, description="Faces per FaceNet batch.")
-    xla: bool = Field(True, description="Run query-sized FaceNet batches through XLA (faster on CPU, compiled once per size).")
+    xla: bool = Field(
+        True, description="Run query-sized FaceNet batches through XLA (faster on CPU, compiled once per size)."
+    )
 
     # runtime, devices and parallel indexing
     engine_runtime: Literal["auto", "onnx", "keras"] = Field(
@@ -81,12 +93,22 @@ class EngineSettings(BaseSettings):
         "by `python -m engine models fetch`), else keras. Both give the same vectors (checked at fetch time), so "
         "an index built on one is searched on the other.",
     )
-    device: Literal["auto", "gpu", "cpu"] = Field("auto", description="Embedding device: a GPU when TensorFlow sees one (auto), or the CPU.")
-    index_workers: int | None = Field(None, ge=0, description="Processes decoding and detecting while indexing (0: in the indexing process). Default: one per core (at most 8), 0 on up to 2 cores.")
-    index_ray: str | None = Field(None, description="Index on Ray: 'local' starts a local cluster, else a cluster address (host:port, ray://...).")
+    device: Literal["auto", "gpu", "cpu"] = Field(
+        "auto", description="Embedding device: a GPU when TensorFlow sees one (auto), or the CPU."
+    )
+    index_workers: int | None = Field(
+        None,
+        ge=0,
+        description="Processes decoding and detecting while indexing (0: in the indexing process). Default: one per core (at most 8), 0 on up to 2 cores.",
+    )
+    index_ray: str | None = Field(
+        None, description="Index on Ray: 'local' starts a local cluster, else a cluster address (host:port, ray://...)."
+    )
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs a local Ray cluster may use (default: all cores).")
     ray_object_store_mb: int = Field(256, ge=75, description="Object store size of a local Ray cluster (MB).")
-    ray_ship_images: bool = Field(False, description="Send each image's bytes to the Ray actors instead of its path (gallery not on the nodes).")
+    ray_ship_images: bool = Field(
+        False, description="Send each image's bytes to the Ray actors instead of its path (gallery not on the nodes)."
+    )
 
     # input limits
     max_image_bytes: int = Field(20_000_000, ge=1, description="Largest image file accepted.")
@@ -98,15 +120,23 @@ class EngineSettings(BaseSettings):
         description="Where vectors live: unset = the local store under DATA_DIR/index; a path ending in .db = Milvus Lite; "
         "http(s)://host:19530 = a Milvus server shared by several machines.",
     )
-    index_commit_every: int = Field(1000, ge=1, description="Photos embedded between two durable commits of an index run.")
+    index_commit_every: int = Field(
+        1000, ge=1, description="Photos embedded between two durable commits of an index run."
+    )
     index_commit_interval_s: float = Field(10.0, gt=0, description="...or seconds between them, whichever comes first.")
-    index_lock_wait_s: float = Field(3600.0, ge=0, description="How long an index run waits for another one's writer lock.")
-    index_refresh_s: float = Field(2.0, gt=0, description="How often a running service looks for index versions other processes wrote.")
+    index_lock_wait_s: float = Field(
+        3600.0, ge=0, description="How long an index run waits for another one's writer lock."
+    )
+    index_refresh_s: float = Field(
+        2.0, gt=0, description="How often a running service looks for index versions other processes wrote."
+    )
 
     # search
     default_k: int = Field(5, ge=1, description="Matches returned per face.")
     max_k: int = Field(50, ge=1, description="Largest k accepted.")
-    ann_threshold: int = Field(50_000, ge=1, description="Faces from which the local store's sealed segment is an HNSW graph.")
+    ann_threshold: int = Field(
+        50_000, ge=1, description="Faces from which the local store's sealed segment is an HNSW graph."
+    )
     hnsw_m: int = Field(16, ge=4, description="HNSW graph degree (local store and Milvus).")
     hnsw_ef_search: int = Field(96, ge=8, description="HNSW search breadth (local store and Milvus).")
     open_set_threshold: float | None = Field(
@@ -119,14 +149,23 @@ class EngineSettings(BaseSettings):
 
     # people (persons the faces belong to: engine/people)
     cluster_threshold: float = Field(
-        0.7, ge=-1.0, le=1.0, description="Cosine similarity from which two faces count as close when grouping faces into persons "
-        "(chosen on one fold of LFW development people: benchmarks/bench_cluster.py)."
+        0.7,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity from which two faces count as close when grouping faces into persons "
+        "(chosen on one fold of LFW development people: benchmarks/bench_cluster.py).",
     )
-    cluster_min_faces: int = Field(2, ge=2, description="Close faces (itself included) a face needs to found a new person.")
-    cluster_neighbours: int = Field(10, ge=1, le=1000, description="Neighbours asked of the store per face when grouping.")
+    cluster_min_faces: int = Field(
+        2, ge=2, description="Close faces (itself included) a face needs to found a new person."
+    )
+    cluster_neighbours: int = Field(
+        10, ge=1, le=1000, description="Neighbours asked of the store per face when grouping."
+    )
     cluster_regroup_growth: float = Field(
-        0.5, ge=0.0, description="An index run groups every face again when the faces have grown by this share since the "
-        "last full grouping (persons founded apart in earlier runs come together); 0: only on request (people recluster)."
+        0.5,
+        ge=0.0,
+        description="An index run groups every face again when the faces have grown by this share since the "
+        "last full grouping (persons founded apart in earlier runs come together); 0: only on request (people recluster).",
     )
 
     @property

@@ -14,6 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from engine import Engine, EngineSettings
+from engine.errors import ModelUnavailableError
+from engine.images import list_gallery_images, read_image
+from engine.onnx_runtime import FACENET_GRAPH, MANIFEST, MTCNN_GRAPHS, resolve_runtime
 from helpers_engine import (
     CLEAR_FACES,
     FACENET_WEIGHTS,
@@ -24,11 +29,6 @@ from helpers_engine import (
     person_of,
     sample,
 )  # fmt: skip
-
-from engine import Engine, EngineSettings
-from engine.errors import ModelUnavailableError
-from engine.images import list_gallery_images, read_image
-from engine.onnx_runtime import FACENET_GRAPH, MANIFEST, MTCNN_GRAPHS, resolve_runtime
 
 GRAPHS = (FACENET_GRAPH, *MTCNN_GRAPHS.values())
 

@@ -11,12 +11,12 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers_engine import BEN, ELTON, JERRY, MADONNA, MINDY, SAMPLE_GALLERY, copy_photos, sample, side_by_side
 from PIL import Image
 
 from engine.compose import background, overlap, paste_faces
 from engine.errors import IndexUnavailableError
 from engine.images import list_gallery_images
+from helpers_engine import BEN, ELTON, JERRY, MADONNA, MINDY, SAMPLE_GALLERY, copy_photos, sample, side_by_side
 
 TWO = "day-1/ceremony/IMG_0001.jpg"  # Jerry (left) and Madonna (right)
 CROWD = "day-2/party/crowd/IMG_0060.jpg"  # 60 faces of 45-95 px on 4000x3000

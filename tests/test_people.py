@@ -85,7 +85,9 @@ def any_store(request, tmp_path):
 
         store = MilvusStore(str(tmp_path / "faces.db"), model="facenet")
     else:
-        store = LocalStore(tmp_path / "store", ann_threshold=10 if request.param == "local-hnsw" else 50_000, merge_min=5)
+        store = LocalStore(
+            tmp_path / "store", ann_threshold=10 if request.param == "local-hnsw" else 50_000, merge_min=5
+        )
     yield store
     store.close()
 
@@ -173,7 +175,9 @@ def test_a_named_person_keeps_its_id_and_name_through_additions_removals_and_rec
     report = reg.recluster(store)
     assert report.reclustered
     assert reg.get(named).name == "Jerry Seinfeld" and set(reg.get(named).faces) >= kept_faces
-    assert max(persons_by_folder(reg).items(), key=lambda item: item[1]["Mindy_Kaling"])[0] == other  # matched by overlap
+    assert (
+        max(persons_by_folder(reg).items(), key=lambda item: item[1]["Mindy_Kaling"])[0] == other
+    )  # matched by overlap
 
     # a re-cluster that dies half-way changes nothing: one transaction at its end
     listed = [p.to_dict() for p in reg.list()]
@@ -333,7 +337,12 @@ def run_cli(engine, *args) -> subprocess.CompletedProcess:
         PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
     )  # fmt: skip
     return subprocess.run(
-        [sys.executable, "-m", "engine", "people", *args], cwd=engine.settings.data_dir, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "engine", "people", *args],
+        cwd=engine.settings.data_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

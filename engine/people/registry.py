@@ -17,6 +17,7 @@ re-cluster or edit is one SQLite transaction at its end, so a run killed half-wa
 
 from __future__ import annotations
 
+import builtins  # the class's own `list` method shadows the builtin in its body
 import json
 import logging
 import time
@@ -66,7 +67,9 @@ _faces = sa.Table(
     sa.Column("person_id", sa.Integer, nullable=True, index=True),
     sa.Column("excluded", sa.Boolean, nullable=False, default=False),
 )
-_files = sa.Table("files", _metadata, sa.Column("path", sa.String, primary_key=True), sa.Column("sha256", sa.String, nullable=False))
+_files = sa.Table(
+    "files", _metadata, sa.Column("path", sa.String, primary_key=True), sa.Column("sha256", sa.String, nullable=False)
+)
 _state = sa.Table("state", _metadata, sa.Column("key", sa.String, primary_key=True), sa.Column("value", sa.String))
 
 
@@ -145,14 +148,20 @@ _BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u20
 class PeopleRegistry:
     """Persons of one model's gallery (see the module docstring). Safe to share between processes."""
 
-    def __init__(self, path: Path, *, names: NameSource = "folders", params: ClusterParams, lock_timeout: float = 600.0):
+    def __init__(
+        self, path: Path, *, names: NameSource = "folders", params: ClusterParams, lock_timeout: float = 600.0
+    ):
         self.path = Path(path)
         self.names = names
         self.params = params
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._engine = sa.create_engine(f"sqlite:///{self.path}")
         sa.event.listen(self._engine, "connect", _sqlite_pragmas)
-        sa.event.listen(self._engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN"))
+        sa.event.listen(
+            self._engine,
+            "begin",
+            lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN"),
+        )
         self._lock = FileLock(str(self.path.with_suffix(".lock")), thread_local=False)
         self._lock_timeout = lock_timeout
         with self._engine.begin() as conn:
@@ -195,20 +204,26 @@ class PeopleRegistry:
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(_persons).where(_persons.c.id == person_id)).first()
             faces = conn.execute(
-                sa.select(_faces.c.path, _faces.c.x, _faces.c.y, _faces.c.w, _faces.c.h).where(_faces.c.person_id == person_id)
+                sa.select(_faces.c.path, _faces.c.x, _faces.c.y, _faces.c.w, _faces.c.h).where(
+                    _faces.c.person_id == person_id
+                )
             ).all()
         if row is None:
             raise PersonNotFoundError(f"no person with id {person_id} (python -m engine people lists them)")
-        return Person(row.id, row.name, bool(row.hidden), _ordered([FaceRef(f.path, (f.x, f.y, f.w, f.h)) for f in faces]))
+        return Person(
+            row.id, row.name, bool(row.hidden), _ordered([FaceRef(f.path, (f.x, f.y, f.w, f.h)) for f in faces])
+        )
 
-    def person_of(self, faces: Sequence[FaceRow | FaceRef]) -> list[PersonRef | None]:
+    def person_of(self, faces: Sequence[FaceRow | FaceRef]) -> builtins.list[PersonRef | None]:
         """The visible person of each face (a store row or a FaceRef), or None: waiting, taken out, hidden, unknown."""
-        keys = [(f.path, tuple(f.box)) for f in faces]
+        keys = [_key(f) for f in faces]
         found: dict[Key, PersonRef] = {}
         with self._engine.connect() as conn:
             for part in _chunks(sorted({k[0] for k in keys}), 500):
                 query = (
-                    sa.select(_faces.c.path, _faces.c.x, _faces.c.y, _faces.c.w, _faces.c.h, _persons.c.id, _persons.c.name)
+                    sa.select(
+                        _faces.c.path, _faces.c.x, _faces.c.y, _faces.c.w, _faces.c.h, _persons.c.id, _persons.c.name
+                    )
                     .join(_persons, _persons.c.id == _faces.c.person_id)
                     .where(_faces.c.path.in_(part), _persons.c.hidden.is_(False))
                 )
@@ -216,7 +231,7 @@ class PeopleRegistry:
                     found[(r.path, (r.x, r.y, r.w, r.h))] = PersonRef(r.id, r.name)
         return [found.get(k) for k in keys]
 
-    def photos_of(self, person_id: int) -> list[str]:
+    def photos_of(self, person_id: int) -> builtins.list[str]:
         """The gallery photos (relative paths, sorted) a visible person appears in."""
         person = self.get(person_id)
         if person.hidden:
@@ -226,7 +241,11 @@ class PeopleRegistry:
     def waiting(self) -> int:
         """Faces waiting for a person (not taken out by hand)."""
         with self._engine.connect() as conn:
-            query = sa.select(sa.func.count()).select_from(_faces).where(_faces.c.person_id.is_(None), _faces.c.excluded.is_(False))
+            query = (
+                sa.select(sa.func.count())
+                .select_from(_faces)
+                .where(_faces.c.person_id.is_(None), _faces.c.excluded.is_(False))
+            )
             return int(conn.execute(query).scalar() or 0)
 
     # --- editing by hand -----------------------------------------------------------------
@@ -241,7 +260,9 @@ class PeopleRegistry:
                 sa.select(_persons.c.id).where(_persons.c.name == text, _persons.c.id != person.id)
             ).scalar()
             if other is not None:
-                raise BadPersonNameError(f"person {other} is already named {text!r}: merge them with `people merge {other} {person.id}`")
+                raise BadPersonNameError(
+                    f"person {other} is already named {text!r}: merge them with `people merge {other} {person.id}`"
+                )
             conn.execute(_persons.update().where(_persons.c.id == person.id).values(name=text))
         return PersonRef(person.id, text)
 
@@ -267,13 +288,15 @@ class PeopleRegistry:
             person = self._visible(conn, person_id)
             conn.execute(_persons.update().where(_persons.c.id == person.id).values(hidden=True))
 
-    def unassign(self, path: str, box: Box | None = None) -> list[FaceRef]:
+    def unassign(self, path: str, box: Box | None = None) -> builtins.list[FaceRef]:
         """Take the faces of photo `path` (or only the one with `box`) out of their persons for good.
 
         They are never put back by a sync or a re-cluster (until the photo changes). Returns the faces taken out.
         """
         with self._writing() as conn:
-            query = sa.select(_faces.c.path, _faces.c.x, _faces.c.y, _faces.c.w, _faces.c.h).where(_faces.c.path == path)
+            query = sa.select(_faces.c.path, _faces.c.x, _faces.c.y, _faces.c.w, _faces.c.h).where(
+                _faces.c.path == path
+            )
             if box is not None:
                 x, y, w, h = box
                 query = query.where(_faces.c.x == x, _faces.c.y == y, _faces.c.w == w, _faces.c.h == h)
@@ -284,7 +307,13 @@ class PeopleRegistry:
             for f in found:
                 conn.execute(
                     _faces.update()
-                    .where(_faces.c.path == f.path, _faces.c.x == f.x, _faces.c.y == f.y, _faces.c.w == f.w, _faces.c.h == f.h)
+                    .where(
+                        _faces.c.path == f.path,
+                        _faces.c.x == f.x,
+                        _faces.c.y == f.y,
+                        _faces.c.w == f.w,
+                        _faces.c.h == f.h,
+                    )
                     .values(person_id=None, excluded=True)
                 )
             _drop_empty_persons(conn)
@@ -331,9 +360,11 @@ class PeopleRegistry:
         current = {p: r.sha256 for p, r in store.files().items()} if header is not None else {}
         fingerprint = json.dumps([header.fingerprint, header.gallery] if header is not None else None)
         with self._engine.connect() as conn:
-            known = dict(conn.execute(sa.select(_files.c.path, _files.c.sha256)).all())
-            state = dict(conn.execute(sa.select(_state.c.key, _state.c.value)).all())
-        full = full or state.get("fingerprint", fingerprint) != fingerprint or state.get("names", self.names) != self.names
+            known: dict[str, str] = dict(conn.execute(sa.select(_files.c.path, _files.c.sha256)).tuples().all())
+            state: dict[str, str] = dict(conn.execute(sa.select(_state.c.key, _state.c.value)).tuples().all())
+        full = (
+            full or state.get("fingerprint", fingerprint) != fingerprint or state.get("names", self.names) != self.names
+        )
         if not full and state.get("store_version") == store.version and header is not None:
             return report  # nothing written to the store since the last sync
         gone = {p for p in known if current.get(p) != known[p]}
@@ -343,9 +374,7 @@ class PeopleRegistry:
         for p in new - set(known):
             new_by_sha.setdefault(current[p], []).append(p)
         moves = {
-            old: new_by_sha[known[old]][0]
-            for old in gone - set(current)
-            if len(new_by_sha.get(known[old], [])) == 1
+            old: new_by_sha[known[old]][0] for old in gone - set(current) if len(new_by_sha.get(known[old], [])) == 1
         }
         if len(set(moves.values())) != len(moves) or self.names == "folders":
             # two old paths onto one new one: removed and added; in the people layout the folder is the person
@@ -368,7 +397,7 @@ class PeopleRegistry:
         if header is not None and new:
             for rows, _ in store.face_vectors(sorted(new), chunk=50_000):
                 for row in rows:
-                    key = (row.path, tuple(row.box))
+                    key = _key(row)
                     if key not in kept:
                         kept[key] = (None, False)
                         folder_of[key] = row.name
@@ -384,7 +413,7 @@ class PeopleRegistry:
         if self.names == "folders":
             if full and header is not None:  # another model or mode before: every face is named from its folder again
                 for rows, _ in store.face_vectors(None, chunk=50_000):
-                    folder_of.update({(r.path, tuple(r.box)): r.name for r in rows})
+                    folder_of.update({_key(r): r.name for r in rows})
             assignment, created, next_id = self._by_folder(kept, folder_of, persons, next_id)
         elif full:
             assignment, created, next_id = self._cluster_all(store, kept, persons, next_id)
@@ -404,7 +433,9 @@ class PeopleRegistry:
             if files:
                 conn.execute(_files.insert(), files)
             if created:
-                conn.execute(_persons.insert(), [{"id": i, "name": name, "hidden": False} for i, name in sorted(created.items())])
+                conn.execute(
+                    _persons.insert(), [{"id": i, "name": name, "hidden": False} for i, name in sorted(created.items())]
+                )
             targets = set(moves.values())
             arrived = new_keys | ({k for k in kept if k[0] in targets} if targets else set())
             inserts = [
@@ -426,13 +457,15 @@ class PeopleRegistry:
                 ("next_person", str(next_id)), ("fingerprint", fingerprint), ("names", self.names), ("store_version", version),
                 ("grouped_at", str(grouped_at)),
             )  # fmt: skip
-            for key, value in settled:
-                conn.execute(_state.delete().where(_state.c.key == key))
-                conn.execute(_state.insert().values(key=key, value=value))
+            for state_key, value in settled:
+                conn.execute(_state.delete().where(_state.c.key == state_key))
+                conn.execute(_state.insert().values(key=state_key, value=value))
             report.persons = int(conn.execute(sa.select(sa.func.count()).select_from(_persons)).scalar() or 0)
             report.waiting = int(
                 conn.execute(
-                    sa.select(sa.func.count()).select_from(_faces).where(_faces.c.person_id.is_(None), _faces.c.excluded.is_(False))
+                    sa.select(sa.func.count())
+                    .select_from(_faces)
+                    .where(_faces.c.person_id.is_(None), _faces.c.excluded.is_(False))
                 ).scalar()
                 or 0
             )
@@ -479,11 +512,20 @@ class PeopleRegistry:
             keys = list(universe)
             _, next_id = assign(searched, neighbours, array, self.params, next_id, keys)
             person[:] = array.tolist()
-            todo = sorted({keys[j] for i in searched for j in neighbours.index[i] if person[j] == NO_PERSON and j not in neighbours.index})
+            todo = sorted(
+                {
+                    keys[j]
+                    for i in searched
+                    for j in neighbours.index[i]
+                    if person[j] == NO_PERSON and j not in neighbours.index
+                }
+            )
             if not todo:
                 break
         keys = list(universe)
-        assignment = {keys[i]: (p if p >= 0 else None) for i, p in enumerate(person) if keys[i] in kept and p != EXCLUDED}
+        assignment = {
+            keys[i]: (p if p >= 0 else None) for i, p in enumerate(person) if keys[i] in kept and p != EXCLUDED
+        }
         created = {p: None for p in set(assignment.values()) if p is not None and p >= first_new}
         return assignment, created, next_id
 
@@ -494,7 +536,7 @@ class PeopleRegistry:
         chunks = []
         for rows, vectors in store.face_vectors(None, chunk=50_000):
             for row in rows:
-                keys.append((row.path, tuple(row.box)))
+                keys.append(_key(row))
             chunks.append(vectors)
         universe = {k: i for i, k in enumerate(keys)}
         vectors = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
@@ -515,7 +557,9 @@ class PeopleRegistry:
         assign(pending, neighbours, person, self.params, first_temporary, keys)
         # new groups take the ids of the unnamed persons they overlap most (largest overlaps first)
         overlap = Counter(
-            (int(person[i]), int(old[i])) for i in pending if person[i] >= first_temporary and old[i] >= 0 and old[i] not in kept_persons
+            (int(person[i]), int(old[i]))
+            for i in pending
+            if person[i] >= first_temporary and old[i] >= 0 and old[i] not in kept_persons
         )
         renumber: dict[int, int] = {}
         taken: set[int] = set()
@@ -567,22 +611,34 @@ def _vectors_for(store: VectorStore, keys: list[Key]) -> dict[Key, np.ndarray]:
     out: dict[Key, np.ndarray] = {}
     for rows, vectors in store.face_vectors(sorted({k[0] for k in keys})):
         for row, vector in zip(rows, vectors):
-            key = (row.path, tuple(row.box))
+            key = _key(row)
             if key in wanted:
                 out[key] = vector
     return out
 
 
-def _search_into(store, keys: list[Key], vectors: np.ndarray, params: ClusterParams, position, neighbours: Neighbours) -> None:
+def _search_into(
+    store, keys: list[Key], vectors: np.ndarray, params: ClusterParams, position, neighbours: Neighbours
+) -> None:
     """Ask the store for each face's neighbours and keep the close ones (itself left out)."""
     for start in range(0, len(keys), SEARCH_BATCH):
         hits = store.search(vectors[start : start + SEARCH_BATCH], params.neighbours + 1)
         for key, found in zip(keys[start : start + SEARCH_BATCH], hits):
             me = position(key)
-            close = [(position((h.row.path, tuple(h.row.box))), h.similarity) for h in found if h.similarity >= params.threshold]
+            close = [
+                (position((h.row.path, tuple(h.row.box))), h.similarity)
+                for h in found
+                if h.similarity >= params.threshold
+            ]
             close = [(j, s) for j, s in close if j != me][: params.neighbours]
             neighbours.index[me] = np.array([j for j, _ in close], np.int64)
             neighbours.similarity[me] = np.array([s for _, s in close], np.float32)
+
+
+def _key(face: FaceRow | FaceRef) -> Key:
+    """A face's key: its path and its box as a 4-tuple."""
+    x, y, w, h = face.box
+    return (face.path, (x, y, w, h))
 
 
 def _ordered(faces: list[FaceRef]) -> list[FaceRef]:
