@@ -64,6 +64,9 @@ def export_onnx(models_dir: Path, gallery_dir: Path, log=print) -> None:
         log(f"ONNX graphs ({models_dir / MANIFEST}) already present and verified")
         return
     try:
+        from engine.quiet import import_quietly
+
+        import_quietly("tensorflow")  # tf2onnx imports it: without its C++ start-up lines
         import tf2onnx  # noqa: F401
     except ImportError as error:
         raise FetchError(f"converting the networks to ONNX needs tf2onnx ({error}): pip install tf2onnx") from None
