@@ -181,7 +181,7 @@ class BotService:
             log.info("built %s", describe_report(report))
         info = self.engine.index_info(model)
         if info is not None:  # warm the networks with one real search
-            photos = list_gallery_images(self.settings.resolved_gallery())
+            photos = list_gallery_images(self.settings.resolved_gallery(), self.settings.gallery_layout)
             if photos:
                 self.engine.search_path(photos[0], model=model, k=1, max_faces=1)
             log.info("%s ready: %d entries indexed", model, info.count)
