@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup weights run test lint bench eval clean
+.PHONY: setup weights run test unit lint bench eval clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ run: weights
 
 test: weights
 	$(BIN)/python -m pytest -q
+
+# The fast layer: rendering, paging, retries, parsing, the LRU, shared state, the open-set rule (no networks loaded).
+unit: setup
+	$(BIN)/python -m pytest -q tests/test_bot_units.py tests/test_bot_photos_units.py tests/test_open_set.py tests/test_engine_align.py
 
 # ruff (lint and format) and mypy on the engine and the bot: CI runs it before the tests.
 lint: setup
