@@ -34,9 +34,9 @@ run: weights
 test: weights
 	$(BIN)/python -m pytest -q
 
-# The fast layer: rendering, paging, retries, parsing, the LRU, shared state, the open-set rule (no networks loaded).
+# The fast layer: rendering, paging, retries, parsing, the LRU, shared state, photo marking (no networks loaded).
 unit: setup
-	$(BIN)/python -m pytest -q tests/test_bot_units.py tests/test_bot_photos_units.py tests/test_open_set.py tests/test_engine_align.py
+	$(BIN)/python -m pytest -q tests/test_bot_units.py tests/test_bot_photos_units.py
 
 # ruff (lint and format) and mypy on the engine and the bot: CI runs it before the tests.
 lint: setup
