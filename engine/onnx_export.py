@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import importlib.resources
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -35,7 +35,10 @@ MTCNN_INPUTS = {"pnet": (None, None, None, 3), "rnet": (None, 24, 24, 3), "onet"
 def mtcnn_weights_sha256() -> str:
     """One sha256 over the three weight files the installed `mtcnn` package ships (and its version)."""
     digest = hashlib.sha256(f"mtcnn {importlib.metadata.version('mtcnn')}".encode())
-    folder = importlib.resources.files("mtcnn.assets.weights")
+    spec = importlib.util.find_spec("mtcnn")  # found, not imported: importing it would import TensorFlow
+    if spec is None or not spec.submodule_search_locations:
+        raise FetchError("the mtcnn package is not installed: pip install mtcnn")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "assets" / "weights"
     for stage in MTCNN_INPUTS:
         digest.update((folder / f"{stage}.lz4").read_bytes())
     return digest.hexdigest()
