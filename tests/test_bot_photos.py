@@ -109,17 +109,17 @@ async def test_a_selfie_gets_the_photos_it_appears_in_marked_and_paged_a_strange
     want = event_engine.search_bytes(selfie).faces[0]
     want_paths = [relative(event_engine, p.path) for p in want.photos]
     assert {"day-1/ceremony/IMG_0001.jpg", "day-1/ceremony/IMG_0002.jpg"} <= set(want_paths) <= MADONNA_PHOTOS
-    assert len(want_paths) >= 3  # enough to page with k=2
+    assert len(want_paths) >= 2  # enough to page with k=1
     async with running_service(api, event_engine, tmp_path) as service:
-        api.send_text(USER, "/k 2")
-        await api.wait_for_text(USER, "set to 2", timeout=TIMEOUT)
+        api.send_text(USER, "/k 1")
+        await api.wait_for_text(USER, "set to 1", timeout=TIMEOUT)
         since = len(api.calls)
         api.send_photo(USER, selfie)
         summary = await api.wait_for_text(USER, "appears in", since=since, timeout=TIMEOUT)
         assert f"appears in {len(want_paths)} photos" in summary.text
         assert "person #" not in summary.text  # ids are for admins
         first = sent_items(api, USER, since)
-        assert [caption_path(text) for text, _ in first] == want_paths[:2]  # best first, one page of k=2
+        assert [caption_path(text) for text, _ in first] == want_paths[:1]  # best first, one page of k=1
         assert first[0][0].startswith(f"1/{len(want_paths)} · ")
         # the face is marked on the gallery photo: a red rectangle around the matching face's box
         original = Image.open(Path(want.photos[0].path))
@@ -128,14 +128,14 @@ async def test_a_selfie_gets_the_photos_it_appears_in_marked_and_paged_a_strange
         scale = marked.width / original.width
         assert_marked(marked, want.photos[0].box, scale)
 
-        # More photos: the rest, then no more button
+        # More photos: the next one, with a More button while photos are left
         since = len(api.calls)
         api.press(USER, summary, "More photos")
         page = await api.wait_for_text(USER, f"of {len(want_paths)}.", since=since, timeout=TIMEOUT)
-        assert page.text.startswith("Photo 3 of" if len(want_paths) == 3 else "Photos 3–4 of")
+        assert page.text.startswith("Photo 2 of")
         rest = sent_items(api, USER, since)
-        assert [caption_path(text) for text, _ in rest] == want_paths[2:4]
-        if len(want_paths) > 4:
+        assert [caption_path(text) for text, _ in rest] == want_paths[1:2]
+        if len(want_paths) > 2:
             assert "More photos" in str(page.params.get("reply_markup"))
         else:
             assert not page.params.get("reply_markup")
@@ -224,7 +224,9 @@ async def test_admins_list_name_merge_and_hide_persons(api, event_engine, tmp_pa
         second = (await api.wait_for(lambda calls: api.calls_to(ADMIN, "sendPhoto", since=since)[1:], TIMEOUT))[0]
         assert second.text.startswith("Persons 3–4 of" if len(listed) > 3 else "Person 3 of")
         assert f"#{listed[2].id} " in second.text and f"#{listed[0].id} " not in second.text
-        api.press(USER, second, "Next")
+        api.press(
+            USER, second, "‹ Previous"
+        )  # the last page may have no Next: a non-admin's press is refused either way
         await api.wait_for(lambda calls: [c for c in calls if c.method == "answerCallbackQuery" and "admins" in c.text])
 
         # /name N, with bad ids and names answered clearly
@@ -278,8 +280,8 @@ async def test_admins_list_name_merge_and_hide_persons(api, event_engine, tmp_pa
             (p.id for p in people.list() if p.id != madonna and {f.path for f in p.faces} <= MADONNA_PHOTOS),
             None,
         )  # a second group of Madonna's faces, when clustering split her
-        if other is None:
-            other = face_person(event_engine, "day-2/portraits/IMG_0007.jpg", BEN)  # then any other person
+        if other is None:  # then any other person (at least three are listed, above)
+            other = next(p.id for p in people.list() if p.id not in (madonna, jerry))
         faces = len(people.get(madonna).faces) + len(people.get(other).faces)
         since = len(api.calls)
         api.send_text(ADMIN, f"/merge {madonna} {other}")
