@@ -256,7 +256,8 @@ async def rename(update: Update, context: Context) -> None:
 # ---- inline buttons: one handler per kind (app.py registers each with its callback_data pattern) --------------
 
 
-def _token(update: Update) -> str:
+def callback_token(update: Update) -> str:
+    """What a button's callback data carries after its kind (`kind:token`)."""
     assert update.callback_query is not None
     return (update.callback_query.data or "").partition(":")[2]
 
@@ -265,7 +266,7 @@ async def more_button(update: Update, context: Context) -> None:
     """ "More matches": the next page; the pressed message loses its buttons (the page's message has new ones)."""
     query, user = update.callback_query, update.effective_user
     assert query is not None and user is not None
-    note = await context.service.flow.more(_token(update), user.id)
+    note = await context.service.flow.more(callback_token(update), user.id)
     await query.answer(note)
     if note is None:
         await query.edit_message_reply_markup(None)
@@ -275,7 +276,7 @@ async def faces_button(update: Update, context: Context) -> None:
     """ "Show faces": the photo with numbered boxes."""
     query, user = update.callback_query, update.effective_user
     assert query is not None and user is not None
-    await query.answer(await context.service.flow.faces(_token(update), user.id))
+    await query.answer(await context.service.flow.faces(callback_token(update), user.id))
 
 
 async def people_button(update: Update, context: Context) -> None:
@@ -285,7 +286,7 @@ async def people_button(update: Update, context: Context) -> None:
     if not svc.settings.is_admin(user.id):
         await query.answer("For admins only.")
         return
-    page, _, prefix = _token(update).partition(":")
+    page, _, prefix = callback_token(update).partition(":")
     text, keyboard = await svc.db(gallery_commands.people_page, svc, prefix, int(page) if page.isdigit() else 0)
     await query.answer()
     if text != (query.message.text if isinstance(query.message, Message) else None):
@@ -297,7 +298,9 @@ async def remove_button(update: Update, context: Context) -> None:
     svc, query, user = context.service, update.callback_query, update.effective_user
     assert query is not None and user is not None and query.message is not None
     confirmed = (query.data or "").startswith("rm:")
-    note, text = await gallery_commands.confirm_remove(svc, _token(update), user.id, query.message.chat.id, confirmed)
+    note, text = await gallery_commands.confirm_remove(
+        svc, callback_token(update), user.id, query.message.chat.id, confirmed
+    )
     await query.answer(note)
     if text is not None:
         await query.edit_message_text(text)

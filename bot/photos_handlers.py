@@ -9,19 +9,14 @@ from __future__ import annotations
 from telegram import Update
 
 from bot import people_commands
-from bot.handlers import Context, message_of, refuse_non_admin
-
-
-def _token(update: Update) -> str:
-    assert update.callback_query is not None
-    return (update.callback_query.data or "").partition(":")[2]
+from bot.handlers import Context, callback_token, message_of, refuse_non_admin
 
 
 async def more_photos_button(update: Update, context: Context) -> None:
     """ "More photos": the next page; the pressed message loses its button (the page's summary has a new one)."""
     query, user = update.callback_query, update.effective_user
     assert query is not None and user is not None
-    note = await context.service.photos_answer.more(_token(update), user.id)
+    note = await context.service.photos_answer.more(callback_token(update), user.id)
     await query.answer(note)
     if note is None:
         await query.edit_message_reply_markup(None)
@@ -42,7 +37,7 @@ async def people_button(update: Update, context: Context) -> None:
     if not svc.settings.is_admin(user.id):
         await query.answer("For admins only.")
         return
-    page = _token(update)
+    page = callback_token(update)
     await query.answer()
     await query.edit_message_reply_markup(None)
     await _send_people_page(context, query.message.chat.id, int(page) if page.isdigit() else 0)
