@@ -7,6 +7,7 @@ to use) and we check both the archive's and the weights' sha256 before using the
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -40,9 +41,7 @@ def gallery_folder_name(folder: str) -> str:
 def fetch_facenet(models_dir: Path, gallery_dir: Path, log=print) -> None:
     """`facenet_keras.h5` and the sample gallery, then the ONNX graphs converted from them. Idempotent."""
     _fetch_facenet_weights(models_dir, gallery_dir, log)
-    try:
-        import tf2onnx  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("tf2onnx") is None:  # found, not imported: importing it imports TensorFlow
         log("ONNX graphs not written: the converter is not installed (pip install tf2onnx, or '.[dev]'); "
             "the keras runtime will be used")  # fmt: skip
         return
