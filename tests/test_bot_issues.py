@@ -118,15 +118,17 @@ async def test_full_queue_answers_busy_without_downloading(api, issues_engine, t
         )
         busy = [user for user in users if any("busy" in c.text for c in api.calls_to(user))]
         done = [user for user in users if any("most likely" in c.text for c in api.calls_to(user))]
-        assert len(done) == 1 and len(busy) == 2, [c.text for c in api.calls if c.chat_id in users]
+        # One worker and one queue place: the third photo at the latest finds them taken; whether the second does
+        # too depends on whether the worker has taken the first from the queue yet (the machine's speed).
+        assert len(done) + len(busy) == 3 and 1 <= len(done) <= 2, [c.text for c in api.calls if c.chat_id in users]
         downloaded = {c.params.get("file_id") for c in api.calls if c.method == "getFile"}
-        assert file_ids[done[0]] in downloaded
+        assert {file_ids[user] for user in done} <= downloaded
         assert not downloaded & {file_ids[user] for user in busy}  # refused before the download
         since = len(api.calls)
         api.send_photo(busy[0], person_photo("Elton John"))  # once the queue has room, the next photo is served
         await api.wait_for_text(busy[0], "most likely Elton John", since=since, timeout=TIMEOUT)
-        api.send_album(busy[1], [person_photo("Madonna"), person_photo("Ben Afflek")])  # larger than the queue
-        await api.wait_for_text(busy[1], "Photo 2: most likely Ben Afflek", since=since, timeout=TIMEOUT)
+        api.send_album(busy[0], [person_photo("Madonna"), person_photo("Ben Afflek")])  # larger than the queue
+        await api.wait_for_text(busy[0], "Photo 2: most likely Ben Afflek", since=since, timeout=TIMEOUT)
 
 
 async def test_album_from_a_user_gets_one_answer(api, issues_engine, tmp_path):
