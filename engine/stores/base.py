@@ -16,6 +16,7 @@ serialised by the store itself (a cross-process lock for the local store).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -24,6 +25,15 @@ from typing import Protocol
 import numpy as np
 
 Landmarks = tuple[tuple[float, float], ...]  # five (x, y) points in the photo: eyes, nose, mouth corners
+
+
+def landmarks_to_json(landmarks: Landmarks) -> str:
+    """How both stores keep a face's landmarks: a JSON list of [x, y] points."""
+    return json.dumps([list(point) for point in landmarks])
+
+
+def landmarks_from_json(text: str) -> Landmarks:
+    return tuple(tuple(point) for point in json.loads(text))
 
 
 @dataclass(frozen=True)

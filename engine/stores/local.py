@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from filelock import FileLock, Timeout
 
 from engine.errors import IndexBusyError, IndexUnavailableError
-from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader
+from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader, landmarks_from_json, landmarks_to_json
 
 _metadata = sa.MetaData()
 _faces = sa.Table(
@@ -611,7 +611,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 def _face_columns(row: FaceRow) -> dict:
     x, y, w, h = row.box
-    landmarks = None if row.landmarks is None else json.dumps([list(point) for point in row.landmarks])
+    landmarks = None if row.landmarks is None else landmarks_to_json(row.landmarks)
     return {
         "path": row.path,
         "name": row.name,
@@ -625,7 +625,7 @@ def _face_columns(row: FaceRow) -> dict:
 
 
 def _face_row(r) -> FaceRow:
-    landmarks = None if r.landmarks is None else tuple(tuple(point) for point in json.loads(r.landmarks))
+    landmarks = None if r.landmarks is None else landmarks_from_json(r.landmarks)
     return FaceRow(r.path, r.name, (r.x, r.y, r.w, r.h), r.confidence, landmarks)
 
 

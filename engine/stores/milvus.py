@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import IndexBusyError, IndexUnavailableError, StoreUnavailableError
-from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader
+from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader, landmarks_from_json, landmarks_to_json
 
 _CHUNK = 60_000  # base64 characters per meta row (VARCHAR max 65,535)
 _MAX_PATH = 4096
@@ -409,7 +409,7 @@ class MilvusStore:
 
 def _face_fields(row: FaceRow) -> dict:
     x, y, w, h = row.box
-    landmarks = "" if row.landmarks is None else json.dumps([list(point) for point in row.landmarks])
+    landmarks = "" if row.landmarks is None else landmarks_to_json(row.landmarks)
     confidence = -1.0 if row.confidence is None else float(row.confidence)
     return {
         "path": row.path,
@@ -425,7 +425,7 @@ def _face_fields(row: FaceRow) -> dict:
 
 def _face_row(e: dict) -> FaceRow:
     confidence = None if e["confidence"] < 0 else float(e["confidence"])
-    landmarks = tuple(tuple(point) for point in json.loads(e["landmarks"])) if e["landmarks"] else None
+    landmarks = landmarks_from_json(e["landmarks"]) if e["landmarks"] else None
     return FaceRow(e["path"], e["name"], (e["x"], e["y"], e["w"], e["h"]), confidence, landmarks)
 
 
