@@ -53,6 +53,7 @@ class Admission:
     refusal: str | None = None
     released: bool = False
     keys: list[str] = field(default_factory=list)
+    reserved: int = 0  # queue places this admission holds until its photos are searched
 
 
 class SearchFlow:
@@ -81,10 +82,20 @@ class SearchFlow:
             yield admission
             return
         admission.keys.append(key)
+        # the places are taken now, not when the search starts: photos of one getUpdates batch are admitted
+        # concurrently, and each must see the others'
+        self.pending += photos
+        admission.reserved = photos
         try:
             yield admission
         finally:
+            self.unreserve(admission)
             await self.release(admission)
+
+    def unreserve(self, admission: Admission) -> None:
+        """Give back the queue places of an admission whose photos are searched (idempotent)."""
+        self.pending -= admission.reserved
+        admission.reserved = 0
 
     async def release(self, admission: Admission) -> None:
         if not admission.released:
@@ -92,14 +103,16 @@ class SearchFlow:
             for key in admission.keys:
                 await self.svc.db(self.svc.state.release, key)
 
-    async def _search_all(self, photos: list[PhotoIn], model: str, k: int, count: bool = True) -> list[Searched]:
+    async def _search_all(
+        self, photos: list[PhotoIn], model: str, k: int, admission: Admission, count: bool = True
+    ) -> list[Searched]:
+        """Search the admitted photos; their queue places are given back once searched, before the answer is sent."""
         import asyncio
 
-        self.pending += len(photos)
         try:
             return list(await asyncio.gather(*(self._search_one(photo, model, k, count) for photo in photos)))
         finally:
-            self.pending -= len(photos)
+            self.unreserve(admission)
 
     async def _search_one(self, photo: PhotoIn, model: str, k: int, count: bool) -> Searched:
         svc, searched = self.svc, Searched(photo)
@@ -172,7 +185,7 @@ class SearchFlow:
                 await send.text(chat_id, admission.refusal)
                 return
             await send.action(chat_id, ChatAction.TYPING)
-            searched = await self._search_all(accepted, model, k)
+            searched = await self._search_all(accepted, model, k, admission)
             await self._answer(chat_id, user_id, model, k, searched, notes, album, started, admission)
 
     async def _answer(
@@ -344,7 +357,9 @@ class SearchFlow:
                 return "Already shown."
             if refetch:
                 photos = [PhotoIn(n, p.file_id, None, p.name) for n, p in enumerate(state.photos, start=1)]
-                for query, searched in zip(state.photos, await self._search_all(photos, state.model, end, count=False)):
+                for query, searched in zip(
+                    state.photos, await self._search_all(photos, state.model, end, admission, count=False)
+                ):
                     if searched.result is not None and len(searched.result.faces) == len(query.matches):
                         query.matches = [face.matches for face in searched.result.faces]
             album = len(state.photos) > 1
@@ -378,21 +393,17 @@ class SearchFlow:
             if not await svc.db(svc.state.claim, f"faces:{token}"):
                 return "Already shown."
             album = len(state.photos) > 1
-            self.pending += len(photos)
-            try:
-                for number, photo in enumerate(state.photos, start=1):
-                    if len(photo.boxes) < 2:
-                        continue
-                    data = await self._download(photo.file_id)
-                    boxed = await svc.compute(self._draw, data, photo)
-                    prefix = f"Photo {number}: " if album else ""
-                    await send.photo(
-                        state.chat_id,
-                        boxed,
-                        f"{prefix}I found {len(photo.boxes)} faces; their numbers match the captions.",
-                    )
-            finally:
-                self.pending -= len(photos)
+            for number, photo in enumerate(state.photos, start=1):
+                if len(photo.boxes) < 2:
+                    continue
+                data = await self._download(photo.file_id)
+                boxed = await svc.compute(self._draw, data, photo)
+                prefix = f"Photo {number}: " if album else ""
+                await send.photo(
+                    state.chat_id,
+                    boxed,
+                    f"{prefix}I found {len(photo.boxes)} faces; their numbers match the captions.",
+                )
         return None
 
     def _draw(self, data: bytes, photo: PhotoQuery) -> bytes:
