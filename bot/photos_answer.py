@@ -11,7 +11,6 @@ reply. The query photo itself is never stored (the button keeps Telegram's file_
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -27,6 +26,7 @@ from bot.delivery import FileKey, download, file_key
 from bot.lru import LRU
 from bot.paging import PAGE_LIMIT
 from bot.render import ALBUM_SIZE, chunks, draw_boxes, to_jpeg
+from bot.search_flow import QueryRecord
 from engine import EngineError
 from engine.types import FaceResult, PersonRef
 
@@ -319,20 +319,14 @@ class PhotosAnswer:
     ) -> None:
         """Each photo's query in the history: per face "Jane Doe, in 14 photos" (or "in 3 photos", or nothing: not
         in any photo) with its best similarity, and the photos found (at most HISTORY_PHOTOS a face)."""
-        latency_ms = (time.perf_counter() - started) * 1000
+        records = []
         for item in found:
             if item.result is None:
                 continue
             faces = appearances_of(item.result.faces, None)
-            try:
-                await self.svc.db(
-                    self.svc.store.add_query,
-                    chat_id=chat_id,
-                    user_id=user_id,
-                    model=model,
-                    k=k,
+            records.append(
+                QueryRecord(
                     faces=len(faces),
-                    latency_ms=latency_ms,
                     matches=[
                         (face.face, rank, _name(photo.person), photo.path, photo.similarity)
                         for face in faces
@@ -343,9 +337,8 @@ class PhotosAnswer:
                         for face in faces
                     ],
                 )
-            except Exception:
-                log.exception("could not record the query in the history")
-                self.svc.metrics.error("history")
+            )
+        await self.svc.flow.record(chat_id, user_id, model, k, records, started)
 
     async def _numbered_faces(self, chat_id: int, item: Searched, album: bool) -> None:
         """Several faces: the query photo with numbered boxes first, so "Face 2" can be told apart. The photo is

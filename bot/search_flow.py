@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -46,6 +46,15 @@ class Searched:
     photo: PhotoIn
     result: SearchResult | None = None
     error: EngineError | None = None
+
+
+@dataclass
+class QueryRecord:
+    """One photo's query as the history keeps it (bot/db.py `add_query`)."""
+
+    faces: int
+    matches: list[tuple[int, int, str, str, float]]  # face number, rank, name, path, similarity
+    answers: list[tuple[int, str | None, float]]  # face number, the answer (a person, or None), its score
 
 
 @dataclass
@@ -303,12 +312,28 @@ class SearchFlow:
     async def _record(
         self, chat_id: int, user_id: int, model: str, k: int, found: list[Searched], started: float
     ) -> None:
+        """Each photo's query in the history: every face's matches and its open-set answer."""
+        records = [
+            QueryRecord(
+                faces=len(item.result.faces),
+                matches=[
+                    (number, m.rank, m.name, m.path, m.similarity)
+                    for number, face in enumerate(item.result.faces, start=1)
+                    for m in face.matches
+                ],
+                answers=[(n, face.identity.name, face.identity.score) for n, face in enumerate(item.result.faces, 1)],
+            )
+            for item in found
+            if item.result is not None
+        ]
+        await self.record(chat_id, user_id, model, k, records, started)
+
+    async def record(
+        self, chat_id: int, user_id: int, model: str, k: int, records: Sequence[QueryRecord], started: float
+    ) -> None:
         """Each photo's query in the history; a failure is logged and the answer goes on (its matches were sent)."""
         latency_ms = (time.perf_counter() - started) * 1000
-        for item in found:
-            if item.result is None:
-                continue
-            faces = item.result.faces
+        for record in records:
             try:
                 await self.svc.db(
                     self.svc.store.add_query,
@@ -316,14 +341,10 @@ class SearchFlow:
                     user_id=user_id,
                     model=model,
                     k=k,
-                    faces=len(faces),
+                    faces=record.faces,
                     latency_ms=latency_ms,
-                    matches=[
-                        (number, m.rank, m.name, m.path, m.similarity)
-                        for number, face in enumerate(faces, start=1)
-                        for m in face.matches
-                    ],
-                    answers=[(n, face.identity.name, face.identity.score) for n, face in enumerate(faces, start=1)],
+                    matches=record.matches,
+                    answers=record.answers,
                 )
             except Exception:
                 log.exception("could not record the query in the history")
