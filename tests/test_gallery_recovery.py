@@ -115,3 +115,25 @@ def test_recover_merges_into_a_person_of_that_name_and_reports_it(gallery_engine
     assert not (root / left[0]).exists()
     assert indexed_people(gallery_engine) == {"jerry seinfeld": 3, "Madonna": 2}
     assert Gallery(gallery_engine).recover() == []  # nothing left to do
+
+
+def test_an_index_run_finishes_it_before_indexing(gallery_engine, capsys):
+    """`python -m engine index` (the same function, in-process): the person is indexed under the new name."""
+    from engine.commands import index
+
+    crash_mid_rename(gallery_engine, "Jerry Seinfeld", "jerry seinfeld")
+
+    assert index(gallery_engine.settings, None, "facenet", as_json=True) == 0
+
+    assert [p.name for p in Gallery(gallery_engine).people()] == ["jerry seinfeld", "Madonna"]
+    assert indexed_people(gallery_engine) == {"jerry seinfeld": 2, "Madonna": 2}
+
+
+async def test_the_bot_finishes_it_when_it_starts(api, gallery_engine, tmp_path):
+    from bot_helpers import running_service
+
+    crash_mid_rename(gallery_engine, "Jerry Seinfeld", "jerry seinfeld")
+
+    async with running_service(api, gallery_engine, tmp_path) as service:
+        assert [(p.name, p.photos) for p in service.gallery.people()] == [("jerry seinfeld", 2), ("Madonna", 2)]
+        assert indexed_people(gallery_engine) == {"jerry seinfeld": 2, "Madonna": 2}
