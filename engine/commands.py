@@ -76,6 +76,10 @@ def index(
     def waiting(message: str) -> None:
         print(message + " ...", file=sys.stderr, flush=True)
 
+    if settings.gallery_layout == "people":  # a rename a crash interrupted: finished first (engine/gallery.py)
+        from engine.gallery import Gallery
+
+        Gallery(engine, gallery).recover(timeout=0)  # a running edit (lock held) finishes it itself
     for name in MODEL_NAMES if model == "all" else (model,):
         report = engine.build_index(name, gallery, progress=progress_bar(f"indexing ({name})"), on_wait=waiting)
         if as_json:

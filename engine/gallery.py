@@ -3,6 +3,14 @@
 Plain engine code (no Telegram). Every edit writes files under the gallery folder, then makes
 searches see it by calling `Engine.build_index` for each model that has an index (an incremental
 build: only new/changed files are embedded).
+
+Crash safety: a change of case only (`X` to `x`) takes two folder renames, through a hidden
+`.renaming~<new folder>` (case-insensitive filesystems cannot rename `X` to `x` directly). A
+crash between the two leaves the person in that hidden folder, which no listing or index sees;
+every edit (and `Gallery.recover`, which the bot and `python -m engine index` call when they
+start) first finishes such renames under the edit lock, and undoes the leftovers of older
+versions (`.<old folder>.renaming`, which did not record the new name). See `recover` for what
+other edits can leave behind.
 """
 
 from __future__ import annotations
@@ -12,11 +20,13 @@ import logging
 import re
 import shutil
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from PIL import Image
 
 from engine.core import Engine
@@ -30,6 +40,8 @@ log = logging.getLogger(__name__)
 MAX_NAME_LENGTH = 64
 CROP_MARGIN = 0.8  # context kept around the chosen face when a photo shows several
 _NAME = re.compile(r"[^\W\d_][\w'.\- ]*", re.UNICODE)
+RENAMING = ".renaming~"  # a folder mid-way through a case-only rename: `.renaming~<new folder>`
+_OLD_RENAMING = re.compile(r"\.(?P<folder>.+)\.renaming")  # older versions' `.<old folder>.renaming`
 
 
 class NoFaceError(BadInputError):
@@ -71,6 +83,16 @@ class AddResult:
     added: list[AddedPhoto] = field(default_factory=list)
     refused: list[RefusedPhoto] = field(default_factory=list)
     reports: list[IndexReport] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RecoveredRename:
+    """A rename a crash interrupted, put right by the next edit (or `Gallery.recover`)."""
+
+    leftover: str  # the hidden folder that held the person's photos
+    person: Person  # where they are now
+    finished: bool  # True: renamed to the new name; False: an older version's leftover, back under the old name
+    merged: bool = False  # a folder of that name existed meanwhile: the photos were moved into it
 
 
 @dataclass
@@ -210,23 +232,35 @@ class Gallery:
                 target_person = None  # a change of case only
             if target_person is not None:  # merge
                 target = self.root / target_person.folder
-                for path in sorted(source.iterdir()):
-                    destination = target / path.name
-                    counter = 1
-                    while destination.exists():
-                        destination = target / f"{path.stem}-{counter}{path.suffix}"
-                        counter += 1
-                    path.rename(destination)
-                source.rmdir()
+                _move_photos(source, target)
                 merged = Person(target_person.name, target_person.folder, _count_photos(target))
                 return EditResult(person=merged, photos=person.photos, merged=True, reports=self._reindex())
             if person.folder.casefold() == new_folder.casefold():  # case-only change on any filesystem
-                intermediate = source.with_name(f".{source.name}.renaming")
+                # through a hidden name that holds the new one: after a crash here, the next edit finishes it
+                intermediate = self.root / f"{RENAMING}{new_folder}"
                 source.rename(intermediate)
                 source = intermediate
             source.rename(self.root / new_folder)
             renamed = Person(new_folder.replace("_", " "), new_folder, person.photos)
             return EditResult(person=renamed, photos=person.photos, reports=self._reindex())
+
+    def recover(self, timeout: float | None = None) -> list[RecoveredRename]:
+        """Put right what a crash left mid-edit, then reindex if anything changed. Every edit does this first;
+        call it when a process starts so that searches and listings see those people before the next edit.
+
+        What it puts right: a case-only rename interrupted between its two folder renames (finished; an
+        older version's leftover is undone). What it need not: an interrupted merge leaves photos in both
+        folders, both listed (running the same rename again finishes it); an interrupted removal leaves
+        some photos (removing again finishes it); an interrupted add leaves a hidden `.tg_*.jpg.tmp` file,
+        never listed nor indexed; an edit done on disk but not yet indexed is picked up by the next edit or
+        index run. `timeout`: seconds to wait for the edit lock (None: as long as it takes); when another
+        edit holds it past that, nothing is done here (that edit does it first) and the answer is [].
+        """
+        try:
+            with self._edit(timeout) as recovered:
+                return recovered
+        except Timeout:
+            return []
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -236,8 +270,48 @@ class Gallery:
             raise PersonNotFoundError(f"nobody called {check_name(name)} in the gallery")
         return person
 
-    def _edit(self):
-        return _Both(self._lock, self._file_lock)
+    @contextmanager
+    def _edit(self, timeout: float | None = None) -> Iterator[list[RecoveredRename]]:
+        """The edit lock (this process's threads, then other processes through DATA_DIR/gallery-edit.lock), with
+        interrupted renames finished first (and reindexed). Not held within `timeout` seconds: filelock.Timeout."""
+        wait = -1 if timeout is None else timeout
+        if not self._lock.acquire(timeout=wait):
+            raise Timeout(self._file_lock.lock_file)
+        try:
+            with self._file_lock.acquire(timeout=wait):
+                recovered = self._finish_interrupted_renames()
+                if recovered:
+                    self._reindex()
+                yield recovered
+        finally:
+            self._lock.release()
+
+    def _finish_interrupted_renames(self) -> list[RecoveredRename]:
+        """Hidden rename folders (see the module docstring) back to visible person folders. Edit lock held."""
+        if not self.root.is_dir():
+            return []
+        recovered = []
+        for leftover in sorted(self.root.iterdir()):
+            interrupted = _interrupted_rename(leftover.name)
+            if interrupted is None or not leftover.is_dir():
+                continue
+            folder, finished = interrupted.folder, interrupted.finished
+            existing = self.find(folder.replace("_", " "))  # a person of that name (any case) meanwhile: merged into
+            merged = existing is not None
+            if existing is not None:
+                folder = existing.folder
+                _move_photos(leftover, self.root / folder)
+            else:
+                leftover.rename(self.root / folder)
+            person = Person(folder.replace("_", " "), folder, _count_photos(self.root / folder))
+            log.warning(
+                "a rename was interrupted (a crash?): %s, found in the hidden folder %s, %s",
+                person.name,
+                leftover.name,
+                ("now has its new name" if finished else "has its old name back") + (" (merged)" if merged else ""),
+            )
+            recovered.append(RecoveredRename(leftover.name, person, finished, merged))
+        return recovered
 
     def _reindex(self) -> list[IndexReport]:
         """Make searches see the change: an incremental build for each model with an index."""
@@ -248,18 +322,37 @@ class Gallery:
         return reports
 
 
-class _Both:
-    def __init__(self, *locks):
-        self.locks = locks
+@dataclass(frozen=True)
+class _Interrupted:
+    folder: str  # the person folder the hidden one becomes
+    finished: bool  # whether that is the new name (else: an older version's leftover, under the old name)
 
-    def __enter__(self):
-        for lock in self.locks:
-            lock.acquire()
-        return self
 
-    def __exit__(self, *exc):
-        for lock in reversed(self.locks):
-            lock.release()
+def _interrupted_rename(name: str) -> _Interrupted | None:
+    """What a hidden rename folder of that name goes back to; None: not one (or not a valid person folder)."""
+    if name.startswith(RENAMING):
+        found = _Interrupted(name.removeprefix(RENAMING), finished=True)
+    elif (old := _OLD_RENAMING.fullmatch(name)) is not None:
+        found = _Interrupted(old["folder"], finished=False)
+    else:
+        return None
+    try:
+        valid = folder_of(found.folder.replace("_", " ")) == found.folder
+    except PersonNameError:
+        valid = False
+    return found if valid else None
+
+
+def _move_photos(source: Path, target: Path) -> None:
+    """Every file of `source` into `target` (a name taken there gets -1, -2, ...), then `source` removed."""
+    for path in sorted(source.iterdir()):
+        destination = target / path.name
+        counter = 1
+        while destination.exists():
+            destination = target / f"{path.stem}-{counter}{path.suffix}"
+            counter += 1
+        path.rename(destination)
+    source.rmdir()
 
 
 def _count_photos(folder: Path) -> int:

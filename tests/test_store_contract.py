@@ -6,6 +6,7 @@ Small random unit vectors (dim 16) keep it fast; every test runs against both ba
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from pathlib import Path
 
@@ -369,6 +370,70 @@ sys.stdin.read()
         assert store.search(np.eye(1, 4, dtype=np.float32), 1)[0][0].row.path == "a/1.jpg"
     finally:
         store.close()
+
+
+def test_milvus_writer_lock_is_held_across_processes(tmp_path):
+    """A process holding the Milvus store's writer lock keeps another process's writer out: IndexBusyError after its
+    timeout, as with the local store; once the holder lets go, the writer goes in.
+
+    Milvus Lite opens a file in one process at a time, so the holder takes the store's lock file (its documented
+    place: beside the .db file, named after the collections) without opening the .db file; a server store's lock
+    is the same kind of file lock, under DATA_DIR."""
+    pytest.importorskip("milvus_lite")
+    import subprocess
+    import sys
+
+    db, held = tmp_path.resolve() / "shared.db", tmp_path / "held"
+    lock = f"{db}.faces_facenet.write.lock"
+    child = f"""
+import sys
+from pathlib import Path
+from filelock import FileLock
+with FileLock({lock!r}):
+    Path({str(held)!r}).touch()
+    sys.stdin.read()  # held until the test closes stdin
+"""
+    holder = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE, text=True)
+    store = None
+    try:
+        deadline = time.monotonic() + 60
+        while not held.exists():
+            assert holder.poll() is None and time.monotonic() < deadline, "the holder did not take the lock"
+            time.sleep(0.05)
+        store = open_store(str(db), data_dir=tmp_path, model="facenet")
+        started = time.monotonic()
+        with pytest.raises(IndexBusyError, match=f"another index run holds the lock on {re.escape(lock)}"):
+            with store.writer(timeout=0.5):
+                pass
+        assert time.monotonic() - started >= 0.5
+        with pytest.raises(IndexBusyError):  # apply() waits as long as it takes; an index run asks with timeout 0
+            with store.writer(timeout=0):
+                pass
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=60) == 0
+    try:
+        with store.writer(timeout=10):
+            store.initialise(HEADER)  # nested inside the writer: re-entrant
+        assert store.header == HEADER
+    finally:
+        store.close()
+
+
+def test_milvus_server_writer_lock_lives_in_data_dir(tmp_path):
+    """A server URI's writer lock: one file under DATA_DIR/locks per URI and collection prefix."""
+    pytest.importorskip("pymilvus")
+    from engine.stores.milvus import writer_lock_path
+
+    path = writer_lock_path("http://milvus:19530", "faces_facenet", tmp_path)
+    assert path.parent == tmp_path / "locks" and path.name.startswith("milvus-") and path.suffix == ".lock"
+    assert writer_lock_path("http://milvus:19530/", "faces_facenet", tmp_path) == path
+    assert writer_lock_path("http://milvus:19530", "faces_vgg16", tmp_path) != path
+    assert writer_lock_path("http://other:19530", "faces_facenet", tmp_path) != path
+    with pytest.raises(ValueError, match="DATA_DIR"):
+        writer_lock_path("http://milvus:19530", "faces_facenet", None)
+    lite = writer_lock_path(str(tmp_path / "faces.db"), "faces_facenet", None)
+    assert lite == tmp_path.resolve() / "faces.db.faces_facenet.write.lock"
 
 
 # ---- faces of the photos layout: several per photo, with confidence and landmarks ---------------

@@ -40,7 +40,9 @@ def open_store(
             raise StoreUnavailableError(
                 f"VECTOR_STORE_URI={uri} needs pymilvus (and milvus-lite for a .db file): pip install 'facesearch-bot[milvus]'"
             ) from error
-        return MilvusStore(uri, model=model, collection=collection, hnsw_m=hnsw_m, ef_search=ef_search)
+        return MilvusStore(
+            uri, model=model, collection=collection, hnsw_m=hnsw_m, ef_search=ef_search, data_dir=Path(data_dir)
+        )
     raise StoreUnavailableError(
         f"VECTOR_STORE_URI={uri!r} is not a store address: leave it unset for the local store under DATA_DIR, "
         "give a path ending in .db for Milvus Lite, or http(s)://host:19530 for a Milvus server"

@@ -17,21 +17,31 @@ missing; readers may see a half-applied change until then.
 
 Milvus Lite allows one process per `.db` file (a second one fails to open it): share a store
 between processes (bot + index runs) through a Milvus server URI, or use the local store.
+
+Writers take a cross-process lock file (`filelock`), as the local store's do; Milvus itself has
+none. Its path comes from the URI and the collection prefix (`writer_lock_path`): beside a Milvus
+Lite file, `<file>.<prefix>.write.lock`; for a server, DATA_DIR/locks/milvus-<sha256>.lock. So
+processes writing one server's collection are serialised only when they share DATA_DIR (one
+volume, as deploy/compose.yaml mounts it) and spell the URI the same way; processes on machines
+without a shared DATA_DIR must leave writing to one of them (one indexer, edits on one replica).
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from engine.errors import IndexBusyError, IndexUnavailableError, StoreUnavailableError
 from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader, landmarks_from_json, landmarks_to_json
@@ -53,8 +63,28 @@ class _NoMvccWarning(logging.Filter):
 logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_NoMvccWarning())
 
 
+def is_server_uri(uri: str) -> bool:
+    return uri.strip().startswith(("http://", "https://"))
+
+
+def writer_lock_path(uri: str, collection: str, data_dir: Path | None) -> Path:
+    """The writer lock file of the collections `collection`(_files, _meta) at `uri`: see the module docstring.
+
+    A server URI needs `data_dir` (DATA_DIR): its lock lives there, named by a hash of the URI (trailing
+    slashes dropped) and the collection prefix.
+    """
+    if is_server_uri(uri):
+        if data_dir is None:
+            raise ValueError(f"the writer lock of a Milvus server store ({uri}) lives in DATA_DIR: pass data_dir")
+        key = f"{uri.strip().rstrip('/')}\n{collection}"
+        return Path(data_dir) / "locks" / f"milvus-{hashlib.sha256(key.encode()).hexdigest()}.lock"
+    db = Path(uri).resolve()
+    return db.with_name(f"{db.name}.{collection}.write.lock")
+
+
 class MilvusStore:
-    """See the module docstring. `uri`: a Milvus Lite file path (`*.db`) or http(s)://host:port."""
+    """See the module docstring. `uri`: a Milvus Lite file path (`*.db`) or http(s)://host:port;
+    `data_dir`: DATA_DIR, where a server store's writer lock lives (required for a server URI)."""
 
     def __init__(
         self,
@@ -66,6 +96,7 @@ class MilvusStore:
         ef_construction: int = 80,
         ef_search: int = 96,
         timeout: float = 10.0,
+        data_dir: Path | None = None,
     ):
         from pymilvus import MilvusClient
 
@@ -74,10 +105,14 @@ class MilvusStore:
         self.files_c = f"{self.faces}_files"
         self.meta_c = f"{self.faces}_meta"
         self.hnsw_m, self.ef_construction, self.ef_search = hnsw_m, ef_construction, ef_search
-        self._mutex = threading.RLock()
-        lite = not uri.startswith(("http://", "https://"))
+        self._mutex = threading.RLock()  # writers of this process (the file lock counts re-entries, not threads)
+        lite = not is_server_uri(uri)
         if lite:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        self.lock_path = writer_lock_path(uri, self.faces, data_dir)
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        # one lock file descriptor for the store: the mutex above orders its threads
+        self._file_lock = FileLock(str(self.lock_path), thread_local=False)
         try:
             self.client = MilvusClient(uri, timeout=timeout)
             self.client.list_collections()
@@ -193,15 +228,29 @@ class MilvusStore:
 
     @contextmanager
     def writer(self, timeout: float | None = None) -> Iterator[MilvusStore]:
-        """Serialises writers in this process only: Milvus has no cross-process lock (Lite has one process anyway)."""
+        """Hold the writer lock: other threads of this process, then other processes through the lock file
+        `lock_path` (see the module docstring). Re-entrant (apply() nests inside an index run's writer).
+        Not held within `timeout` seconds (None: wait as long as it takes): IndexBusyError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         if not self._mutex.acquire(timeout=-1 if timeout is None else timeout):
-            raise IndexBusyError(
-                f"another index run holds the store at {self.uri}; wait for it to finish or try again later"
-            )
+            raise self._busy()
         try:
-            yield self
+            try:
+                self._file_lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic()))
+            except Timeout:
+                raise self._busy() from None
+            try:
+                yield self
+            finally:
+                self._file_lock.release()
         finally:
             self._mutex.release()
+
+    def _busy(self) -> IndexBusyError:
+        return IndexBusyError(
+            f"another index run holds the lock on {self.lock_path} (the Milvus store {self.faces} at {self.uri}); "
+            "wait for it to finish or try again later"
+        )
 
     def initialise(self, header: StoreHeader) -> None:
         with self.writer():

@@ -1,0 +1,139 @@
+"""Gallery edits a crash interrupted (engine/gallery.py): a case-only /rename killed between its two folder renames
+leaves the person in a hidden folder; the next edit (or `Gallery.recover`) brings them back, photos and index too.
+
+Real files and real processes: the crash is a child process that runs `Gallery.rename` and dies (os._exit) right
+after the first folder rename, as a power cut or an OOM kill would leave it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.gallery import Gallery, PersonNotFoundError
+from helpers_engine import copy_photos, first_photos
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Runs the real rename; the only change: the process dies right after the first folder rename (into a hidden
+# name), before the second one, and before the index is touched.
+CRASHING_RENAME = """
+import os, pathlib, sys
+sys.path.insert(0, {root!r})
+from engine import Engine, EngineSettings
+from engine.gallery import Gallery, PersonNotFoundError
+
+rename = pathlib.Path.rename
+
+def rename_then_die(self, target):
+    moved = rename(self, target)
+    if pathlib.Path(target).name.startswith("."):
+        os._exit(9)
+    return moved
+
+pathlib.Path.rename = rename_then_die
+settings = EngineSettings(data_dir={data_dir!r}, gallery_dir={gallery!r}, models_dir={models!r})
+Gallery(Engine(settings)).rename({old!r}, {new!r})
+print("the rename finished: it was meant to crash half-way")
+"""
+
+
+@pytest.fixture
+def gallery_engine(tmp_path, make_engine):
+    """Two people, two photos each, indexed."""
+    gallery = tmp_path / "gallery"
+    for person in ["Jerry_Seinfeld", "Madonna"]:
+        copy_photos(gallery, first_photos(person, 2))
+    engine = make_engine(data_dir=tmp_path / "data", gallery_dir=gallery)
+    engine.build_index("facenet")
+    return engine
+
+
+def crash_mid_rename(engine, old: str, new: str) -> list[str]:
+    """Run the rename in a child process that dies between its two folder renames; the hidden folders it left."""
+    settings = engine.settings
+    script = CRASHING_RENAME.format(
+        root=str(ROOT),
+        data_dir=str(settings.data_dir),
+        gallery=str(settings.gallery_dir),
+        models=str(settings.models_dir),
+        old=old,
+        new=new,
+    )
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 9, child.stdout + child.stderr
+    return sorted(p.name for p in Path(settings.gallery_dir).iterdir() if p.name.startswith("."))
+
+
+def indexed_people(engine) -> dict[str, int]:
+    engine.refresh()
+    return engine.searcher("facenet").store.people()
+
+
+def test_a_case_only_rename_killed_half_way_is_finished_by_the_next_edit(gallery_engine):
+    left = crash_mid_rename(gallery_engine, "Jerry Seinfeld", "jerry seinfeld")
+    assert len(left) == 1  # the person is in a hidden folder now: no listing shows them
+    gallery = Gallery(gallery_engine)
+    assert [p.name for p in gallery.people()] == ["Madonna"]
+
+    gallery.remove("Madonna")  # the next edit, of someone else
+
+    assert [(p.name, p.photos) for p in gallery.people()] == [("jerry seinfeld", 2)]  # the new name, every photo
+    assert not [p for p in Path(gallery.root).iterdir() if p.name.startswith(".")]
+    assert indexed_people(gallery_engine) == {"jerry seinfeld": 2}  # searches find them under the new name
+
+
+def test_an_older_versions_leftover_gets_its_old_name_back(gallery_engine):
+    """Before this fix the hidden folder was `.<old folder>.renaming`, without the new name: the person comes back
+    under the old one (the user can rename again)."""
+    root = Path(gallery_engine.settings.gallery_dir)
+    (root / "Jerry_Seinfeld").rename(root / ".Jerry_Seinfeld.renaming")  # what the older rename left on a crash
+    gallery = Gallery(gallery_engine)
+    assert [p.name for p in gallery.people()] == ["Madonna"]
+
+    with pytest.raises(PersonNotFoundError, match="nobody called Someone Else"):
+        gallery.remove("Someone Else")  # even an edit that is refused brings them back first
+
+    assert [(p.name, p.photos) for p in gallery.people()] == [("Jerry Seinfeld", 2), ("Madonna", 2)]
+    assert indexed_people(gallery_engine) == {"Jerry Seinfeld": 2, "Madonna": 2}
+
+
+def test_recover_merges_into_a_person_of_that_name_and_reports_it(gallery_engine):
+    left = crash_mid_rename(gallery_engine, "Jerry Seinfeld", "jerry seinfeld")
+    root = Path(gallery_engine.settings.gallery_dir)
+    copy_photos(root, first_photos("Jerry_Seinfeld", 3)[2:])  # someone made Jerry_Seinfeld/ again meanwhile, by hand
+    (root / "Jerry_Seinfeld").rename(root / "jerry_seinfeld")
+
+    recovered = Gallery(gallery_engine).recover()
+
+    assert [(r.leftover, r.person.folder, r.person.photos, r.finished, r.merged) for r in recovered] == [
+        (left[0], "jerry_seinfeld", 3, True, True)
+    ]
+    assert not (root / left[0]).exists()
+    assert indexed_people(gallery_engine) == {"jerry seinfeld": 3, "Madonna": 2}
+    assert Gallery(gallery_engine).recover() == []  # nothing left to do
+
+
+def test_an_index_run_finishes_it_before_indexing(gallery_engine, capsys):
+    """`python -m engine index` (the same function, in-process): the person is indexed under the new name."""
+    from engine.commands import index
+
+    crash_mid_rename(gallery_engine, "Jerry Seinfeld", "jerry seinfeld")
+
+    assert index(gallery_engine.settings, None, "facenet", as_json=True) == 0
+
+    assert [p.name for p in Gallery(gallery_engine).people()] == ["jerry seinfeld", "Madonna"]
+    assert indexed_people(gallery_engine) == {"jerry seinfeld": 2, "Madonna": 2}
+
+
+async def test_the_bot_finishes_it_when_it_starts(api, gallery_engine, tmp_path):
+    from bot_helpers import running_service
+
+    crash_mid_rename(gallery_engine, "Jerry Seinfeld", "jerry seinfeld")
+
+    async with running_service(api, gallery_engine, tmp_path) as service:
+        assert [(p.name, p.photos) for p in service.gallery.people()] == [("jerry seinfeld", 2), ("Madonna", 2)]
+        assert indexed_people(gallery_engine) == {"jerry seinfeld": 2, "Madonna": 2}
