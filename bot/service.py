@@ -32,16 +32,12 @@ from bot.sending import Sender
 from bot.settings import Settings
 from bot.state import Part, SharedState
 from engine import MODEL_NAMES, Engine, EngineError, IndexProgress
+from engine.backends import BACKENDS
 from engine.gallery import Gallery
 from engine.images import IMAGE_SUFFIXES, list_gallery_images
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-MODEL_ABOUT = {
-    "facenet": "finds faces (MTCNN) and compares them (FaceNet)",
-    "vgg16": "compares whole images, no face detection",
-}
 
 
 class BotService:
@@ -285,7 +281,7 @@ class BotService:
         for name in MODEL_NAMES:
             problem = problems[name]
             state = "available" if problem is None else f"unavailable — {self.public(problem)}"
-            lines.append(f"• {name}: {MODEL_ABOUT.get(name, '')} — {state}")
+            lines.append(f"• {name}: {BACKENDS[name].description} — {state}")
         lines.append("Switch with /model <name>.")
         return "\n".join(lines)
 
@@ -371,7 +367,8 @@ class BotService:
         sizes = await self.db(lambda: {name: self.engine.index_info(name) for name in MODEL_NAMES})
         lines = ["Indexes:"]
         for name, info in sizes.items():
-            lines.append(f"• {name}: {info.count} faces indexed" if info else f"• {name}: no index")
+            rows = "faces" if BACKENDS[name].embeds_faces else "images"
+            lines.append(f"• {name}: {info.count} {rows} indexed" if info else f"• {name}: no index")
         figures = await self.db(self.store.stats)
         median = f"{figures.median_latency_ms:.0f} ms" if figures.median_latency_ms is not None else "n/a"
         lines.append(f"Queries: {figures.queries} from {figures.users} users; median latency {median}")

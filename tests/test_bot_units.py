@@ -287,3 +287,53 @@ def test_uploads_are_decoded_only_as_photo_formats():
     for format in ("PCX", "TGA", "SGI", "PPM"):  # images Pillow reads, but not photos anyone sends: refused unread
         with pytest.raises(BadImageError, match="not a readable image"):
             decode_image(saved(format), max_bytes=10**7, max_pixels=10**7)
+
+
+# ---- the models the bot offers come from the engine's registry (engine.backends) ---------------------------------
+
+
+def test_help_lists_every_registered_model():
+    from bot.handlers import help_text, reindex_usage
+    from engine.backends import BACKENDS
+
+    text = help_text()
+    for name, backend in BACKENDS.items():
+        assert f"{name}: {'faces' if backend.embeds_faces else 'whole image'}" in text
+    assert reindex_usage() == "/reindex [facenet|vgg16|all]" and reindex_usage() in text
+
+
+def test_the_no_face_hint_names_a_whole_image_model():
+    from bot.people_commands import MODEL
+    from bot.search_flow import whole_image_hint
+    from engine.backends import BACKENDS
+
+    assert whole_image_hint() == ", or switch to /model vgg16 to search by the whole image"
+    assert BACKENDS[MODEL].embeds_faces  # /people's persons are made of faces
+
+
+@pytest.fixture
+def service(tmp_path):
+    from bot.service import BotService
+
+    settings = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models", allowed_user_ids="*")
+    service = BotService(settings)
+    yield service
+    for pool in (service.pool, service.index_pool, service.io_pool):
+        pool.shutdown()
+
+
+def test_model_lines_describe_each_backend(service, monkeypatch):
+    from engine.backends import BACKENDS
+
+    async def chat_settings(chat_id):
+        return "facenet", 5
+
+    monkeypatch.setattr(service, "chat_settings", chat_settings)
+    monkeypatch.setattr(service.engine, "model_problem", lambda name: None if name == "facenet" else "no weights")
+    lines = asyncio.run(service.model_lines(1)).splitlines()
+    assert lines[:2] == ["Current backend: facenet", "Backends:"]
+    assert lines[2:4] == [
+        f"• facenet: {BACKENDS['facenet'].description} — available",
+        f"• vgg16: {BACKENDS['vgg16'].description} — unavailable — no weights",
+    ]
+
