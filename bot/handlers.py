@@ -189,29 +189,13 @@ async def reindex(update: Update, context: Context) -> None:
     assert message is not None
     if not await refuse_non_admin(update, svc, "reindex"):
         return
-    problems = await svc.db(lambda: {name: svc.engine.model_problem(name) for name in MODEL_NAMES})
-    arg = context.args[0].lower() if context.args else None
-    if arg == "all":
-        models = [name for name in MODEL_NAMES if problems[name] is None]
-    elif arg is None:
-        models = [(await svc.chat_settings(message.chat_id))[0]]
-    elif arg in MODEL_NAMES:
-        models = [arg]
-    else:
-        await message.reply_text(f"Usage: /reindex [{'|'.join(MODEL_NAMES)}|all]")
+    which = context.args[0].lower() if context.args else None
+    if which is not None and which != "all" and which not in MODEL_NAMES:
+        await message.reply_text(f"Usage: {reindex_usage()}")
         return
-    for name in models:
-        problem = problems[name]
-        if problem:
-            await message.reply_text(f"Can't reindex {name}: {problem}")
-            return
-    if not models:
-        await message.reply_text("No backend is available to reindex.")
-        return
-    if svc.reindex_job is not None:  # checked right before reindex() claims the slot: no await in between
-        await message.reply_text(f"A reindex is already running. {svc.reindex_job.text()}")
-        return
-    svc.start_reindex(message.chat_id, models)
+    refusal = await svc.reindex(message.chat_id, which)
+    if refusal is not None:
+        await message.reply_text(refusal)
 
 
 async def add(update: Update, context: Context) -> None:

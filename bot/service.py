@@ -384,10 +384,27 @@ class BotService:
             lines.append(self.reindex_job.text())
         return "\n".join(lines)
 
-    def start_reindex(self, chat_id: int, models: list[str]) -> None:
-        """Claim the reindex slot (no await before) and rebuild in the background; the handler returns."""
+    async def reindex(self, chat_id: int, which: str | None) -> str | None:
+        """/reindex: rebuild a model's index in the background (`which`: a model name, "all" for every usable
+        model, None for the chat's model). None when the rebuild started (it reports in the chat), else why not."""
+        problems = await self.db(lambda: {name: self.engine.model_problem(name) for name in MODEL_NAMES})
+        if which == "all":
+            models = [name for name in MODEL_NAMES if problems[name] is None]
+        elif which is None:
+            models = [(await self.chat_settings(chat_id))[0]]
+        else:
+            models = [which]
+        for name in models:
+            problem = problems[name]
+            if problem:
+                return f"Can't reindex {name}: {problem}"
+        if not models:
+            return "No backend is available to reindex."
+        if self.reindex_job is not None:  # checked right before the slot is claimed: no await in between
+            return f"A reindex is already running. {self.reindex_job.text()}"
         self.reindex_job = ReindexJob(models=models)
         self.spawn_long(run_reindex(self, self.reindex_job, chat_id))
+        return None
 
 
 def _percent(progress: IndexProgress) -> int:

@@ -337,3 +337,27 @@ def test_model_lines_describe_each_backend(service, monkeypatch):
         f"• vgg16: {BACKENDS['vgg16'].description} — unavailable — no weights",
     ]
 
+
+def test_reindex_chooses_usable_models_and_claims_one_slot(service, monkeypatch):
+    started = []
+
+    def spawn_long(coroutine):
+        started.append(coroutine)
+        coroutine.close()  # the rebuild itself is not run here
+
+    async def chat_settings(chat_id):
+        return "vgg16", 5
+
+    monkeypatch.setattr(service, "spawn_long", spawn_long)
+    monkeypatch.setattr(service, "chat_settings", chat_settings)
+    problems = {"facenet": None, "vgg16": "no weights"}
+    monkeypatch.setattr(service.engine, "model_problem", problems.get)
+    assert asyncio.run(service.reindex(1, "vgg16")) == "Can't reindex vgg16: no weights"
+    assert asyncio.run(service.reindex(1, None)) == "Can't reindex vgg16: no weights"  # the chat's model
+    assert asyncio.run(service.reindex(1, "all")) is None
+    assert service.reindex_job is not None and service.reindex_job.models == ["facenet"] and len(started) == 1
+    assert asyncio.run(service.reindex(1, "facenet")).startswith("A reindex is already running.")
+    service.reindex_job = None
+    problems["facenet"] = "no weights"
+    assert asyncio.run(service.reindex(1, "all")) == "No backend is available to reindex."
+    assert len(started) == 1
