@@ -24,6 +24,7 @@ from bot import render
 from bot.albums import AlbumCollector
 from bot.db import Store, upgrade
 from bot.delivery import attachment_of
+from bot.gallery_service import GalleryService
 from bot.metrics import Metrics
 from bot.photos_answer import PhotosAnswer
 from bot.reindex import ReindexJob, describe_report, run_reindex
@@ -47,6 +48,7 @@ class BotService:
         self.settings = settings
         self.engine = engine if engine is not None else Engine(settings)
         self.gallery = Gallery(self.engine)
+        self.gallery_service = GalleryService(self)  # the gallery verbs: add, remove, rename
         self._store: Store | None = None
         self._state: SharedState | None = None
         self.pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="engine")

@@ -361,3 +361,53 @@ def test_reindex_chooses_usable_models_and_claims_one_slot(service, monkeypatch)
     problems["facenet"] = "no weights"
     assert asyncio.run(service.reindex(1, "all")) == "No backend is available to reindex."
     assert len(started) == 1
+
+
+def test_gallery_service_remove_outcomes(monkeypatch):
+    """/remove's verb without the engine: removed, removed while the index is busy, the last person, kept."""
+    from types import SimpleNamespace
+
+    from bot.gallery_service import GalleryService, Removal
+    from engine.errors import IndexBusyError
+    from engine.gallery import EditResult, Person
+
+    forgotten: list[str] = []
+    folders = {"Ada Lovelace"}
+    outcome: dict[str, Exception | None] = {"error": None}
+
+    def remove(name):
+        folders.discard(name)
+        if outcome["error"] is not None:
+            raise outcome["error"]
+        return EditResult(person=Person(name, name.replace(" ", "_"), 3), photos=3)
+
+    async def run(function, *args):
+        return function(*args)
+
+    svc = SimpleNamespace(
+        gallery=SimpleNamespace(remove=remove, find=lambda name: name if name in folders else None),
+        store=SimpleNamespace(forget_person=forgotten.append),
+        db=run,
+        write_index=run,
+    )
+    service = GalleryService(svc)  # type: ignore[arg-type]
+    dropped: list[bool] = []
+    monkeypatch.setattr(service, "drop_missing_files", lambda: dropped.append(True) or 1)
+
+    assert asyncio.run(service.remove(1, "Ada Lovelace")) == Removal("Ada Lovelace", 3)
+    outcome["error"] = IndexBusyError("busy")
+    folders.add("Ada Lovelace")
+    assert asyncio.run(service.remove(1, "Ada Lovelace")) == Removal("Ada Lovelace", 0, index_busy=True)
+    outcome["error"] = BadInputError("the gallery is empty")
+    folders.add("Ada Lovelace")
+    assert asyncio.run(service.remove(1, "Ada Lovelace")) == Removal("Ada Lovelace", 0, emptied=True)
+    assert dropped == [True] and forgotten == ["Ada Lovelace"] * 3
+
+    def refuse(name):  # the person is still there: nothing removed
+        raise IndexBusyError("busy")
+
+    svc.gallery.remove = refuse
+    folders.add("Ada Lovelace")
+    with pytest.raises(IndexBusyError):
+        asyncio.run(service.remove(1, "Ada Lovelace"))
+    assert forgotten == ["Ada Lovelace"] * 3
