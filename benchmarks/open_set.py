@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
+from engine.backends.facenet import FaceNetBackend  # noqa: E402
 from engine.evaluate import array_search, open_set_answers, open_set_split  # noqa: E402
-from engine.identity import DEFAULT_PARAMS, IdentityParams  # noqa: E402
+from engine.identity import IdentityParams  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
 from lfw_cache import lfw_root, load_detections, load_embeddings, make_embedder, query_vectors  # noqa: E402
 from tune_lfw import FOLDS, fold_of  # noqa: E402
@@ -162,7 +163,7 @@ def main() -> int:
         print("../shared/data/lfw not found: this benchmark needs it")
         return 0
     embedder = make_embedder()
-    default = DEFAULT_PARAMS["facenet"]
+    default = FaceNetBackend.default_identity
     params_list = [default] if args.default_only else [default, *candidates()]
     for kind in args.kinds.split(","):
         detections = load_detections(kind)

@@ -1,30 +1,29 @@
-"""Teaching the bot from the chat (admins): /add, /people, /remove, /rename, through `engine.gallery`."""
+"""Teaching the bot from the chat (admins): /add, /people, /remove, /rename: parsing and answers.
+
+The edits themselves (engine and database work) are the service's gallery verbs (bot/gallery_service.py).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import re
 import unicodedata
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import BadRequest
 
 from bot.delivery import Attachment, download
 from bot.paging import people_keyboard
-from engine import MODEL_NAMES, EngineError
+from engine import EngineError
 from engine.errors import IndexBusyError
 from engine.gallery import AddResult, PersonNameError, check_name
-from engine.stores.base import Changes
 
 if TYPE_CHECKING:
     from bot.service import BotService
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 PEOPLE_PAGE = 10
 _ADD = re.compile(r"^/add(?:@\w+)?(?:\s+(?P<name>.*))?$", re.DOTALL)
@@ -43,7 +42,6 @@ def add_name(text: str | None) -> str:
     return (match.group("name") or "").strip() if match else ""
 
 
-EDIT_NOTICE_S = 3.0  # a gallery edit still running after this gets a word: the index may be busy
 MAX_NAME_BYTES = 128  # a folder name is at most 255 bytes on common filesystems; names stay well under
 
 
@@ -57,26 +55,16 @@ def clean_name(name: str) -> str:
     return cleaned
 
 
-async def edit(svc: BotService, chat_id: int, function: Callable[..., T], *args: Any) -> T:
-    """Run a gallery edit in the index thread; if it takes a while, say why (the index may be held by a long
-    indexing run, e.g. `python -m engine index`, which the edit waits for)."""
-    task = asyncio.ensure_future(svc.write_index(function, *args))
-    done, _ = await asyncio.wait({task}, timeout=EDIT_NOTICE_S)
-    if not done:
-        await svc.sender.text(
-            chat_id,
-            "Still working: the gallery's index is busy (another indexing run may hold it, and I wait for it). "
-            "I'll answer here when it's done.",
-        )
-    return await task
+def index_busy(what: str) -> str:
+    return (
+        f"The gallery was changed, but its index stayed busy (a long indexing run holds it): {what} becomes "
+        "visible to searches after that run or the next /reindex."
+    )
 
 
 def edit_failure(svc: BotService, what: str, error: EngineError) -> str:
     if isinstance(error, IndexBusyError):
-        return (
-            f"The gallery was changed, but its index stayed busy (a long indexing run holds it): {what} becomes "
-            "visible to searches after that run or the next /reindex."
-        )
+        return index_busy(what)
     return f"Nothing {what}: {svc.public(str(error))}"
 
 
@@ -105,7 +93,7 @@ async def add(svc: BotService, chat_id: int, user_id: int, files: list[Attachmen
         except BadRequest:
             photos.append(b"")
     try:
-        result = await edit(svc, chat_id, svc.gallery.add_photos, name, photos)
+        result = await svc.gallery_service.add(chat_id, name, photos)
     except IndexBusyError as error:
         await send.text(chat_id, edit_failure(svc, "the new photos", error))
         return
@@ -139,36 +127,14 @@ async def confirm_remove(
     if not confirmed:
         return None, f"Kept {name}."
     try:
-        result = await edit(svc, chat_id, svc.gallery.remove, name)
-        removed, photos, note = result.person.name, result.photos, ""
+        removal = await svc.gallery_service.remove(chat_id, name)
     except EngineError as error:
-        if await svc.db(svc.gallery.find, name) is not None:
-            return None, edit_failure(svc, "removed", error)
-        if isinstance(error, IndexBusyError):  # the folder is gone; the index follows after the other run
-            await svc.db(svc.store.forget_person, name)
-            return None, edit_failure(svc, f"the removal of {name}", error)
-        # the last person: the folder is gone and an index build refuses an empty gallery; drop their rows
-        await svc.write_index(drop_missing_files, svc)
-        removed, photos, note = name, 0, " The gallery is now empty."
-    await svc.db(svc.store.forget_person, removed)
-    counted = f"their {photos} photos" if photos else "their photos"
-    return None, f"Removed {removed} and {counted}; searches no longer find them.{note}"
-
-
-def drop_missing_files(svc: BotService) -> int:
-    """Drop from every index the files no longer in the gallery (what a build would do, where a build refuses to
-    run: an empty gallery). Runs in the index thread, under the store's writer lock; returns how many files."""
-    dropped = 0
-    for model in MODEL_NAMES:
-        if svc.engine.index_info(model) is None:
-            continue
-        store = svc.engine.searcher(model).store
-        with store.writer(timeout=svc.settings.index_lock_wait_s):
-            gone = {path for path in store.files() if not (svc.gallery.root / path).exists()}
-            if gone:
-                store.apply(Changes(remove_paths=gone))
-                dropped += len(gone)
-    return dropped
+        return None, edit_failure(svc, "removed", error)
+    if removal.index_busy:
+        return None, index_busy(f"the removal of {removal.name}")
+    counted = f"their {removal.photos} photos" if removal.photos else "their photos"
+    note = " The gallery is now empty." if removal.emptied else ""
+    return None, f"Removed {removal.name} and {counted}; searches no longer find them.{note}"
 
 
 async def rename(svc: BotService, chat_id: int, args: list[str]) -> str:
@@ -177,7 +143,7 @@ async def rename(svc: BotService, chat_id: int, args: list[str]) -> str:
         return "Usage: /rename Old Name New Name (the old name must be in /people; or /rename Old -> New)."
     try:
         new = clean_name(names[1])
-        result = await edit(svc, chat_id, svc.gallery.rename, names[0], new)
+        result = await svc.gallery_service.rename(chat_id, names[0], new)
     except IndexBusyError as error:
         return edit_failure(svc, "the new name", error)
     except EngineError as error:

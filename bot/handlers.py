@@ -13,21 +13,34 @@ from bot.db import REMOVED
 from bot.delivery import Attachment, attachment_of
 from bot.service import BotService, looks_like_image
 from engine import MODEL_NAMES
+from engine.backends import BACKENDS
 
 log = logging.getLogger(__name__)
 
-HELP = (
-    "Send me a photo of a person and I'll find the most similar photos in my gallery of known people.\n\n"
-    "/model — show or switch the search backend (facenet: faces; vgg16: whole image)\n"
-    "/k — show or set how many matches per face\n"
-    "/history — your last queries here\n"
-    "/forget — delete your history\n"
-    "/help — this message\n"
-    "Admins: /stats, /reindex [facenet|vgg16|all], /people [prefix], /remove Name, /rename Old Name New Name, "
-    "and photos captioned /add Firstname Lastname (or reply /add Name to a photo or an album).\n"
-    "Photos galleries (GALLERY_LAYOUT=photos): /people shows persons as numbered faces; /name N Firstname Lastname "
-    "(or reply /name Firstname Lastname to an answer), /merge N M, /hide N"
-)
+
+def help_text() -> str:
+    """/start and /help: what the bot does, its commands, and the registered models (engine.backends)."""
+    backends = "; ".join(
+        f"{name}: {'faces' if backend.embeds_faces else 'whole image'}" for name, backend in BACKENDS.items()
+    )
+    return (
+        "Send me a photo of a person and I'll find the most similar photos in my gallery of known people.\n\n"
+        f"/model — show or switch the search backend ({backends})\n"
+        "/k — show or set how many matches per face\n"
+        "/history — your last queries here\n"
+        "/forget — delete your history\n"
+        "/help — this message\n"
+        f"Admins: /stats, {reindex_usage()}, /people [prefix], /remove Name, /rename Old Name New Name, "
+        "and photos captioned /add Firstname Lastname (or reply /add Name to a photo or an album).\n"
+        "Photos galleries (GALLERY_LAYOUT=photos): /people shows persons as numbered faces; /name N Firstname Lastname "
+        "(or reply /name Firstname Lastname to an answer), /merge N M, /hide N"
+    )
+
+
+def reindex_usage() -> str:
+    return f"/reindex [{'|'.join(MODEL_NAMES)}|all]"
+
+
 COMMANDS = [
     ("start", "What this bot does"),
     ("help", "How to use it"),
@@ -81,7 +94,7 @@ async def gatekeeper(update: Update, context: Context) -> None:
 
 async def start(update: Update, context: Context) -> None:
     """Explain the bot in a few lines."""
-    await message_of(update).reply_text(HELP)
+    await message_of(update).reply_text(help_text())
 
 
 async def model(update: Update, context: Context) -> None:
@@ -176,29 +189,13 @@ async def reindex(update: Update, context: Context) -> None:
     assert message is not None
     if not await refuse_non_admin(update, svc, "reindex"):
         return
-    problems = await svc.db(lambda: {name: svc.engine.model_problem(name) for name in MODEL_NAMES})
-    arg = context.args[0].lower() if context.args else None
-    if arg == "all":
-        models = [name for name in MODEL_NAMES if problems[name] is None]
-    elif arg is None:
-        models = [(await svc.chat_settings(message.chat_id))[0]]
-    elif arg in MODEL_NAMES:
-        models = [arg]
-    else:
-        await message.reply_text(f"Usage: /reindex [{'|'.join(MODEL_NAMES)}|all]")
+    which = context.args[0].lower() if context.args else None
+    if which is not None and which != "all" and which not in MODEL_NAMES:
+        await message.reply_text(f"Usage: {reindex_usage()}")
         return
-    for name in models:
-        problem = problems[name]
-        if problem:
-            await message.reply_text(f"Can't reindex {name}: {problem}")
-            return
-    if not models:
-        await message.reply_text("No backend is available to reindex.")
-        return
-    if svc.reindex_job is not None:  # checked right before reindex() claims the slot: no await in between
-        await message.reply_text(f"A reindex is already running. {svc.reindex_job.text()}")
-        return
-    svc.start_reindex(message.chat_id, models)
+    refusal = await svc.reindex(message.chat_id, which)
+    if refusal is not None:
+        await message.reply_text(refusal)
 
 
 async def add(update: Update, context: Context) -> None:

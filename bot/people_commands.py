@@ -21,12 +21,13 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.render import to_jpeg
 from engine import EngineError
+from engine.backends import FACE_MODELS
 from engine.people import Person
 
 if TYPE_CHECKING:
     from bot.service import BotService
 
-MODEL = "facenet"  # persons are made of faces
+MODEL = FACE_MODELS[0]  # persons are made of faces
 PAGE = 12  # persons per contact sheet
 COLUMNS = 4
 TILE = 192  # a face's tile on the sheet (pixels)

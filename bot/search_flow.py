@@ -17,6 +17,7 @@ from bot.delivery import download
 from bot.paging import PAGE_LIMIT, PhotoQuery, ResultState, result_keyboard, state_from_payload, state_to_payload
 from bot.sending import FaceLabel
 from engine import EngineError, IndexProgress, IndexUnavailableError, SearchResult
+from engine.backends import BACKENDS
 
 if TYPE_CHECKING:
     from bot.service import BotService
@@ -222,10 +223,7 @@ class SearchFlow:
             await self._record(chat_id, user_id, model, k, found, started)
             if found:
                 what = "these photos" if len(found) > 1 else "this photo"
-                notes.append(
-                    f"I found no face in {what}. Try a clearer, front-facing photo, or switch to /model vgg16 "
-                    "to search by the whole image."
-                )
+                notes.append(f"I found no face in {what}. Try a clearer, front-facing photo{whole_image_hint()}.")
             await send.text(chat_id, "\n".join(notes))
             return
         await send.action(chat_id, ChatAction.UPLOAD_PHOTO)
@@ -436,3 +434,9 @@ def indexing_refusal(progress: IndexProgress | None) -> str | None:
         return None
     percent = round(100 * progress.done / progress.total) if progress.total else 0
     return f"The gallery is being indexed, {percent}% done — please try again in a minute."
+
+
+def whole_image_hint() -> str:
+    """The end of the no-face answer: a registered model that compares whole images, if there is one."""
+    whole = [name for name, backend in BACKENDS.items() if not backend.embeds_faces]
+    return f", or switch to /model {whole[0]} to search by the whole image" if whole else ""

@@ -24,6 +24,7 @@ from bot import render
 from bot.albums import AlbumCollector
 from bot.db import Store, upgrade
 from bot.delivery import attachment_of
+from bot.gallery_service import GalleryService
 from bot.metrics import Metrics
 from bot.photos_answer import PhotosAnswer
 from bot.reindex import ReindexJob, describe_report, run_reindex
@@ -32,16 +33,12 @@ from bot.sending import Sender
 from bot.settings import Settings
 from bot.state import Part, SharedState
 from engine import MODEL_NAMES, Engine, EngineError, IndexProgress
+from engine.backends import BACKENDS
 from engine.gallery import Gallery
 from engine.images import IMAGE_SUFFIXES, list_gallery_images
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-MODEL_ABOUT = {
-    "facenet": "finds faces (MTCNN) and compares them (FaceNet)",
-    "vgg16": "compares whole images, no face detection",
-}
 
 
 class BotService:
@@ -51,6 +48,7 @@ class BotService:
         self.settings = settings
         self.engine = engine if engine is not None else Engine(settings)
         self.gallery = Gallery(self.engine)
+        self.gallery_service = GalleryService(self)  # the gallery verbs: add, remove, rename
         self._store: Store | None = None
         self._state: SharedState | None = None
         self.pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="engine")
@@ -290,7 +288,7 @@ class BotService:
         for name in MODEL_NAMES:
             problem = problems[name]
             state = "available" if problem is None else f"unavailable — {self.public(problem)}"
-            lines.append(f"• {name}: {MODEL_ABOUT.get(name, '')} — {state}")
+            lines.append(f"• {name}: {BACKENDS[name].description} — {state}")
         lines.append("Switch with /model <name>.")
         return "\n".join(lines)
 
@@ -376,7 +374,8 @@ class BotService:
         sizes = await self.db(lambda: {name: self.engine.index_info(name) for name in MODEL_NAMES})
         lines = ["Indexes:"]
         for name, info in sizes.items():
-            lines.append(f"• {name}: {info.count} faces indexed" if info else f"• {name}: no index")
+            rows = "faces" if BACKENDS[name].embeds_faces else "images"
+            lines.append(f"• {name}: {info.count} {rows} indexed" if info else f"• {name}: no index")
         figures = await self.db(self.store.stats)
         median = f"{figures.median_latency_ms:.0f} ms" if figures.median_latency_ms is not None else "n/a"
         lines.append(f"Queries: {figures.queries} from {figures.users} users; median latency {median}")
@@ -392,10 +391,27 @@ class BotService:
             lines.append(self.reindex_job.text())
         return "\n".join(lines)
 
-    def start_reindex(self, chat_id: int, models: list[str]) -> None:
-        """Claim the reindex slot (no await before) and rebuild in the background; the handler returns."""
+    async def reindex(self, chat_id: int, which: str | None) -> str | None:
+        """/reindex: rebuild a model's index in the background (`which`: a model name, "all" for every usable
+        model, None for the chat's model). None when the rebuild started (it reports in the chat), else why not."""
+        problems = await self.db(lambda: {name: self.engine.model_problem(name) for name in MODEL_NAMES})
+        if which == "all":
+            models = [name for name in MODEL_NAMES if problems[name] is None]
+        elif which is None:
+            models = [(await self.chat_settings(chat_id))[0]]
+        else:
+            models = [which]
+        for name in models:
+            problem = problems[name]
+            if problem:
+                return f"Can't reindex {name}: {problem}"
+        if not models:
+            return "No backend is available to reindex."
+        if self.reindex_job is not None:  # checked right before the slot is claimed: no await in between
+            return f"A reindex is already running. {self.reindex_job.text()}"
         self.reindex_job = ReindexJob(models=models)
         self.spawn_long(run_reindex(self, self.reindex_job, chat_id))
+        return None
 
 
 def _percent(progress: IndexProgress) -> int:

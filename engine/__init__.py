@@ -1,5 +1,6 @@
 """Reverse face image search: MTCNN detection, FaceNet / VGG16 embeddings, k-NN over saved features."""
 
+from engine.backends import MODEL_NAMES
 from engine.core import Engine
 from engine.errors import (
     BadImageError,
@@ -12,7 +13,7 @@ from engine.errors import (
     ModelUnavailableError,
     StoreUnavailableError,
 )
-from engine.settings import MODEL_NAMES, EngineSettings
+from engine.settings import EngineSettings
 from engine.types import FaceResult, Identity, IndexInfo, IndexProgress, IndexReport, Match, SearchResult
 
 __all__ = [

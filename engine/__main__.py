@@ -14,8 +14,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow C++ chatter; errors still raise
 
+from engine.backends import FACE_MODELS, MODEL_NAMES  # noqa: E402
 from engine.errors import BadInputError, EngineError  # noqa: E402
-from engine.settings import MODEL_NAMES, EngineSettings  # noqa: E402
+from engine.settings import EngineSettings  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="show or fetch model weights")
     models_commands = models.add_subparsers(dest="models_command")
     fetch = models_commands.add_parser("fetch", help="download weights (and the sample gallery) and verify them")
-    fetch.add_argument("which", nargs="?", default="facenet", choices=["facenet", "vgg16", "all"])
+    fetch.add_argument("which", nargs="?", default="facenet", choices=[*MODEL_NAMES, "all"])
 
     index = commands.add_parser("index", help="build or update the index of a gallery (incremental)")
     index.add_argument("--gallery", type=Path, help="gallery folder, one sub-folder per person (default GALLERY_DIR)")
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = commands.add_parser("search", help="search the faces of one or more photos")
     search.add_argument("images", nargs="+", type=Path)
-    search.add_argument("--model", default="facenet", help="facenet or vgg16")
+    search.add_argument("--model", default="facenet", help=f"one of: {', '.join(MODEL_NAMES)}")
     search.add_argument("-k", type=int, help="matches per face (default DEFAULT_K)")
     search.add_argument("--max-faces", type=int, help="search at most this many faces per photo")
     search.add_argument("--json", action="store_true", help="one JSON object per image per line")
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     people = commands.add_parser(
         "people", help="list the persons of the gallery; name, merge, hide them, take a face out"
     )
-    people.add_argument("--model", default="facenet", help="whose faces (facenet)")
+    people.add_argument("--model", default="facenet", help=f"whose faces ({', '.join(FACE_MODELS)})")
     people.add_argument(
         "--json", action="store_true", help='one object per person per line: {"id", "name", "faces", "photos"}'
     )

@@ -8,20 +8,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from engine.backends import BACKENDS, MODEL_NAMES, check_model
 from engine.core import Engine
 from engine.errors import BadInputError, EngineError
-from engine.settings import MODEL_NAMES, EngineSettings
+from engine.settings import EngineSettings
 from engine.types import IndexProgress, IndexReport
 
 
 def models(settings: EngineSettings, subcommand: str | None, which: str) -> int:
-    from engine import fetch
-
     if subcommand == "fetch":
-        if which in ("facenet", "all"):
-            fetch.fetch_facenet(settings.models_dir, settings.data_dir / "sample-gallery")
-        if which in ("vgg16", "all"):
-            fetch.fetch_vgg16(settings.models_dir)
+        for name in MODEL_NAMES if which == "all" else (check_model(which),):
+            BACKENDS[name](settings).fetch()
         return 0
     engine = Engine(settings)
     for model in MODEL_NAMES:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.backends import ModelBackend, check_model, create_backends
+from engine.backends import FACE_MODELS, ModelBackend, check_model, create_backends
 from engine.backends.facenet import FaceNetBackend
 from engine.builder import IndexBuilder, ProgressCallback
 from engine.device import DeviceInfo, probe_device
@@ -28,8 +28,6 @@ from engine.stores.base import VectorStore
 from engine.types import DetectedFace, IndexInfo, IndexReport, SearchResult
 
 log = logging.getLogger(__name__)
-
-PEOPLE_MODELS = ("facenet",)  # models whose rows are faces (VGG16's are whole images)
 
 
 class Engine:
@@ -55,9 +53,9 @@ class Engine:
 
     def _facenet(self) -> FaceNetBackend:
         """The FaceNet backend: it also finds the faces and sets the embedding device for every model."""
-        backend = self.backends["facenet"]
+        backend = self.backends[FaceNetBackend.name]
         if not isinstance(backend, FaceNetBackend):
-            raise TypeError(f"backends['facenet'] is a {type(backend).__name__}, not a FaceNetBackend")
+            raise TypeError(f"backends[{FaceNetBackend.name!r}] is a {type(backend).__name__}, not a FaceNetBackend")
         return backend
 
     @property
@@ -114,7 +112,7 @@ class Engine:
         with self._lock:
             if model not in self._searchers:
                 # the photos layout names each photo's face by its person in the people registry
-                person_of = self._person_of(model) if model in PEOPLE_MODELS else None
+                person_of = self._person_of(model) if self.backend(model).embeds_faces else None
                 self._searchers[model] = Searcher(self.backend(model), self.open_store(model), person_of)
             return self._searchers[model]
 
@@ -177,7 +175,7 @@ class Engine:
                     should_stop=should_stop,
                     on_wait=on_wait,
                 )
-                if index_dir is None and model in PEOPLE_MODELS:
+                if index_dir is None and self.backend(model).embeds_faces:
                     self.people(model).sync(store)  # the gallery's persons follow its faces
                 return report
         finally:
@@ -228,8 +226,10 @@ class Engine:
     # ---- people ---------------------------------------------------------------------------
     def people(self, model: str = "facenet") -> PeopleRegistry:
         """The persons of the model's gallery (DATA_DIR/people/<model>.sqlite), kept in step by build_index."""
-        if check_model(model) not in PEOPLE_MODELS:
-            raise BadInputError(f"persons are made of faces: {model} indexes whole images (use facenet)")
+        if check_model(model) not in FACE_MODELS:
+            raise BadInputError(
+                f"persons are made of faces: {model} indexes whole images (use {' or '.join(FACE_MODELS)})"
+            )
         with self._lock:
             if model not in self._registries:
                 s = self.settings

@@ -29,10 +29,10 @@ import numpy as np
 from filelock import FileLock, Timeout
 from PIL import Image
 
+from engine.backends import MODEL_NAMES
 from engine.core import Engine
 from engine.errors import BadInputError
 from engine.images import IMAGE_SUFFIXES
-from engine.settings import MODEL_NAMES
 from engine.types import IndexReport
 
 log = logging.getLogger(__name__)

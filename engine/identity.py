@@ -11,7 +11,8 @@ Plain functions over the nearest neighbours (names and cosine similarities, best
   the photo (pose, light, resolution);
 - the person is named when that normalised score reaches the model's threshold.
 
-The settings were calibrated on open-set splits of the LFW development people (benchmarks/open_set.py),
+Each model's settings are its backend's `default_identity` (engine/backends/), with the note of how they were
+chosen; FaceNet's were calibrated on open-set splits of the LFW development people (benchmarks/open_set.py),
 chosen on one fold of people (A–F or G–L) and checked on the other.
 """
 
@@ -38,21 +39,6 @@ class IdentityParams:
     cohort_default: float = 0.2  # cohort score assumed when the neighbours hold no other person
     cohort_spread: bool = False  # also divide by the cohort's spread (a z-score against the other people)
     spread_default: float = 0.05
-
-
-# Calibrated per model. FaceNet: on open-set splits of the LFW development people (unaligned original
-# photos, flip-averaged queries, 10 splits per fold; benchmarks/open_set.py) the cohort of the next 20
-# people at half weight had the best worst-fold trade-off; 0.427 is the threshold that best meets
-# FPIR <= 0.05 and FNIR <= 0.04 on both folds together. There: FPIR 0.048 / FNIR 0.043 (A–F) and
-# FPIR 0.041 / FNIR 0.033 (G–L); with the fallback face added later (FACE_FALLBACK_CONFIDENCE, chosen on
-# rank-1, threshold unchanged) A–F FNIR is 0.038. A higher threshold names fewer strangers and misses more enrolled
-# people (the whole curve: `python -m engine eval --open-set`); OPEN_SET_THRESHOLD overrides it.
-# VGG16 compares whole images, not faces: its threshold is the plain similarity level the bot used
-# before, not calibrated (no development run with its weights).
-DEFAULT_PARAMS: dict[str, IdentityParams] = {
-    "facenet": IdentityParams(threshold=0.427, neighbours=50, cohort=20, cohort_weight=0.5),
-    "vgg16": IdentityParams(threshold=0.5, neighbours=10),
-}
 
 
 def person_scores(

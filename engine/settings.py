@@ -8,8 +8,9 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The registered models' names (engine.backends.MODEL_NAMES), spelt out for pydantic and mypy: the backends import
+# this module, so the type cannot be built from their registry. A unit test checks that both list the same names.
 ModelName = Literal["facenet", "vgg16"]
-MODEL_NAMES: tuple[str, ...] = ("facenet", "vgg16")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -142,7 +143,7 @@ class EngineSettings(BaseSettings):
     open_set_threshold: float | None = Field(
         None,
         description="Score from which a face is named as a gallery person (else: not in the gallery). "
-        "Default: the model's threshold calibrated on LFW development data (engine/identity.py).",
+        "Default: the model's own (its backend's default_identity; FaceNet's calibrated on LFW development data).",
     )
     vgg16_pca_components: int = Field(256, ge=0, description="PCA size for VGG16 features (0 disables PCA).")
     vgg16_random_weights: bool = Field(False, description="Tests only: build VGG16 with random weights.")

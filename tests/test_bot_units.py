@@ -287,3 +287,127 @@ def test_uploads_are_decoded_only_as_photo_formats():
     for format in ("PCX", "TGA", "SGI", "PPM"):  # images Pillow reads, but not photos anyone sends: refused unread
         with pytest.raises(BadImageError, match="not a readable image"):
             decode_image(saved(format), max_bytes=10**7, max_pixels=10**7)
+
+
+# ---- the models the bot offers come from the engine's registry (engine.backends) ---------------------------------
+
+
+def test_help_lists_every_registered_model():
+    from bot.handlers import help_text, reindex_usage
+    from engine.backends import BACKENDS
+
+    text = help_text()
+    for name, backend in BACKENDS.items():
+        assert f"{name}: {'faces' if backend.embeds_faces else 'whole image'}" in text
+    assert reindex_usage() == "/reindex [facenet|vgg16|all]" and reindex_usage() in text
+
+
+def test_the_no_face_hint_names_a_whole_image_model():
+    from bot.people_commands import MODEL
+    from bot.search_flow import whole_image_hint
+    from engine.backends import BACKENDS
+
+    assert whole_image_hint() == ", or switch to /model vgg16 to search by the whole image"
+    assert BACKENDS[MODEL].embeds_faces  # /people's persons are made of faces
+
+
+@pytest.fixture
+def service(tmp_path):
+    from bot.service import BotService
+
+    settings = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models", allowed_user_ids="*")
+    service = BotService(settings)
+    yield service
+    for pool in (service.pool, service.index_pool, service.io_pool):
+        pool.shutdown()
+
+
+def test_model_lines_describe_each_backend(service, monkeypatch):
+    from engine.backends import BACKENDS
+
+    async def chat_settings(chat_id):
+        return "facenet", 5
+
+    monkeypatch.setattr(service, "chat_settings", chat_settings)
+    monkeypatch.setattr(service.engine, "model_problem", lambda name: None if name == "facenet" else "no weights")
+    lines = asyncio.run(service.model_lines(1)).splitlines()
+    assert lines[:2] == ["Current backend: facenet", "Backends:"]
+    assert lines[2:4] == [
+        f"• facenet: {BACKENDS['facenet'].description} — available",
+        f"• vgg16: {BACKENDS['vgg16'].description} — unavailable — no weights",
+    ]
+
+
+def test_reindex_chooses_usable_models_and_claims_one_slot(service, monkeypatch):
+    started = []
+
+    def spawn_long(coroutine):
+        started.append(coroutine)
+        coroutine.close()  # the rebuild itself is not run here
+
+    async def chat_settings(chat_id):
+        return "vgg16", 5
+
+    monkeypatch.setattr(service, "spawn_long", spawn_long)
+    monkeypatch.setattr(service, "chat_settings", chat_settings)
+    problems = {"facenet": None, "vgg16": "no weights"}
+    monkeypatch.setattr(service.engine, "model_problem", problems.get)
+    assert asyncio.run(service.reindex(1, "vgg16")) == "Can't reindex vgg16: no weights"
+    assert asyncio.run(service.reindex(1, None)) == "Can't reindex vgg16: no weights"  # the chat's model
+    assert asyncio.run(service.reindex(1, "all")) is None
+    assert service.reindex_job is not None and service.reindex_job.models == ["facenet"] and len(started) == 1
+    assert asyncio.run(service.reindex(1, "facenet")).startswith("A reindex is already running.")
+    service.reindex_job = None
+    problems["facenet"] = "no weights"
+    assert asyncio.run(service.reindex(1, "all")) == "No backend is available to reindex."
+    assert len(started) == 1
+
+
+def test_gallery_service_remove_outcomes(monkeypatch):
+    """/remove's verb without the engine: removed, removed while the index is busy, the last person, kept."""
+    from types import SimpleNamespace
+
+    from bot.gallery_service import GalleryService, Removal
+    from engine.errors import IndexBusyError
+    from engine.gallery import EditResult, Person
+
+    forgotten: list[str] = []
+    folders = {"Ada Lovelace"}
+    outcome: dict[str, Exception | None] = {"error": None}
+
+    def remove(name):
+        folders.discard(name)
+        if outcome["error"] is not None:
+            raise outcome["error"]
+        return EditResult(person=Person(name, name.replace(" ", "_"), 3), photos=3)
+
+    async def run(function, *args):
+        return function(*args)
+
+    svc = SimpleNamespace(
+        gallery=SimpleNamespace(remove=remove, find=lambda name: name if name in folders else None),
+        store=SimpleNamespace(forget_person=forgotten.append),
+        db=run,
+        write_index=run,
+    )
+    service = GalleryService(svc)  # type: ignore[arg-type]
+    dropped: list[bool] = []
+    monkeypatch.setattr(service, "drop_missing_files", lambda: dropped.append(True) or 1)
+
+    assert asyncio.run(service.remove(1, "Ada Lovelace")) == Removal("Ada Lovelace", 3)
+    outcome["error"] = IndexBusyError("busy")
+    folders.add("Ada Lovelace")
+    assert asyncio.run(service.remove(1, "Ada Lovelace")) == Removal("Ada Lovelace", 0, index_busy=True)
+    outcome["error"] = BadInputError("the gallery is empty")
+    folders.add("Ada Lovelace")
+    assert asyncio.run(service.remove(1, "Ada Lovelace")) == Removal("Ada Lovelace", 0, emptied=True)
+    assert dropped == [True] and forgotten == ["Ada Lovelace"] * 3
+
+    def refuse(name):  # the person is still there: nothing removed
+        raise IndexBusyError("busy")
+
+    svc.gallery.remove = refuse
+    folders.add("Ada Lovelace")
+    with pytest.raises(IndexBusyError):
+        asyncio.run(service.remove(1, "Ada Lovelace"))
+    assert forgotten == ["Ada Lovelace"] * 3

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from bot.settings import Settings
-from engine.settings import MODEL_NAMES
+from engine.backends import MODEL_NAMES
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 BOTS = ("bot-1", "bot-2")

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from engine import Identity
-from engine.identity import DEFAULT_PARAMS, IdentityParams, identify, person_scores
+from engine.backends.facenet import FaceNetBackend
+from engine.identity import IdentityParams, identify, person_scores
 from helpers_engine import CLEAR_FACES, copy_enrolled, person_of, sample
 
 ENROLLED = ("Ben_Afflek", "Elton_John", "Jerry_Seinfeld")
@@ -33,7 +34,7 @@ def open_set_engine(make_engine, tmp_path_factory):
 @pytest.mark.parametrize("relative", [CLEAR_FACES[p.replace("_", " ")] for p in ENROLLED])
 def test_enrolled_person_is_named_with_a_score(open_set_engine, relative):
     face = open_set_engine.search_path(sample(relative)).faces[0]
-    threshold = DEFAULT_PARAMS["facenet"].threshold
+    threshold = FaceNetBackend.default_identity.threshold
     assert face.identity.name == person_of(relative), face.identity
     assert face.identity.score >= threshold
     assert face.matches[0].name == person_of(relative)  # the photo itself is not in the gallery
@@ -43,7 +44,7 @@ def test_enrolled_person_is_named_with_a_score(open_set_engine, relative):
 def test_never_enrolled_person_is_not_in_the_gallery(open_set_engine, relative):
     face = open_set_engine.search_path(sample(relative)).faces[0]
     assert face.identity.name is None, face.identity
-    assert face.identity.score < DEFAULT_PARAMS["facenet"].threshold
+    assert face.identity.score < FaceNetBackend.default_identity.threshold
     assert len(face.matches) == 5 and {m.name for m in face.matches} <= {p.replace("_", " ") for p in ENROLLED}
 
 

@@ -1,4 +1,8 @@
-"""Model backends behind one registry: the only place that knows which models exist."""
+"""Model backends behind one registry: the only place that knows which models exist.
+
+What each model is (its name, description, whether its rows are faces, its open-set settings) is said by its
+backend class; the model names everything else offers (settings, command line, the bot) come from BACKENDS.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,11 @@ from engine.backends.base import ModelBackend, Region
 from engine.backends.facenet import FaceNetBackend
 from engine.backends.vgg16 import VGG16Backend
 from engine.errors import BadInputError
-from engine.settings import MODEL_NAMES, EngineSettings
+from engine.settings import EngineSettings
 
-BACKENDS: dict[str, type[ModelBackend]] = {"facenet": FaceNetBackend, "vgg16": VGG16Backend}
-assert tuple(BACKENDS) == MODEL_NAMES
+BACKENDS: dict[str, type[ModelBackend]] = {backend.name: backend for backend in (FaceNetBackend, VGG16Backend)}
+MODEL_NAMES: tuple[str, ...] = tuple(BACKENDS)  # settings.ModelName lists the same names (a test checks)
+FACE_MODELS: tuple[str, ...] = tuple(name for name, backend in BACKENDS.items() if backend.embeds_faces)
 
 
 def check_model(name: str) -> str:
@@ -23,4 +28,4 @@ def create_backends(settings: EngineSettings) -> dict[str, ModelBackend]:
     return {name: cls(settings) for name, cls in BACKENDS.items()}
 
 
-__all__ = ["BACKENDS", "ModelBackend", "Region", "check_model", "create_backends"]
+__all__ = ["BACKENDS", "FACE_MODELS", "MODEL_NAMES", "ModelBackend", "Region", "check_model", "create_backends"]

@@ -13,11 +13,12 @@ import json
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from engine.errors import ModelUnavailableError
-from engine.identity import DEFAULT_PARAMS, IdentityParams
+from engine.identity import IdentityParams
 from engine.images import file_sha256
 from engine.settings import EngineSettings
 
@@ -33,9 +34,16 @@ class Region:
 
 
 class ModelBackend(ABC):
-    """One embedding model. `load()` is idempotent; everything that needs the networks calls it."""
+    """One embedding model. `load()` is idempotent; everything that needs the networks calls it.
 
-    name: str
+    The class attributes say what the model is; the registry (engine/backends/__init__.py) lists the classes,
+    and everything that names or describes models (the command line, the bot's texts) reads them from there.
+    """
+
+    name: ClassVar[str]  # the model's name in settings, commands, store headers and index folders
+    description: ClassVar[str]  # what it compares, in a few words for users
+    embeds_faces: ClassVar[bool]  # its stored rows are faces (persons can be made of them), not whole images
+    default_identity: ClassVar[IdentityParams]  # its open-set settings (OPEN_SET_THRESHOLD overrides the threshold)
 
     @property
     def dim(self) -> int:
@@ -78,6 +86,10 @@ class ModelBackend(ABC):
     @abstractmethod
     def weights_path(self): ...
 
+    @abstractmethod
+    def fetch(self) -> None:
+        """Download and verify the weights (`python -m engine models fetch <name>`); idempotent."""
+
     def weights_sha256(self) -> str:
         with self._sha_lock:
             if self._weights_sha is None:
@@ -115,8 +127,8 @@ class ModelBackend(ABC):
 
     # ---- open-set decision ----------------------------------------------------------------
     def identity_params(self) -> IdentityParams:
-        """The model's calibrated open-set settings (engine/identity.py); OPEN_SET_THRESHOLD overrides the threshold."""
-        params = DEFAULT_PARAMS[self.name]
+        """The model's open-set settings (`default_identity`); OPEN_SET_THRESHOLD overrides the threshold."""
+        params = self.default_identity
         if self.settings.open_set_threshold is not None:
             params = dataclasses.replace(params, threshold=self.settings.open_set_threshold)
         return params

@@ -22,6 +22,8 @@ from engine.backends.base import ModelBackend, Region
 from engine.detect import FaceDetector, face_crop
 from engine.device import cpu_cores
 from engine.errors import ModelUnavailableError
+from engine.fetch import fetch_facenet
+from engine.identity import IdentityParams
 from engine.onnx_runtime import (
     FACENET_GRAPH,
     FETCH_HINT,
@@ -42,6 +44,16 @@ FACENET_INPUT_SIZE = 160
 
 class FaceNetBackend(ModelBackend):
     name = "facenet"
+    description = "finds faces (MTCNN) and compares them (FaceNet)"
+    embeds_faces = True
+    # Calibrated on open-set splits of the LFW development people (unaligned original photos, flip-averaged
+    # queries, 10 splits per fold; benchmarks/open_set.py): the cohort of the next 20 people at half weight had
+    # the best worst-fold trade-off; 0.427 is the threshold that best meets FPIR <= 0.05 and FNIR <= 0.04 on both
+    # folds together. There: FPIR 0.048 / FNIR 0.043 (A–F) and FPIR 0.041 / FNIR 0.033 (G–L); with the fallback
+    # face added later (FACE_FALLBACK_CONFIDENCE, chosen on rank-1, threshold unchanged) A–F FNIR is 0.038. A higher
+    # threshold names fewer strangers and misses more enrolled people (the whole curve: `python -m engine eval
+    # --open-set`); OPEN_SET_THRESHOLD overrides it.
+    default_identity = IdentityParams(threshold=0.427, neighbours=50, cohort=20, cohort_weight=0.5)
     dim = FACENET_DIM
 
     def __init__(self, settings):
@@ -115,6 +127,10 @@ class FaceNetBackend(ModelBackend):
 
     def weights_path(self) -> Path:
         return self.settings.facenet_weights
+
+    def fetch(self) -> None:
+        """The Keras weights and the sample gallery, then the ONNX graphs converted from them."""
+        fetch_facenet(self.settings.models_dir, self.settings.data_dir / "sample-gallery")
 
     def weights_sha256(self) -> str:
         """The Keras weights' sha256 under both runtimes (see the fingerprint rule above)."""

@@ -8,12 +8,19 @@ from pathlib import Path
 import numpy as np
 
 from engine.backends.base import ModelBackend, Region
+from engine.fetch import fetch_vgg16
+from engine.identity import IdentityParams
 from engine.search import Projection
 from engine.vgg16 import VGG16_DIM, VGG16Embedder
 
 
 class VGG16Backend(ModelBackend):
     name = "vgg16"
+    description = "compares whole images, no face detection"
+    embeds_faces = False
+    # VGG16 compares whole images, not faces: its threshold is the plain similarity level the bot used before,
+    # not calibrated (no development run with its weights).
+    default_identity = IdentityParams(threshold=0.5, neighbours=10)
 
     def __init__(self, settings):
         super().__init__(settings)
@@ -26,6 +33,9 @@ class VGG16Backend(ModelBackend):
 
     def weights_path(self) -> Path:
         return self.settings.vgg16_weights
+
+    def fetch(self) -> None:
+        fetch_vgg16(self.settings.models_dir)
 
     def weights_sha256(self) -> str:
         return "random-weights" if self.settings.vgg16_random_weights else super().weights_sha256()
