@@ -507,3 +507,39 @@ def test_search_with_vectors_gives_the_stored_vectors(store):
             want = vectors[rows.index(hit.row)]
             assert float(hit.vector @ want) >= 0.99999
     assert all(hit.vector is None for hit in store.search(vectors[:1], 3)[0])
+
+
+class _RefusingOnce:
+    """A client whose first handshakes fail as a loaded machine's fresh Milvus Lite server's did (gRPC GOAWAY)."""
+
+    refusals = 0
+    made = 0
+
+    def __init__(self, uri: str, timeout: float):
+        type(self).made += 1
+
+    def list_collections(self) -> list[str]:
+        if type(self).made <= type(self).refusals:
+            raise RuntimeError('<_InactiveRpcError: status = StatusCode.UNAVAILABLE details = "Too many pings">')
+        return []
+
+
+def test_milvus_connect_retries_a_refused_handshake_and_not_other_errors():
+    from engine.stores.milvus import _connect
+
+    _RefusingOnce.refusals, _RefusingOnce.made = 1, 0
+    assert isinstance(_connect(_RefusingOnce, "faces.db", 1.0), _RefusingOnce)
+    assert _RefusingOnce.made == 2
+    _RefusingOnce.refusals, _RefusingOnce.made = 5, 0
+    with pytest.raises(RuntimeError, match="Too many pings"):
+        _connect(_RefusingOnce, "faces.db", 1.0, attempts=2)  # gives up after its attempts
+    assert _RefusingOnce.made == 2
+
+    class Broken(_RefusingOnce):
+        def list_collections(self) -> list[str]:
+            raise ValueError("illegal uri")
+
+    Broken.made = 0
+    with pytest.raises(ValueError):
+        _connect(Broken, "faces.db", 1.0)
+    assert Broken.made == 1  # not a refused handshake: no retry

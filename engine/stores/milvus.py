@@ -39,6 +39,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -61,6 +62,7 @@ class _NoMvccWarning(logging.Filter):
 
 
 logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_NoMvccWarning())
+log = logging.getLogger(__name__)
 
 
 def is_server_uri(uri: str) -> bool:
@@ -114,8 +116,7 @@ class MilvusStore:
         # one lock file descriptor for the store: the mutex above orders its threads
         self._file_lock = FileLock(str(self.lock_path), thread_local=False)
         try:
-            self.client = MilvusClient(uri, timeout=timeout)
-            self.client.list_collections()
+            self.client = _connect(MilvusClient, uri, timeout)
         except Exception as error:  # pymilvus raises several types (ConnectionConfigException, MilvusException)
             if lite:
                 raise StoreUnavailableError(
@@ -454,6 +455,24 @@ class MilvusStore:
             self.meta_c,
             filter=f"{_in('key', [key])} and chunk not in {json.dumps([f'{key}#{n}' for n in range(len(chunks))])}",
         )
+
+
+def _connect(client_type: Any, uri: str, timeout: float, attempts: int = 3) -> Any:
+    """A connected MilvusClient. A refused handshake is tried again: on a loaded machine Milvus Lite's fresh
+    server has answered gRPC's first calls with GOAWAY "too many pings" (UNAVAILABLE), and served the next."""
+    attempt = 1
+    while True:
+        try:
+            client = client_type(uri, timeout=timeout)
+            client.list_collections()
+            return client
+        except Exception as error:
+            transient = any(word in str(error).lower() for word in ("unavailable", "too many pings"))
+            if attempt == attempts or not transient:
+                raise
+            log.warning("Milvus at %s refused the connection (%s); trying again", uri, error)
+            time.sleep(0.5 * attempt)
+            attempt += 1
 
 
 def _face_fields(row: FaceRow) -> dict:
