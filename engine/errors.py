@@ -1,5 +1,12 @@
 """Typed errors: callers (the CLI, the bot) turn these into user messages."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.types import PersonRef
+
 
 class EngineError(Exception):
     """Base class: anything the engine refuses or cannot do, with a message fit for a user."""
@@ -62,3 +69,14 @@ class PersonNotFoundError(BadInputError):
 
 class BadPersonNameError(BadInputError):
     """A person's name that cannot be used: empty, too long, control characters, or another person's."""
+
+
+class FaceNamedError(BadInputError):
+    """A face that already belongs to another named person (or a hidden one) was to be named otherwise: refused.
+
+    `owner`: the other named person the face is already (an `engine.types.PersonRef`; None for a hidden person),
+    for callers that word their own answer."""
+
+    def __init__(self, message: str, owner: PersonRef | None = None):
+        super().__init__(message)
+        self.owner = owner

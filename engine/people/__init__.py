@@ -5,6 +5,6 @@ rule. `Engine.people(model)` opens the registry of a model's store; index runs s
 """
 
 from engine.people.cluster import ClusterParams
-from engine.people.registry import FaceRef, PeopleRegistry, Person, PersonRef, SyncReport, clean_name
+from engine.people.registry import FaceRef, NamedFace, PeopleRegistry, Person, PersonRef, SyncReport, clean_name
 
-__all__ = ["ClusterParams", "FaceRef", "PeopleRegistry", "Person", "PersonRef", "SyncReport", "clean_name"]
+__all__ = ["ClusterParams", "FaceRef", "NamedFace", "PeopleRegistry", "Person", "PersonRef", "SyncReport", "clean_name"]

@@ -33,7 +33,7 @@ import numpy as np
 import sqlalchemy as sa
 from filelock import FileLock
 
-from engine.errors import BadInputError, BadPersonNameError, PersonNotFoundError
+from engine.errors import BadInputError, BadPersonNameError, FaceNamedError, PersonNotFoundError
 from engine.people.cluster import EXCLUDED, NO_PERSON, ClusterParams, Neighbours, assign
 from engine.stores.base import FaceRow, VectorStore
 from engine.types import PersonRef
@@ -99,6 +99,14 @@ class Person:
 
     def to_dict(self) -> dict:
         return {"id": self.id, "name": self.name, "faces": [f.to_dict() for f in self.faces], "photos": self.photos}
+
+
+@dataclass(frozen=True)
+class NamedFace:
+    """What `PeopleRegistry.name_face` did: the face's person now, called by the name given, and how it came to be."""
+
+    person: PersonRef
+    change: Literal["new person", "joined", "named", "merged", "unchanged"]
 
 
 @dataclass
@@ -281,6 +289,67 @@ class PeopleRegistry:
             conn.execute(_persons.delete().where(_persons.c.id == source.id))
             conn.execute(_persons.update().where(_persons.c.id == target.id).values(name=name))
         return PersonRef(target.id, name)
+
+    def name_face(self, path: str, box: Box, name: str) -> NamedFace:
+        """Say whose face this is (what `/add Name` does in the photos layout), in one transaction:
+
+        - the face waits for a person (or was taken out by hand): it joins the person called `name`, or founds a
+          new person of that name ("joined", "new person");
+        - its person is not named: that person is named `name`, or merged into the person called `name` when there
+          is one ("named", "merged");
+        - its person is called `name` already: nothing changes ("unchanged");
+        - its person has another name, or is hidden (or the person called `name` is): FaceNamedError, nothing changes.
+        The face then belongs to a named person, which syncs and re-clusters keep together.
+        """
+        text = clean_name(name)
+        self._editable("named")
+        x, y, w, h = box
+        with self._writing() as conn:
+            face = conn.execute(
+                sa.select(_faces).where(
+                    _faces.c.path == path, _faces.c.x == x, _faces.c.y == y, _faces.c.w == w, _faces.c.h == h
+                )
+            ).first()
+            if face is None:
+                raise BadInputError(f"no indexed face at {list(box)} in {path}")
+            owner = None
+            if face.person_id is not None:
+                owner = conn.execute(sa.select(_persons).where(_persons.c.id == face.person_id)).first()
+            if owner is not None and owner.hidden:
+                raise FaceNamedError(f"that face is in person {owner.id}, which is hidden: nothing named")
+            if owner is not None and owner.name == text:
+                return NamedFace(PersonRef(owner.id, text), "unchanged")
+            if owner is not None and owner.name is not None:
+                raise FaceNamedError(
+                    f"that face is already {owner.name}'s (person {owner.id}): rename or merge that person to change it",
+                    PersonRef(owner.id, owner.name),
+                )
+            called = conn.execute(sa.select(_persons).where(_persons.c.name == text)).first()
+            if called is not None and called.hidden:
+                raise FaceNamedError(f"the person called {text} ({called.id}) is hidden: nothing named")
+            if owner is not None and called is None:
+                conn.execute(_persons.update().where(_persons.c.id == owner.id).values(name=text))
+                return NamedFace(PersonRef(owner.id, text), "named")
+            if owner is not None and called is not None:
+                conn.execute(_faces.update().where(_faces.c.person_id == owner.id).values(person_id=called.id))
+                conn.execute(_persons.delete().where(_persons.c.id == owner.id))
+                return NamedFace(PersonRef(called.id, text), "merged")
+            change: Literal["joined", "new person"] = "joined"
+            if called is None:
+                state = dict(conn.execute(sa.select(_state.c.key, _state.c.value)).tuples().all())
+                person_id = max(int(state.get("next_person", "1")), _largest_id(conn) + 1)
+                conn.execute(_persons.insert().values(id=person_id, name=text, hidden=False))
+                conn.execute(_state.delete().where(_state.c.key == "next_person"))
+                conn.execute(_state.insert().values(key="next_person", value=str(person_id + 1)))
+                change = "new person"
+            else:
+                person_id = called.id
+            conn.execute(
+                _faces.update()
+                .where(_faces.c.path == path, _faces.c.x == x, _faces.c.y == y, _faces.c.w == w, _faces.c.h == h)
+                .values(person_id=person_id, excluded=False)
+            )
+        return NamedFace(PersonRef(person_id, text), change)
 
     def hide(self, person_id: int) -> None:
         """Hide a person: never listed, never named in answers; its faces stay with it (they are not clustered again)."""
@@ -663,6 +732,10 @@ def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
 def _delete_paths(conn, paths: set[str]) -> None:
     for part in _chunks(sorted(paths), 500):
         conn.execute(_faces.delete().where(_faces.c.path.in_(part)))
+
+
+def _largest_id(conn) -> int:
+    return int(conn.execute(sa.select(sa.func.max(_persons.c.id))).scalar() or 0)
 
 
 def _drop_empty_persons(conn) -> None:
