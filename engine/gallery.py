@@ -22,18 +22,18 @@ import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from filelock import FileLock, Timeout
 from PIL import Image
 
-from engine.backends import MODEL_NAMES
+from engine.backends import FACE_MODELS, MODEL_NAMES
 from engine.core import Engine
-from engine.errors import BadInputError
+from engine.errors import BadInputError, FaceNamedError
 from engine.images import IMAGE_SUFFIXES
-from engine.types import IndexReport
+from engine.types import IndexReport, PersonRef
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ CROP_MARGIN = 0.8  # context kept around the chosen face when a photo shows seve
 _NAME = re.compile(r"[^\W\d_][\w'.\- ]*", re.UNICODE)
 RENAMING = ".renaming~"  # a folder mid-way through a case-only rename: `.renaming~<new folder>`
 _OLD_RENAMING = re.compile(r"\.(?P<folder>.+)\.renaming")  # older versions' `.<old folder>.renaming`
+PEOPLE_MODEL = FACE_MODELS[0]  # the photos layout's persons (named by `add_photos`) are this model's registry
 
 
 class NoFaceError(BadInputError):
@@ -69,6 +70,10 @@ class AddedPhoto:
     file: str  # gallery-relative path
     faces: int  # faces found; >1: the largest was kept (the saved photo is cropped around it)
     duplicate: bool = False  # the same picture was already in the gallery
+    # the photos layout: the person its (largest) face belongs to now, named as asked; None: not named, and why
+    person: PersonRef | None = None
+    not_named: str | None = None
+    owner: PersonRef | None = None  # not named because the face is already this other named person's
 
 
 @dataclass(frozen=True)
@@ -77,12 +82,22 @@ class RefusedPhoto:
     reason: str
 
 
+@dataclass(frozen=True)
+class NamedPerson:
+    """The photos layout: the person of the people registry called by the name `add_photos` was given."""
+
+    id: int
+    name: str
+    photos: int  # gallery photos the person appears in (the added ones and every other)
+
+
 @dataclass
 class AddResult:
-    person: Person
+    person: Person  # the folder the photos were saved in
     added: list[AddedPhoto] = field(default_factory=list)
     refused: list[RefusedPhoto] = field(default_factory=list)
     reports: list[IndexReport] = field(default_factory=list)
+    named: NamedPerson | None = None  # the photos layout: the person called by that name after the add
 
 
 @dataclass(frozen=True)
@@ -167,7 +182,12 @@ class Gallery:
 
     def add_photos(self, name: str, photos: list[bytes]) -> AddResult:
         """Check each photo (one face: used; several: the largest, cropped around it; none: refused),
-        save it as JPEG in GALLERY/<Name_With_Underscores>/ and index incrementally."""
+        save it as JPEG in GALLERY/<Name_With_Underscores>/ and index incrementally.
+
+        The photos layout (where that folder names nobody): then each saved photo's largest indexed face is said
+        to be `name`'s in the people registry (`PeopleRegistry.name_face`): its person is named, or it joins the
+        person of that name; a face that is already another named person's stays theirs (`AddedPhoto.not_named`
+        says so, the photo stays indexed)."""
         folder = folder_of(name)
         if not photos:
             raise BadInputError("no photo to add")
@@ -209,6 +229,8 @@ class Gallery:
                 result.added.append(AddedPhoto(number, path.relative_to(self.root).as_posix(), face_count, duplicate))
             if accepted:
                 result.reports = self._reindex()
+                if self.engine.settings.gallery_layout == "photos":
+                    self._name_faces(name, result)
             result.person = Person(name=result.person.name, folder=folder, photos=_count_photos(target))
         return result
 
@@ -263,6 +285,33 @@ class Gallery:
             return []
 
     # ---- helpers ---------------------------------------------------------------------------
+
+    def _name_faces(self, name: str, result: AddResult) -> None:
+        """The photos layout, after the index run: name the person of each added photo's largest face (edit lock
+        held). Without an index there is no face to name: the photos stay unnamed until indexed and named by hand."""
+        if self.engine.index_info(PEOPLE_MODEL) is None:
+            return
+        registry = self.engine.people(PEOPLE_MODEL)
+        store = self.engine.searcher(PEOPLE_MODEL).store
+        rows = [row for part, _ in store.face_vectors(sorted({a.file for a in result.added})) for row in part]
+        named: PersonRef | None = None
+        for index, added in enumerate(result.added):
+            faces = [row for row in rows if row.path == added.file]
+            if not faces:
+                reason = "no face of it was indexed (too small in the photo?)"
+                result.added[index] = replace(added, not_named=reason)
+                continue
+            largest = max(faces, key=lambda row: (row.box[2] * row.box[3], row.box))
+            try:
+                done = registry.name_face(added.file, largest.box, name)
+            except FaceNamedError as error:
+                result.added[index] = replace(added, not_named=str(error), owner=error.owner)
+                continue
+            named = done.person
+            result.added[index] = replace(added, person=done.person)
+        if named is not None:
+            person = registry.get(named.id)
+            result.named = NamedPerson(person.id, person.name or named.name or name, person.photos)
 
     def _existing(self, name: str) -> Person:
         person = self.find(name)
