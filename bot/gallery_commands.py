@@ -100,7 +100,7 @@ async def add(svc: BotService, chat_id: int, user_id: int, files: list[Attachmen
     except EngineError as error:
         await send.text(chat_id, f"Nothing added: {svc.public(str(error))}")
         return
-    await send.text(chat_id, describe_add(result))
+    await send.text(chat_id, describe_add(result, svc.settings.gallery_layout))
 
 
 async def ask_remove(svc: BotService, chat_id: int, user_id: int, name: str) -> tuple[str, InlineKeyboardMarkup | None]:
@@ -153,7 +153,9 @@ async def rename(svc: BotService, chat_id: int, args: list[str]) -> str:
     return f"Renamed {names[0]} to {result.person.name} ({result.person.photos} photos)."
 
 
-def describe_add(result: AddResult) -> str:
+def describe_add(result: AddResult, layout: str = "people") -> str:
+    if layout == "photos":
+        return describe_add_photos(result)
     person = result.person.name
     new = [a for a in result.added if not a.duplicate]
     lines = []
@@ -170,6 +172,39 @@ def describe_add(result: AddResult) -> str:
             lines.append(f"• Photo {added.number}: already in the gallery.")
         elif added.faces > 1:
             lines.append(f"• Photo {added.number}: {added.faces} faces found — I used the largest one.")
+    for refused in result.refused:
+        reason = refused.reason.removeprefix(f"photo {refused.number}: ")
+        lines.append(f"• Photo {refused.number} refused: {reason}.")
+    return "\n".join(lines)
+
+
+def describe_add_photos(result: AddResult) -> str:
+    """The photos layout: the added photos' faces named the person (number and name as /people shows them)."""
+    new = [a for a in result.added if not a.duplicate]
+    count = f"{len(new)} photo{'s' if len(new) != 1 else ''}"
+    named = result.named
+    lines = []
+    if named is not None:
+        lines.append(
+            f"Added {count} of {named.name} (person #{named.id}); {named.name} is in {named.photos} "
+            f"photo{'s' if named.photos != 1 else ''} now, and searches say the name."
+        )
+    elif result.added:
+        lines.append(f"Added {count} to the gallery, but no face of them was named {result.person.name}:")
+    else:
+        lines.append(f"Nothing added for {result.person.name}.")
+    for added in result.added:
+        if added.duplicate:
+            lines.append(f"• Photo {added.number}: already in the gallery.")
+        elif added.faces > 1:
+            lines.append(f"• Photo {added.number}: {added.faces} faces found — I used the largest one.")
+        if added.owner is not None:
+            lines.append(
+                f"• Photo {added.number}: that face is already {added.owner.name}'s (person #{added.owner.id}): "
+                "/name or /merge to change it. The photo stays in the gallery."
+            )
+        elif added.not_named:
+            lines.append(f"• Photo {added.number} not named: {added.not_named}.")
     for refused in result.refused:
         reason = refused.reason.removeprefix(f"photo {refused.number}: ")
         lines.append(f"• Photo {refused.number} refused: {reason}.")

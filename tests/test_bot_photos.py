@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from bot import people_commands
 from bot_helpers import ADMIN, USER, albums, captions, running_service
@@ -297,3 +297,43 @@ async def test_admins_list_name_merge_and_hide_persons(api, event_engine, tmp_pa
         api.send_text(ADMIN, f"/hide {jerry}")
         await api.wait_for_text(ADMIN, "Nothing hidden: no person with id", since=since, timeout=TIMEOUT)
         assert service.settings.gallery_layout == "photos"
+
+
+async def test_add_in_the_photos_layout_names_the_person_and_answers_say_it(api, make_engine, tmp_path):
+    """`/add Name` with a photo: its face's person is named (as /people numbers it), and a selfie's answer says the
+    name; a face already named otherwise keeps its name, and the answer says how to change it."""
+    root = tmp_path / "gallery"
+    (root / "day-1").mkdir(parents=True)
+    side_by_side(sample(JERRY), sample(MINDY)).save(root / "day-1" / "IMG_0001.jpg", quality=92)
+    Image.open(sample(BEN)).convert("RGB").save(root / "day-1" / "IMG_0002.jpg", quality=92)
+    engine = make_engine(data_dir=tmp_path / "data", gallery_dir=root, gallery_layout="photos")
+    engine.build_index("facenet")
+    try:
+        async with running_service(api, engine, tmp_path):
+            since = len(api.calls)
+            api.send_photo(ADMIN, sample(MADONNA).read_bytes(), caption="/add Madonna Ciccone")
+            added = await api.wait_for_text(
+                ADMIN, "Added 1 photo of Madonna Ciccone (person #", since=since, timeout=TIMEOUT
+            )
+            (person,) = [p for p in engine.people().list() if p.name == "Madonna Ciccone"]
+            assert f"(person #{person.id}); Madonna Ciccone is in 1 photo now" in added.text
+            assert [f.path for f in person.faces] == [
+                p.relative_to(root).as_posix() for p in (root / "Madonna_Ciccone").glob("*.jpg")
+            ]
+
+            since = len(api.calls)
+            api.send_photo(USER, sample(MADONNA_SELFIE).read_bytes())
+            answer = await api.wait_for_text(USER, "appears in", since=since, timeout=TIMEOUT)
+            assert "appears in 1 photo" in answer.text and "Madonna Ciccone" in answer.text
+
+            since = len(api.calls)
+            mirrored = encode(ImageOps.mirror(Image.open(sample(MADONNA)).convert("RGB")), quality=92)
+            api.send_photo(ADMIN, mirrored, caption="/add Someone Else")
+            refused = await api.wait_for_text(ADMIN, "already Madonna Ciccone's", since=since, timeout=TIMEOUT)
+            assert f"that face is already Madonna Ciccone's (person #{person.id}): /name or /merge to change it" in (
+                refused.text
+            )
+            assert [p.name for p in engine.people().list() if p.name] == ["Madonna Ciccone"]
+            assert len(engine.searcher("facenet").store.files()) == 4  # the refused name's photo stays indexed
+    finally:
+        engine.close()
