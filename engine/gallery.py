@@ -290,6 +290,8 @@ class Gallery:
         """The photos layout, after the index run: name the person of each added photo's largest face (edit lock
         held). Without an index there is no face to name: the photos stay unnamed until indexed and named by hand."""
         if self.engine.index_info(PEOPLE_MODEL) is None:
+            reason = "the gallery has no index yet: index it, then name the person by hand"
+            result.added = [replace(added, not_named=reason) for added in result.added]
             return
         registry = self.engine.people(PEOPLE_MODEL)
         store = self.engine.searcher(PEOPLE_MODEL).store
@@ -304,8 +306,9 @@ class Gallery:
             largest = max(faces, key=lambda row: (row.box[2] * row.box[3], row.box))
             try:
                 done = registry.name_face(added.file, largest.box, name)
-            except FaceNamedError as error:
-                result.added[index] = replace(added, not_named=str(error), owner=error.owner)
+            except BadInputError as error:  # FaceNamedError: another person's face; the photo stays indexed anyway
+                owner = error.owner if isinstance(error, FaceNamedError) else None
+                result.added[index] = replace(added, not_named=str(error), owner=owner)
                 continue
             named = done.person
             result.added[index] = replace(added, person=done.person)
