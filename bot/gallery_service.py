@@ -45,7 +45,8 @@ class GalleryService:
         self.svc = svc
 
     async def add(self, chat_id: int, name: str, photos: list[bytes]) -> AddResult:
-        """Check, save and index the photos as `name`'s (a photo that cannot be used is refused, with its number)."""
+        """Check, save and index the photos as `name`'s (a photo that cannot be used is refused, with its number);
+        in the photos layout their faces' person is named `name` too (`AddedPhoto.person`, `AddResult.named`)."""
         return await self._edit(chat_id, self.svc.gallery.add_photos, name, photos)
 
     async def rename(self, chat_id: int, old: str, new: str) -> EditResult:
