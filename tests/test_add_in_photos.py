@@ -159,5 +159,10 @@ def test_name_face_rule_for_unnamed_and_waiting_faces(event):
     assert set(people.get(created.person.id).faces) == set(unnamed.faces)
     assert unnamed.id not in [p.id for p in people.list()]
     assert people.name_face(kept.path, kept.box, "Test Person").change == "unchanged"
+    again = people.name_face(kept.path, kept.box, "test person")  # the same name in other case: that person
+    assert again.change == "unchanged" and again.person == created.person
+    assert people.unassign(taken.path, taken.box) == [taken]
+    joined = people.name_face(taken.path, taken.box, "TEST PERSON")  # a waiting face joins it, whatever the case
+    assert joined.change == "joined" and joined.person == created.person
     with pytest.raises(FaceNamedError, match="already Test Person's"):
         people.name_face(kept.path, kept.box, "Other Person")

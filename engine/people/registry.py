@@ -317,14 +317,18 @@ class PeopleRegistry:
                 owner = conn.execute(sa.select(_persons).where(_persons.c.id == face.person_id)).first()
             if owner is not None and owner.hidden:
                 raise FaceNamedError(f"that face is in person {owner.id}, which is hidden: nothing named")
-            if owner is not None and owner.name == text:
-                return NamedFace(PersonRef(owner.id, text), "unchanged")
+            if owner is not None and owner.name is not None and owner.name.casefold() == text.casefold():
+                return NamedFace(PersonRef(owner.id, owner.name), "unchanged")  # a name differing in case only
             if owner is not None and owner.name is not None:
                 raise FaceNamedError(
                     f"that face is already {owner.name}'s (person {owner.id}): rename or merge that person to change it",
                     PersonRef(owner.id, owner.name),
                 )
-            called = conn.execute(sa.select(_persons).where(_persons.c.name == text)).first()
+            # the person called `name`, whatever the case (as folder names are matched in the people layout)
+            named = conn.execute(sa.select(_persons).where(_persons.c.name.is_not(None))).all()
+            called = next((p for p in named if p.name.casefold() == text.casefold()), None)
+            if called is not None:
+                text = called.name
             if called is not None and called.hidden:
                 raise FaceNamedError(f"the person called {text} ({called.id}) is hidden: nothing named")
             if owner is not None and called is None:
