@@ -34,12 +34,13 @@ FACENET_DIM = 128
 
 
 def prewhiten(faces: np.ndarray) -> np.ndarray:
-    """Per-image standardisation, as FaceNet was trained with."""
+    """Per-image standardisation, as FaceNet was trained with; float32 throughout (the networks' input type: a
+    float64 floor here made the whole batch float64, converted again before every run)."""
     faces = faces.astype(np.float32)
     axes = (1, 2, 3)
     mean = faces.mean(axis=axes, keepdims=True)
     std = faces.std(axis=axes, keepdims=True)
-    std_adjusted = np.maximum(std, 1.0 / np.sqrt(faces[0].size))
+    std_adjusted = np.maximum(std, np.float32(1.0 / np.sqrt(faces[0].size)))
     return (faces - mean) / std_adjusted
 
 
