@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+
+if TYPE_CHECKING:  # aiohttp is imported when the server starts: METRICS_PORT is off by default (a bot's start-up)
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,8 @@ class Metrics:
         return float("inf")
 
     async def serve(self, host: str, port: int, health: Callable[[], Awaitable[tuple[bool, dict]]]) -> None:
+        from aiohttp import web
+
         async def metrics(request: web.Request) -> web.Response:
             return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 

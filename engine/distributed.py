@@ -37,7 +37,6 @@ class ShardWorker:
     """Ray actor body: one detector and one embedder, loaded once, for every shard it is given."""
 
     def __init__(self, settings: dict, model: str, threads: int, gpu: bool, weights: bytes | None = None):
-        limit_tensorflow(threads, hide_gpus=not gpu)
         self.settings = EngineSettings(**settings)
         weights_file = BACKENDS[model](self.settings).weights_path()
         if weights is not None and not weights_file.is_file():  # a node without MODELS_DIR
@@ -46,12 +45,18 @@ class ShardWorker:
             models_dir = Path(tempfile.mkdtemp(prefix="facesearch-models-"))
             (models_dir / weights_file.name).write_bytes(weights)
             self.settings = EngineSettings(**{**settings, "models_dir": models_dir})
-        self.device = probe_device("auto" if gpu else "cpu", self.settings.embed_batch_size)
+        # ONNX Runtime reports its own device and never imports TensorFlow; TensorFlow is limited before its first op
+        runtime = BACKENDS[model](self.settings).runtime
+        if runtime != "onnx":
+            limit_tensorflow(threads, hide_gpus=not gpu)
+        self.device = probe_device("auto" if gpu else "cpu", self.settings.embed_batch_size, runtime=runtime)
         # No XLA: its query-sized graphs compile for seconds and indexing batches do not use them.
         self.settings = self.settings.model_copy(
             update={"embed_batch_size": self.device.embed_batch_size, "xla": False}
         )
         self.backend = BACKENDS[model](self.settings)
+        if runtime == "onnx":
+            self.backend.session_threads = threads  # type: ignore[attr-defined]  # its share of the cores, as in workers
         self.backend.require()
         self.preparer = Preparer(self.settings, self.backend)
 

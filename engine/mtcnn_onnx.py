@@ -111,7 +111,9 @@ class AreaPyramid:
         self.height, self.width = batch.shape[1:3]
         padded = np.pad(batch.astype(np.float64), ((0, 0), (0, 2), (0, 2), (0, 0)), mode="edge")
         integral = np.zeros((padded.shape[0], padded.shape[1] + 1, padded.shape[2] + 1, padded.shape[3]))
-        integral[:, 1:, 1:] = padded.cumsum(axis=1).cumsum(axis=2)
+        inner = integral[:, 1:, 1:]  # summed in place, no temporaries
+        np.cumsum(padded, axis=1, out=inner)
+        np.cumsum(inner, axis=2, out=inner)
         self.integral = integral
 
     @staticmethod
@@ -156,13 +158,16 @@ def crop_and_resize(batch: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarr
     y_lerp, x_lerp = (in_y - top)[:, :, None, None], (in_x - left)[:, None, :, None]
     top_i, bottom_i = np.clip(top, 0, height - 1).astype(int), np.clip(np.ceil(in_y), 0, height - 1).astype(int)
     left_i, right_i = np.clip(left, 0, width - 1).astype(int), np.clip(np.ceil(in_x), 0, width - 1).astype(int)
-    image = boxes[:, 0].astype(int)[:, None, None]
+    image = boxes[:, 0].astype(int)[:, None]
+    flat = batch.reshape(-1, batch.shape[3])  # (photos · rows · columns, channels): one flat gather per corner
+    top_start, bottom_start = (image * height + top_i) * width, (image * height + bottom_i) * width
 
-    def pixels(rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        return batch[image, rows[:, :, None], columns[:, None, :]]
+    def pixels(row_start: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        return flat[row_start[:, :, None] + columns[:, None, :]]
 
-    upper = pixels(top_i, left_i) + (pixels(top_i, right_i) - pixels(top_i, left_i)) * x_lerp
-    lower = pixels(bottom_i, left_i) + (pixels(bottom_i, right_i) - pixels(bottom_i, left_i)) * x_lerp
+    top_left, bottom_left = pixels(top_start, left_i), pixels(bottom_start, left_i)
+    upper = top_left + (pixels(top_start, right_i) - top_left) * x_lerp
+    lower = bottom_left + (pixels(bottom_start, right_i) - bottom_left) * x_lerp
     patches = upper + (lower - upper) * y_lerp
     return np.where(inside[:, :, :, None], patches, 0.0).astype(np.float32)
 

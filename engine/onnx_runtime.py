@@ -34,12 +34,13 @@ FACENET_DIM = 128
 
 
 def prewhiten(faces: np.ndarray) -> np.ndarray:
-    """Per-image standardisation, as FaceNet was trained with."""
+    """Per-image standardisation, as FaceNet was trained with; float32 throughout (the networks' input type: a
+    float64 floor here made the whole batch float64, converted again before every run)."""
     faces = faces.astype(np.float32)
     axes = (1, 2, 3)
     mean = faces.mean(axis=axes, keepdims=True)
     std = faces.std(axis=axes, keepdims=True)
-    std_adjusted = np.maximum(std, 1.0 / np.sqrt(faces[0].size))
+    std_adjusted = np.maximum(std, np.float32(1.0 / np.sqrt(faces[0].size)))
     return (faces - mean) / std_adjusted
 
 
@@ -177,13 +178,13 @@ class OnnxFaceNet:
         self._lock = threading.Lock()
 
     def load(self) -> None:
+        """The session, created once. No run ahead: ONNX Runtime plans and pre-packs the weights when the session is
+        created, so a first run takes what later ones take (measured); a zero batch would only add one more run,
+        a whole query's embedding, to every start."""
         with self._lock:
             if self._session is None:
                 self._session = open_session(self.models_dir, FACENET_GRAPH, self.config, gpu=True, arena=False)
                 self._input = self._session.get_inputs()[0].name
-                self._forward(
-                    np.zeros((2, FACENET_INPUT_SIZE, FACENET_INPUT_SIZE, 3), np.float32)
-                )  # a query and its mirror
 
     @property
     def providers(self) -> list[str]:
@@ -191,8 +192,8 @@ class OnnxFaceNet:
         return list(self._session.get_providers())
 
     def warm_up(self, sizes: tuple[int, ...]) -> None:
-        """Nothing beyond `load()`'s first run: ONNX Runtime compiles nothing per batch size (Keras' XLA does), and
-        running the larger sizes ahead would only hold memory a one-face query never needs."""
+        """Nothing beyond `load()`: ONNX Runtime compiles nothing per batch size (Keras' XLA does), and running the
+        sizes ahead would only hold memory a one-face query never needs."""
         self.load()
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:

@@ -102,5 +102,6 @@ def test_prewhiten_standardises_each_image():
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, (3, 160, 160, 3)).astype(np.uint8)
     white = prewhiten(faces)
+    assert white.dtype == np.float32  # the networks' input type: no conversion before each run
     np.testing.assert_allclose(white.mean(axis=(1, 2, 3)), 0.0, atol=1e-4)
     np.testing.assert_allclose(white.std(axis=(1, 2, 3)), 1.0, atol=1e-3)

@@ -185,6 +185,29 @@ def test_the_bot_on_onnx_never_imports_tensorflow(indexed_engine, tmp_path):
     assert run.stdout.splitlines()[-2:] == [f"TOP {person_of(JERRY)}", "LOADED []"]
 
 
+def test_a_ray_actor_on_onnx_takes_onnx_runtime_s_device_report_without_tensorflow(tmp_path):
+    """A Ray actor's body (engine.distributed.ShardWorker, a plain class: no cluster needed) in a fresh process on the
+    onnx runtime: the device comes from ONNX Runtime, a shard is embedded, and TensorFlow is never imported."""
+    models = _models_copy(tmp_path)
+    script = (
+        "import sys; from engine import EngineSettings; from engine.distributed import ShardWorker; "
+        "worker = ShardWorker(EngineSettings().model_dump(mode='json'), 'facenet', 1, False); "
+        f"results, *_ = worker.process([('jerry.jpg', {str(sample(JERRY))!r})]); "
+        "print('DEVICE', worker.device.runtime, worker.device.kind, len(results[0].faces)); "
+        "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'tf_keras', 'mtcnn'}))"
+    )
+    env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
+    env.update(
+        MODELS_DIR=str(models), DATA_DIR=str(tmp_path / "data"), ENGINE_RUNTIME="onnx", TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-2:] == ["DEVICE onnx cpu 1", "LOADED []"]
+
+
 @pytest.mark.parametrize("damage", ["missing", "truncated", "foreign", "manifest missing"])
 def test_a_bad_graph_is_an_error_naming_it_and_the_fetch_command(cli_data, tmp_path, damage):
     """Never a silent fall-back to other vectors: exit 2, the file and `models fetch` in the message."""
