@@ -145,11 +145,10 @@ class BotService:
 
     async def _prepare_all(self) -> None:
         try:
-            if self.settings.gallery_layout == "people":
-                try:  # a /rename a crash interrupted: finished before the first answer (engine/gallery.py)
-                    await self.write_index(self.gallery.recover, 0.0)
-                except EngineError as error:
-                    log.error("cannot finish the gallery edits a crash interrupted: %s", error)
+            try:  # a gallery edit a crash interrupted: finished and indexed before the first answer (engine/gallery.py)
+                await self.write_index(self.gallery.recover, 0.0)
+            except EngineError as error:
+                log.error("cannot finish the gallery edits a crash interrupted: %s", error)
             for model in MODEL_NAMES:
                 problem = self.engine.model_problem(model)
                 if problem:

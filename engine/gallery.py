@@ -31,7 +31,7 @@ from PIL import Image
 
 from engine.backends import FACE_MODELS, MODEL_NAMES
 from engine.core import Engine
-from engine.errors import BadInputError, FaceNamedError
+from engine.errors import BadInputError, EngineError, FaceNamedError
 from engine.images import IMAGE_SUFFIXES
 from engine.types import IndexReport, PersonRef
 
@@ -146,6 +146,8 @@ class Gallery:
         self.root = Path(root or engine.settings.resolved_gallery()).resolve()
         self._lock = threading.Lock()
         self._file_lock = FileLock(str(engine.settings.data_dir / "gallery-edit.lock"))
+        # present from an edit's first change on disk until its index run ends: left by a crash in between
+        self._unindexed = engine.settings.data_dir / "gallery-unindexed"
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -217,6 +219,7 @@ class Gallery:
         with self._edit():
             target = self.root / folder
             if accepted:
+                self._changing()
                 target.mkdir(parents=True, exist_ok=True)
             for number, image, face_count in accepted:
                 data = _jpeg(image)
@@ -238,6 +241,7 @@ class Gallery:
         """Delete the person's folder and their index entries."""
         with self._edit():
             person = self._existing(name)
+            self._changing()
             shutil.rmtree(self.root / person.folder)
             return EditResult(person=person, photos=person.photos, reports=self._reindex())
 
@@ -254,9 +258,11 @@ class Gallery:
                 target_person = None  # a change of case only
             if target_person is not None:  # merge
                 target = self.root / target_person.folder
+                self._changing()
                 _move_photos(source, target)
                 merged = Person(target_person.name, target_person.folder, _count_photos(target))
                 return EditResult(person=merged, photos=person.photos, merged=True, reports=self._reindex())
+            self._changing()
             if person.folder.casefold() == new_folder.casefold():  # case-only change on any filesystem
                 # through a hidden name that holds the new one: after a crash here, the next edit finishes it
                 intermediate = self.root / f"{RENAMING}{new_folder}"
@@ -271,11 +277,12 @@ class Gallery:
         call it when a process starts so that searches and listings see those people before the next edit.
 
         What it puts right: a case-only rename interrupted between its two folder renames (finished; an
-        older version's leftover is undone). What it need not: an interrupted merge leaves photos in both
-        folders, both listed (running the same rename again finishes it); an interrupted removal leaves
-        some photos (removing again finishes it); an interrupted add leaves a hidden `.tg_*.jpg.tmp` file,
-        never listed nor indexed; an edit done on disk but not yet indexed is picked up by the next edit or
-        index run. `timeout`: seconds to wait for the edit lock (None: as long as it takes); when another
+        older version's leftover is undone), and an edit whose changes reached the disk but not the index
+        (DATA_DIR/gallery-unindexed, set before an edit's first change and cleared by its index run: the
+        changes are indexed). What it need not: an interrupted merge leaves photos in both folders, both
+        listed (running the same rename again finishes it); an interrupted removal leaves some photos
+        (removing again finishes it); an interrupted add leaves a hidden `.tg_*.jpg.tmp` file, never
+        listed nor indexed. `timeout`: seconds to wait for the edit lock (None: as long as it takes); when another
         edit holds it past that, nothing is done here (that edit does it first) and the answer is [].
         """
         try:
@@ -332,8 +339,8 @@ class Gallery:
         try:
             with self._file_lock.acquire(timeout=wait):
                 recovered = self._finish_interrupted_renames()
-                if recovered:
-                    self._reindex()
+                if recovered or self._unindexed.exists():
+                    self._reindex_leftovers()
                 yield recovered
         finally:
             self._lock.release()
@@ -371,7 +378,23 @@ class Gallery:
         for model in MODEL_NAMES:
             if self.engine.index_info(model) is not None:
                 reports.append(self.engine.build_index(model, self.root))
+        self._unindexed.unlink(missing_ok=True)
         return reports
+
+    def _changing(self) -> None:
+        """Mark the gallery as changed on disk and not yet indexed (edit lock held): an edit calls it before its
+        first change, `_reindex` clears it; a crash in between leaves it for the next edit or `recover`."""
+        self._unindexed.parent.mkdir(parents=True, exist_ok=True)
+        self._unindexed.touch()
+
+    def _reindex_leftovers(self) -> None:
+        """Index what a crashed edit changed on disk (edit lock held). A build that cannot run (an index busy with
+        a long run, an emptied gallery) is logged and left for later: the edit at hand goes on."""
+        log.warning("a gallery edit was interrupted before its index run (a crash?): indexing its changes now")
+        try:
+            self._reindex()
+        except EngineError as error:
+            log.error("cannot index the changes an interrupted edit left yet: %s", error)
 
 
 @dataclass(frozen=True)

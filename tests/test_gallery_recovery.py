@@ -137,3 +137,52 @@ async def test_the_bot_finishes_it_when_it_starts(api, gallery_engine, tmp_path)
     async with running_service(api, gallery_engine, tmp_path) as service:
         assert [(p.name, p.photos) for p in service.gallery.people()] == [("jerry seinfeld", 2), ("Madonna", 2)]
         assert indexed_people(gallery_engine) == {"jerry seinfeld": 2, "Madonna": 2}
+
+
+# Runs the real removal; the only change: the process dies when the edit's index run begins (the folder is gone,
+# the index still has the person), as a crash between an edit's change on disk and its index run would leave it.
+CRASHING_REMOVE = """
+import os, sys
+sys.path.insert(0, {root!r})
+from engine import Engine, EngineSettings
+from engine.gallery import Gallery
+
+Gallery._reindex = lambda self: os._exit(9)
+settings = EngineSettings(data_dir={data_dir!r}, gallery_dir={gallery!r}, models_dir={models!r})
+Gallery(Engine(settings)).remove({name!r})
+print("the removal finished: it was meant to crash before its index run")
+"""
+
+
+def crash_before_reindex(engine, name: str) -> None:
+    settings = engine.settings
+    script = CRASHING_REMOVE.format(
+        root=str(ROOT),
+        data_dir=str(settings.data_dir),
+        gallery=str(settings.gallery_dir),
+        models=str(settings.models_dir),
+        name=name,
+    )
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 9, child.stdout + child.stderr
+
+
+def test_an_edit_killed_before_its_index_run_is_indexed_by_recover(gallery_engine):
+    crash_before_reindex(gallery_engine, "Madonna")
+    gallery = Gallery(gallery_engine)
+    assert [p.name for p in gallery.people()] == ["Jerry Seinfeld"]  # gone from the gallery...
+    assert indexed_people(gallery_engine) == {"Jerry Seinfeld": 2, "Madonna": 2}  # ...but searches still find her
+
+    assert gallery.recover() == []  # no rename to finish, but the removal's changes are indexed
+
+    assert indexed_people(gallery_engine) == {"Jerry Seinfeld": 2}
+    assert not (Path(gallery_engine.settings.data_dir) / "gallery-unindexed").exists()
+
+
+async def test_the_bot_indexes_an_interrupted_edit_when_it_starts(api, gallery_engine, tmp_path):
+    from bot_helpers import running_service
+
+    crash_before_reindex(gallery_engine, "Madonna")
+
+    async with running_service(api, gallery_engine, tmp_path):
+        assert indexed_people(gallery_engine) == {"Jerry Seinfeld": 2}
