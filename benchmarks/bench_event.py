@@ -270,7 +270,8 @@ def analyse(engine, searcher, vectors, truth_faces, photos_of, gallery: Path, pa
       photo's shrinking for detection, or to the confidence level), and not found even there;
     - stored, but the selfie was refused (its best face under the acceptance level);
     - stored, under the decision's threshold against the selfie (and against the expanded query, if expanded);
-    - stored and over the threshold, yet not in the answer (the growing-k search).
+    - stored, over the threshold against the selfie but under it against the expanded query (lost to expansion);
+    - stored and over the threshold that decides, yet not in the answer (the growing-k search).
     Also prints, for every pasted guest face, the share stored by pasted size."""
     from collections import Counter
 
@@ -337,12 +338,16 @@ def analyse(engine, searcher, vectors, truth_faces, photos_of, gallery: Path, pa
                 undetected.append((relative, box))
             elif refused:
                 cause = "stored; selfie refused (best face under the acceptance level)"
-            elif float(query @ vector) - cohort < params.threshold and (
-                expanded is None or float(expanded @ vector) - cohort2 < (params.expanded_threshold or params.threshold)
-            ):
-                cause = "stored; under the threshold (selfie and expanded query)"
-            else:
+            elif expanded is None and float(query @ vector) - cohort < params.threshold:
+                cause = "stored; under the threshold against the selfie (no expansion)"
+            elif expanded is None:
                 cause = "stored; over the threshold, not answered (search)"
+            elif float(expanded @ vector) - cohort2 >= (params.expanded_threshold or params.threshold):
+                cause = "stored; over the expanded query's threshold, not answered (search)"
+            elif float(query @ vector) - cohort >= params.threshold:
+                cause = "stored; over the threshold against the selfie, under it against the expanded query"
+            else:
+                cause = "stored; under the threshold against the selfie and the expanded query"
             causes[cause] += 1
             missed_sizes.setdefault(cause, []).append(size)
     if undetected:
