@@ -11,7 +11,8 @@ is searched through the engine. Prints:
   - indexing images/s and faces/s in the photos layout against the people layout on the same photos.
 Gallery, index and query vectors are cached under DATA_DIR/bench/event/<fold>/ (reruns skip the work).
 Needs ../shared/data/lfw (says so and exits 0 without it).
-Usage: python benchmarks/bench_event.py [--fold A-F|G-L] [--guests 200] [--extra-photos 100000] [--tune]
+Usage: python benchmarks/bench_event.py [--fold A-F|G-L] [--guests 200] [--extra-photos 100000] [--tune] [--analyse]
+       [--detect-sweep 40,30,20]
 """
 
 from __future__ import annotations
