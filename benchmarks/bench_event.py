@@ -11,7 +11,8 @@ is searched through the engine. Prints:
   - indexing images/s and faces/s in the photos layout against the people layout on the same photos.
 Gallery, index and query vectors are cached under DATA_DIR/bench/event/<fold>/ (reruns skip the work).
 Needs ../shared/data/lfw (says so and exits 0 without it).
-Usage: python benchmarks/bench_event.py [--fold A-F|G-L] [--guests 200] [--extra-photos 100000] [--tune]
+Usage: python benchmarks/bench_event.py [--fold A-F|G-L] [--guests 200] [--extra-photos 100000] [--tune] [--analyse]
+       [--detect-sweep 40,30,20]
 """
 
 from __future__ import annotations
@@ -142,6 +143,14 @@ def main() -> int:
         "--index-sample", type=int, default=40, help="photos indexed in both layouts for the speed figures"
     )
     parser.add_argument("--tune", action="store_true", help="print the figures over a grid of decision settings")
+    parser.add_argument(
+        "--detect-sweep",
+        default="",
+        help="comma-separated PHOTOS_MIN_FACE_SIZE values: detection only, pasted faces found at each (see detect_sweep)",
+    )
+    parser.add_argument(
+        "--analyse", action="store_true", help="print where each missed (guest, photo) pair was lost (see analyse)"
+    )
     args = parser.parse_args()
     if not LFW.is_dir():
         print(f"{LFW} not found: this benchmark needs the LFW development photos in ../shared/data/lfw")
@@ -163,6 +172,9 @@ def main() -> int:
     )
 
     settings = base.model_copy(update={"data_dir": work / "data", "gallery_dir": gallery, "gallery_layout": "photos"})
+    if args.detect_sweep:
+        detect_sweep(settings, gallery, truth_faces, work, [int(v) for v in args.detect_sweep.split(",")])
+        return 0
     engine = Engine(settings)
     started = time.perf_counter()
     report = engine.build_index("facenet", gallery)
@@ -222,6 +234,8 @@ def main() -> int:
         }
 
     params = searcher.appearance_params()
+    if args.analyse:
+        analyse(engine, searcher, vectors, truth_faces, photos_of, gallery, params)
     if args.tune:
         for candidate in tuning_grid(params):
             figures = evaluate(candidate)
@@ -245,6 +259,164 @@ def main() -> int:
     if args.extra_photos:
         extra_latency(engine, work, selfies, report.faces_indexed / max(1, len(truth)), args.extra_photos, params)
     return 0
+
+
+def analyse(engine, searcher, vectors, truth_faces, photos_of, gallery: Path, params) -> None:
+    """Where recall is lost: each (guest, photo) pair the answer misses, by the first step that lost it.
+
+    - no face in the selfie;
+    - the guest's pasted face has no stored row (no row's centre in its pasted box). Such photos are detected
+      again at full scale with MTCNN's smallest face (20 px) and no size rule, to tell apart: found there with a
+      box under PHOTOS_MIN_FACE_SIZE (the min-size rule), found there with a box at or over it (lost to the
+      photo's shrinking for detection, or to the confidence level), and not found even there;
+    - stored, but the selfie was refused (its best face under the acceptance level);
+    - stored, under the decision's threshold against the selfie (and against the expanded query, if expanded);
+    - stored, over the threshold against the selfie but under it against the expanded query (lost to expansion);
+    - stored and over the threshold that decides, yet not in the answer (the growing-k search).
+    Also prints, for every pasted guest face, the share stored by pasted size."""
+    from collections import Counter
+
+    from engine.appearances import _scored, _vector
+
+    store = searcher.store
+    rows: dict[str, list[tuple[tuple, np.ndarray]]] = {}
+    for chunk_rows, chunk_vectors in store.face_vectors():
+        for row, vector in zip(chunk_rows, chunk_vectors):
+            rows.setdefault(row.path, []).append((row.box, vector))
+    min_size = engine.settings.photos_min_face_size
+
+    def stored_vector(relative: str, box: tuple) -> np.ndarray | None:
+        """The stored face whose box's centre is in the pasted box `box`, its vector; the best-centred one."""
+        x, y, w, h = box
+        inside = [
+            (abs(b[0] + b[2] / 2 - x - w / 2) + abs(b[1] + b[3] / 2 - y - h / 2), i)
+            for i, (b, _) in enumerate(rows.get(relative, []))
+            if labelled(b, [("", box)]) is not None
+        ]
+        return rows[relative][min(inside)[1]][1] if inside else None
+
+    sizes_all, sizes_stored = Counter(), Counter()
+    for relative, faces in truth_faces.items():
+        for _, box in faces:
+            bucket = max(box[2], box[3]) // 10 * 10
+            sizes_all[bucket] += 1
+            sizes_stored[bucket] += stored_vector(relative, box) is not None
+    print("pasted faces stored, by pasted size (px, longer side of the pasted face box):")
+    for bucket in sorted(sizes_all):
+        print(f"  {bucket:3d}-{bucket + 9:3d}: {sizes_stored[bucket]}/{sizes_all[bucket]}")
+
+    causes: Counter = Counter()
+    missed_sizes: dict[str, list[int]] = {}
+    undetected: list[tuple[str, tuple]] = []  # (photo, pasted box) of guests' faces with no stored row
+    pairs = 0
+    for (kind, name), query in vectors.items():
+        if kind != "guest":
+            continue
+        wanted = photos_of.get(name, set())
+        pairs += len(wanted)
+        if query is None:
+            causes["no face in the selfie"] += len(wanted)
+            continue
+        answer = {Path(p.path).relative_to(gallery).as_posix() for p in searcher.photos_for(query, params=params)}
+        missed = sorted(wanted - answer)
+        if not missed:
+            continue
+        hits, cohort = _scored(store, query, params, params.threshold)
+        refused = not answer
+        expanded, cohort2 = None, 0.0
+        confident = sum(1 for hit in hits[: params.expand] if hit.similarity - cohort >= params.expand_threshold)
+        if confident and not refused:
+            near = store.search(query[None], confident, with_vectors=True)[0]
+            expanded = query + np.sum([_vector(hit) for hit in near], axis=0)
+            expanded = expanded / np.linalg.norm(expanded)
+            _, cohort2 = _scored(store, expanded, params, params.expanded_threshold or params.threshold)
+        for relative in missed:
+            box = next(b for n, b in truth_faces[relative] if n == name)
+            size = max(box[2], box[3])
+            vector = stored_vector(relative, box)
+            if vector is None:
+                cause = "not stored"
+                undetected.append((relative, box))
+            elif refused:
+                cause = "stored; selfie refused (best face under the acceptance level)"
+            elif expanded is None and float(query @ vector) - cohort < params.threshold:
+                cause = "stored; under the threshold against the selfie (no expansion)"
+            elif expanded is None:
+                cause = "stored; over the threshold, not answered (search)"
+            elif float(expanded @ vector) - cohort2 >= (params.expanded_threshold or params.threshold):
+                cause = "stored; over the expanded query's threshold, not answered (search)"
+            elif float(query @ vector) - cohort >= params.threshold:
+                cause = "stored; over the threshold against the selfie, under it against the expanded query"
+            else:
+                cause = "stored; under the threshold against the selfie and the expanded query"
+            causes[cause] += 1
+            missed_sizes.setdefault(cause, []).append(size)
+    if undetected:
+        detector = searcher.backend.photos_detector.sharing(min_face_size=20)
+        found_small = found_large = 0
+        by_photo: dict[str, list[tuple]] = {}
+        for relative, box in undetected:
+            by_photo.setdefault(relative, []).append(box)
+        for relative, boxes in by_photo.items():
+            faces = detector.detect([engine.read(gallery / relative)])[0]
+            for box in boxes:
+                hits = [f for f in faces if labelled(f.box, [("", box)]) is not None]
+                if not hits:
+                    causes["not stored: not found by MTCNN even at full scale, min face 20"] += 1
+                    missed_sizes.setdefault("not found", []).append(max(box[2], box[3]))
+                elif max(max(f.box[2], f.box[3]) for f in hits) < min_size:
+                    found_small += 1
+                    missed_sizes.setdefault("found, under min size", []).append(max(box[2], box[3]))
+                else:
+                    found_large += 1
+                    missed_sizes.setdefault("found, over min size", []).append(max(box[2], box[3]))
+        causes[f"not stored: found at full scale, box under {min_size} px (min-size rule)"] = found_small
+        causes[f"not stored: found at full scale, box {min_size} px or more (detection scale)"] = found_large
+        del causes["not stored"]
+    lost = sum(causes.values())
+    print(f"missed (guest, photo) pairs: {lost} of {pairs} ({lost / max(1, pairs):.3f})")
+    for cause, count in causes.most_common():
+        print(f"  {count:4d}  {cause}")
+    for cause, sizes in missed_sizes.items():
+        print(f"  pasted sizes, {cause}: median {np.median(sizes):.0f}, {sorted(sizes)}")
+
+
+def detect_sweep(settings: EngineSettings, gallery: Path, truth_faces: dict, work: Path, sizes: list[int]) -> None:
+    """Detection alone over the fold's photos at each PHOTOS_MIN_FACE_SIZE: pasted faces found (a face whose box's
+    centre is in the pasted box), by pasted size; other detections (faces of LFW photos' backgrounds, or false);
+    seconds a photo. Each setting's boxes are cached in work/detect-<size>.json."""
+    from collections import Counter
+
+    from engine.core import Engine
+
+    engine = Engine(settings)
+    backend = engine.backends["facenet"]
+    for size in sizes:
+        cache = work / f"detect-{size}.json"
+        if cache.is_file():
+            found = json.loads(cache.read_text())
+        else:
+            detector = backend.photos_detector.sharing(min_face_size=size)
+            found, started = {}, time.perf_counter()
+            for relative in truth_faces:
+                faces = detector.detect([engine.read(gallery / relative)])[0]
+                found[relative] = [list(face.box) for face in faces]
+            found["_seconds"] = (time.perf_counter() - started) / len(truth_faces)
+            cache.write_text(json.dumps(found))
+        pasted, hit, other = Counter(), Counter(), 0
+        for relative, faces in truth_faces.items():
+            boxes = found[relative]
+            for _, box in faces:
+                bucket = min(120, max(box[2], box[3]) // 10 * 10)
+                pasted[bucket] += 1
+                hit[bucket] += any(labelled(tuple(b), [("", box)]) is not None for b in boxes)
+            other += sum(labelled(tuple(b), faces) is None for b in boxes)
+        by_size = "  ".join(f"{b}: {hit[b]}/{pasted[b]}" for b in sorted(pasted))
+        print(
+            f"PHOTOS_MIN_FACE_SIZE {size}: pasted faces found {sum(hit.values())}/{sum(pasted.values())}  "
+            f"({by_size}); other detections {other}; {found['_seconds']:.2f} s a photo",
+            flush=True,
+        )
 
 
 def query_vectors(engine, work: Path, selfies: dict) -> dict:
@@ -388,6 +560,10 @@ def tuning_grid(params):
                 expand_threshold=expand_threshold,
                 expanded_threshold=expanded,
             )
+    # the candidate benchmarks/event_grid.py chose on A-F (threshold 0.44, accept 0.50, expand from 0.55, then
+    # 0.50; see the README) and its acceptance level: refused guests traded against strangers answered
+    for accept in (0.46, 0.48, 0.50, 0.52):
+        yield replace(params, threshold=0.44, accept=accept, expand_threshold=0.55, expanded_threshold=0.5)
 
 
 if __name__ == "__main__":
