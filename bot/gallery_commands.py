@@ -18,7 +18,7 @@ from bot.delivery import Attachment, download
 from bot.paging import people_keyboard
 from engine import EngineError
 from engine.errors import IndexBusyError
-from engine.gallery import AddResult, PersonNameError, check_name
+from engine.gallery import AddedPhoto, AddResult, PersonNameError, check_name
 
 if TYPE_CHECKING:
     from bot.service import BotService
@@ -167,15 +167,20 @@ def describe_add(result: AddResult, layout: str = "people") -> str:
         )
     else:
         lines.append(f"Nothing added for {person}.")
-    for added in result.added:
-        if added.duplicate:
-            lines.append(f"• Photo {added.number}: already in the gallery.")
-        elif added.faces > 1:
-            lines.append(f"• Photo {added.number}: {added.faces} faces found — I used the largest one.")
+    lines.extend(line for added in result.added if (line := _photo_note(added)))
     for refused in result.refused:
         reason = refused.reason.removeprefix(f"photo {refused.number}: ")
         lines.append(f"• Photo {refused.number} refused: {reason}.")
     return "\n".join(lines)
+
+
+def _photo_note(added: AddedPhoto) -> str | None:
+    """A line on one added photo, when there is something to say: a duplicate, or several faces in it."""
+    if added.duplicate:
+        return f"• Photo {added.number}: already in the gallery."
+    if added.faces > 1:
+        return f"• Photo {added.number}: {added.faces} faces found — I used the largest one."
+    return None
 
 
 def describe_add_photos(result: AddResult) -> str:
@@ -194,10 +199,8 @@ def describe_add_photos(result: AddResult) -> str:
     else:
         lines.append(f"Nothing added for {result.person.name}.")
     for added in result.added:
-        if added.duplicate:
-            lines.append(f"• Photo {added.number}: already in the gallery.")
-        elif added.faces > 1:
-            lines.append(f"• Photo {added.number}: {added.faces} faces found — I used the largest one.")
+        if note := _photo_note(added):
+            lines.append(note)
         if added.owner is not None:
             lines.append(
                 f"• Photo {added.number}: that face is already {added.owner.name}'s (person #{added.owner.id}): "

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -139,3 +142,23 @@ def bad_image_files() -> dict[str, bytes]:
         "empty.jpg": b"",
         "bomb-header.png": png_header_only(30_000, 30_000),  # 900 megapixels declared
     }
+
+
+def run_people_cli(engine, *args: str) -> subprocess.CompletedProcess:
+    """`python -m engine people ARGS` in a real process on `engine`'s photos-layout gallery and data."""
+    from engine.settings import EngineSettings
+
+    env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
+    env.update(
+        DATA_DIR=str(engine.settings.data_dir), MODELS_DIR=str(FACENET_WEIGHTS.parent),
+        GALLERY_DIR=str(engine.settings.gallery_dir), GALLERY_LAYOUT="photos", TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "people", *args],
+        cwd=engine.settings.data_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

@@ -8,27 +8,22 @@ portraits of Jerry, Mindy, Ben Afflek and Madonna. Elton John is in no photo.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from PIL import Image, ImageOps
 
-from engine import EngineSettings
 from engine.errors import FaceNamedError
 from engine.gallery import Gallery
 from engine.people import FaceRef
 from helpers_engine import (
     BEN,
     ELTON,
-    FACENET_WEIGHTS,
     JERRY,
     MADONNA,
     MINDY,
-    REPO_ROOT,
     encode,
     first_photos,
+    run_people_cli,
     sample,
     side_by_side,
 )
@@ -75,15 +70,7 @@ def face_of(engine, file: str) -> FaceRef:
 
 
 def people_json(engine) -> list[dict]:
-    env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
-    env.update(
-        DATA_DIR=str(engine.settings.data_dir), MODELS_DIR=str(FACENET_WEIGHTS.parent),
-        GALLERY_DIR=str(engine.settings.gallery_dir), GALLERY_LAYOUT="photos", TF_CPP_MIN_LOG_LEVEL="3",
-        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-    )  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-m", "engine", "people", "--json"], env=env, capture_output=True, text=True, timeout=300
-    )
+    done = run_people_cli(engine, "--json")
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
 

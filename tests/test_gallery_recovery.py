@@ -52,20 +52,24 @@ def gallery_engine(tmp_path, make_engine):
     return engine
 
 
-def crash_mid_rename(engine, old: str, new: str) -> list[str]:
-    """Run the rename in a child process that dies between its two folder renames; the hidden folders it left."""
+def run_crashing(engine, script: str, **arguments: str) -> None:
+    """Run a gallery edit in a child process that dies where `script` says (os._exit(9)) on `engine`'s data."""
     settings = engine.settings
-    script = CRASHING_RENAME.format(
+    source = script.format(
         root=str(ROOT),
         data_dir=str(settings.data_dir),
         gallery=str(settings.gallery_dir),
         models=str(settings.models_dir),
-        old=old,
-        new=new,
+        **arguments,
     )
-    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    child = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=120)
     assert child.returncode == 9, child.stdout + child.stderr
-    return sorted(p.name for p in Path(settings.gallery_dir).iterdir() if p.name.startswith("."))
+
+
+def crash_mid_rename(engine, old: str, new: str) -> list[str]:
+    """Run the rename in a child process that dies between its two folder renames; the hidden folders it left."""
+    run_crashing(engine, CRASHING_RENAME, old=old, new=new)
+    return sorted(p.name for p in Path(engine.settings.gallery_dir).iterdir() if p.name.startswith("."))
 
 
 def indexed_people(engine) -> dict[str, int]:
@@ -155,16 +159,7 @@ print("the removal finished: it was meant to crash before its index run")
 
 
 def crash_before_reindex(engine, name: str) -> None:
-    settings = engine.settings
-    script = CRASHING_REMOVE.format(
-        root=str(ROOT),
-        data_dir=str(settings.data_dir),
-        gallery=str(settings.gallery_dir),
-        models=str(settings.models_dir),
-        name=name,
-    )
-    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert child.returncode == 9, child.stdout + child.stderr
+    run_crashing(engine, CRASHING_REMOVE, name=name)
 
 
 def test_an_edit_killed_before_its_index_run_is_indexed_by_recover(gallery_engine):

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -23,7 +20,13 @@ from engine.errors import BadInputError, BadPersonNameError, PersonNotFoundError
 from engine.people import ClusterParams, FaceRef, PeopleRegistry, clean_name
 from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader
 from engine.stores.local import LocalStore
-from helpers_engine import FACENET_WEIGHTS, REPO_ROOT, SAMPLE_PEOPLE, assert_same_vectors, copy_photos, first_photos
+from helpers_engine import (
+    SAMPLE_PEOPLE,
+    assert_same_vectors,
+    copy_photos,
+    first_photos,
+    run_people_cli,
+)
 
 DEFAULTS = EngineSettings.model_fields
 PARAMS = ClusterParams(
@@ -329,25 +332,8 @@ def event(make_engine, tmp_path_factory):
     engine.close()
 
 
-def run_cli(engine, *args) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
-    env.update(
-        DATA_DIR=str(engine.settings.data_dir), MODELS_DIR=str(FACENET_WEIGHTS.parent),
-        GALLERY_DIR=str(engine.settings.gallery_dir), GALLERY_LAYOUT="photos", TF_CPP_MIN_LOG_LEVEL="3",
-        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-    )  # fmt: skip
-    return subprocess.run(
-        [sys.executable, "-m", "engine", "people", *args],
-        cwd=engine.settings.data_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_an_index_run_groups_the_faces_and_people_json_lists_them(event):
-    done = run_cli(event, "--json")
+    done = run_people_cli(event, "--json")
     assert done.returncode == 0, done.stderr
     people = [json.loads(line) for line in done.stdout.splitlines()]
     assert people, "no person found"
@@ -365,9 +351,9 @@ def test_an_index_run_groups_the_faces_and_people_json_lists_them(event):
 
 
 def test_people_commands_name_merge_hide_unassign_and_refuse_bad_input(event):
-    people = [json.loads(line) for line in run_cli(event, "--json").stdout.splitlines()]
+    people = [json.loads(line) for line in run_people_cli(event, "--json").stdout.splitlines()]
     first, second = people[0]["id"], people[1]["id"]
-    done = run_cli(event, "name", str(first), "Firstname Lastname")
+    done = run_people_cli(event, "name", str(first), "Firstname Lastname")
     assert done.returncode == 0 and "Firstname Lastname" in done.stdout, done.stderr
     for args, message in (
         (("name", "999999", "Someone"), "no person with id 999999"),
@@ -379,25 +365,25 @@ def test_people_commands_name_merge_hide_unassign_and_refuse_bad_input(event):
         (("unassign", "event/nothing.jpg"), "no indexed face"),
         (("unassign", "event/x.jpg", "--box", "1,2"), "--box must be four whole numbers"),
     ):
-        done = run_cli(event, *args)
+        done = run_people_cli(event, *args)
         assert done.returncode == 2 and message in done.stderr, (args, done.returncode, done.stderr)
         assert "Traceback" not in done.stderr
 
     face = people[0]["faces"][-1]
-    done = run_cli(event, "unassign", face["path"], "--box", ",".join(map(str, face["box"])))
+    done = run_people_cli(event, "unassign", face["path"], "--box", ",".join(map(str, face["box"])))
     assert done.returncode == 0 and face["path"] in done.stdout, done.stderr
-    assert run_cli(event, "merge", str(first), str(second)).returncode == 0
-    assert run_cli(event, "hide", str(people[2]["id"])).returncode == 0 if len(people) > 2 else True
-    after = [json.loads(line) for line in run_cli(event, "--json").stdout.splitlines()]
+    assert run_people_cli(event, "merge", str(first), str(second)).returncode == 0
+    assert run_people_cli(event, "hide", str(people[2]["id"])).returncode == 0 if len(people) > 2 else True
+    after = [json.loads(line) for line in run_people_cli(event, "--json").stdout.splitlines()]
     top = next(p for p in after if p["id"] == first)
     assert top["name"] == "Firstname Lastname"
     assert face not in top["faces"] and len(top["faces"]) == len(people[0]["faces"]) - 1 + len(people[1]["faces"])
     assert second not in [p["id"] for p in after]
     if len(people) > 2:
         assert people[2]["id"] not in [p["id"] for p in after]
-    done = run_cli(event, "recluster")
+    done = run_people_cli(event, "recluster")
     assert done.returncode == 0, done.stderr
-    again = {p["id"]: p for p in (json.loads(line) for line in run_cli(event, "--json").stdout.splitlines())}
+    again = {p["id"]: p for p in (json.loads(line) for line in run_people_cli(event, "--json").stdout.splitlines())}
     assert again[first]["name"] == "Firstname Lastname" and face not in again[first]["faces"]
 
 
