@@ -18,7 +18,7 @@ from bot.delivery import Attachment, download
 from bot.paging import people_keyboard
 from engine import EngineError
 from engine.errors import IndexBusyError
-from engine.gallery import AddedPhoto, AddResult, PersonNameError, check_name
+from engine.gallery import AddedPhoto, AddResult, check_name
 
 if TYPE_CHECKING:
     from bot.service import BotService
@@ -42,19 +42,6 @@ def add_name(text: str | None) -> str:
     return (match.group("name") or "").strip() if match else ""
 
 
-MAX_NAME_BYTES = 128  # a folder name is at most 255 bytes on common filesystems; names stay well under
-
-
-def clean_name(name: str) -> str:
-    """NFKC (look-alike forms of one name become one person), then the engine's checks, within MAX_NAME_BYTES."""
-    cleaned = check_name(unicodedata.normalize("NFKC", name))
-    if len(cleaned.encode()) > MAX_NAME_BYTES:
-        raise PersonNameError(
-            f"a name may take at most {MAX_NAME_BYTES} bytes (UTF-8); that one takes {len(cleaned.encode())}"
-        )
-    return cleaned
-
-
 def index_busy(what: str) -> str:
     return (
         f"The gallery was changed, but its index stayed busy (a long indexing run holds it): {what} becomes "
@@ -76,7 +63,7 @@ async def add(svc: BotService, chat_id: int, user_id: int, files: list[Attachmen
         await send.text(chat_id, "Sorry, /add is for admins only: nothing was added.")
         return
     try:
-        name = clean_name(add_name(text))
+        name = check_name(add_name(text))
     except EngineError as error:
         await send.text(chat_id, f"{error}.\n{USAGE}")
         return
@@ -142,7 +129,7 @@ async def rename(svc: BotService, chat_id: int, args: list[str]) -> str:
     if names is None:
         return "Usage: /rename Old Name New Name (the old name must be in /people; or /rename Old -> New)."
     try:
-        new = clean_name(names[1])
+        new = check_name(names[1])
         result = await svc.gallery_service.rename(chat_id, names[0], new)
     except IndexBusyError as error:
         return edit_failure(svc, "the new name", error)

@@ -20,6 +20,7 @@ import logging
 import re
 import shutil
 import threading
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -38,6 +39,7 @@ from engine.types import IndexReport, PersonRef
 log = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 64
+MAX_NAME_BYTES = 128  # a folder name is at most 255 bytes on common filesystems; names stay well under
 CROP_MARGIN = 0.8  # context kept around the chosen face when a photo shows several
 _NAME = re.compile(r"[^\W\d_][\w'.\- ]*", re.UNICODE)
 RENAMING = ".renaming~"  # a folder mid-way through a case-only rename: `.renaming~<new folder>`
@@ -121,12 +123,17 @@ class EditResult:
 
 
 def check_name(name: str) -> str:
-    """The name with single spaces, or PersonNameError. Folder = name with spaces as `_`."""
-    cleaned = " ".join(str(name).split())
+    """The name NFKC-normalised (look-alike forms of one name are one person) with single spaces, or
+    PersonNameError. Folder = name with spaces as `_`."""
+    cleaned = " ".join(unicodedata.normalize("NFKC", str(name)).split())
     if not cleaned:
         raise PersonNameError("a person's name is needed, e.g. Firstname Lastname")
     if len(cleaned) > MAX_NAME_LENGTH:
         raise PersonNameError(f"a name may have at most {MAX_NAME_LENGTH} characters")
+    if len(cleaned.encode()) > MAX_NAME_BYTES:
+        raise PersonNameError(
+            f"a name may take at most {MAX_NAME_BYTES} bytes (UTF-8); that one takes {len(cleaned.encode())}"
+        )
     if "/" in cleaned or "\\" in cleaned or ".." in cleaned or "_" in cleaned or not _NAME.fullmatch(cleaned):
         raise PersonNameError(
             f"{cleaned!r} can't be a name: use letters, spaces, apostrophes, dots and hyphens, starting with a letter"

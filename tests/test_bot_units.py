@@ -18,7 +18,7 @@ from telegram.error import BadRequest, NetworkError, RetryAfter
 from bot import render
 from bot.db import REMOVED, Store, upgrade
 from bot.delivery import retrying
-from bot.gallery_commands import MAX_NAME_BYTES, clean_name, split_rename
+from bot.gallery_commands import split_rename
 from bot.handlers import describe_answer, parse_k
 from bot.lru import LRU
 from bot.paging import PhotoQuery, ResultState, result_keyboard, state_from_payload, state_to_payload
@@ -26,7 +26,7 @@ from bot.settings import Settings
 from bot.state import Part, SharedState
 from engine import Engine, EngineSettings, FaceResult, Identity, Match
 from engine.errors import BadInputError
-from engine.gallery import Gallery
+from engine.gallery import MAX_NAME_BYTES, Gallery, check_name
 
 
 def match(rank: int, name: str = "Ada Lovelace", similarity: float = 0.8) -> Match:
@@ -139,15 +139,15 @@ def test_rename_splits_at_the_existing_person(gallery):
 
 
 def test_person_names_are_nfkc_normalised_and_limited_in_bytes():
-    assert clean_name("  Ａｄａ   Lovelace ") == "Ada Lovelace"  # full-width letters: the same person
-    assert clean_name("Beyonce\u0301") == unicodedata.normalize("NFKC", "Beyoncé")
+    assert check_name("  Ａｄａ   Lovelace ") == "Ada Lovelace"  # full-width letters: the same person
+    assert check_name("Beyonce\u0301") == unicodedata.normalize("NFKC", "Beyoncé")
     long_cyrillic = "Ж" * 64  # 64 characters (the engine's limit) but 128 bytes
-    assert clean_name(long_cyrillic) == long_cyrillic
+    assert check_name(long_cyrillic) == long_cyrillic
     with pytest.raises(BadInputError, match="bytes"):
-        clean_name("山" * 50)  # 50 characters, 150 bytes
-    assert len(("山" * 42).encode()) <= MAX_NAME_BYTES and clean_name("山" * 42)
+        check_name("山" * 50)  # 50 characters, 150 bytes
+    assert len(("山" * 42).encode()) <= MAX_NAME_BYTES and check_name("山" * 42)
     with pytest.raises(BadInputError):
-        clean_name("../etc")
+        check_name("../etc")
 
 
 def test_history_says_when_a_person_was_removed():
