@@ -86,6 +86,8 @@ class GalleryService:
                 if gone:
                     store.apply(Changes(remove_paths=gone))
                     dropped += len(gone)
+            if gone:
+                store.purge_removed()  # their vectors gone from the files too (after the writer lock is let go)
         return dropped
 
     async def _edit(self, chat_id: int, function: Callable[..., T], *args: Any) -> T:

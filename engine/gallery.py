@@ -250,7 +250,9 @@ class Gallery:
             person = self._existing(name)
             self._changing()
             shutil.rmtree(self.root / person.folder)
-            return EditResult(person=person, photos=person.photos, reports=self._reindex())
+            reports = self._reindex()
+            self._purge_removed()
+            return EditResult(person=person, photos=person.photos, reports=reports)
 
     def rename(self, old: str, new: str) -> EditResult:
         """Rename a person; when `new` already exists, move the photos into that folder (a merge)."""
@@ -387,6 +389,12 @@ class Gallery:
                 reports.append(self.engine.build_index(model, self.root))
         self._unindexed.unlink(missing_ok=True)
         return reports
+
+    def _purge_removed(self) -> None:
+        """After a removal: the removed faces' vectors gone from the stores' files too, not only from searches."""
+        for model in MODEL_NAMES:
+            if self.engine.index_info(model) is not None:
+                self.engine.searcher(model).store.purge_removed()
 
     def _changing(self) -> None:
         """Mark the gallery as changed on disk and not yet indexed (edit lock held): an edit calls it before its

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.gallery import Gallery, PersonNotFoundError
@@ -181,3 +182,30 @@ async def test_the_bot_indexes_an_interrupted_edit_when_it_starts(api, gallery_e
 
     async with running_service(api, gallery_engine, tmp_path):
         assert indexed_people(gallery_engine) == {"Jerry Seinfeld": 2}
+
+
+def vectors_on_disk(engine) -> np.ndarray:
+    """Every vector in the local store's segment files, read back with faiss: removed rows' ones included."""
+    import faiss
+
+    from engine.stores.local import _vectors_of
+
+    files = sorted((engine.settings.index_dir("facenet") / "segments").glob("*.faiss"))
+    assert files
+    return np.concatenate([_vectors_of(faiss.read_index(str(path)))[0] for path in files])
+
+
+def test_a_removed_persons_vectors_leave_the_segment_files(gallery_engine):
+    store = gallery_engine.searcher("facenet").store
+    theirs = np.concatenate(
+        [vectors[[row.name == "Madonna" for row in rows]] for rows, vectors in store.face_vectors()]
+    )
+    assert len(theirs) == 2
+    before = vectors_on_disk(gallery_engine)
+    assert (before @ theirs.T).max() > 0.9999  # her vectors are in the files
+
+    Gallery(gallery_engine).remove("Madonna")
+
+    after = vectors_on_disk(gallery_engine)
+    assert (after @ theirs.T).max() < 0.9999  # gone from the files, not only hidden from searches
+    assert len(after) == 2 and indexed_people(gallery_engine) == {"Jerry Seinfeld": 2}

@@ -155,6 +155,20 @@ def test_removing_files(store):
         assert len(hits) == len(rows) - 3
 
 
+@pytest.mark.parametrize("removed_people", [1, 6])
+def test_purging_removed_vectors_keeps_the_rest_searchable(store, removed_people):
+    """After a removal, purge_removed (what a removed person's privacy asks) leaves the same answers; with every
+    row removed (the last person) it leaves an empty, usable store."""
+    rows, vectors, _ = filled(store)
+    gone = {row.path for row in rows if int(row.name.removeprefix("person")) < removed_people}
+    store.apply(Changes(remove_paths=gone))
+    before = [paths_of(hits) for hits in store.search(vectors, len(rows))]
+    store.purge_removed()
+    assert store.count == len(rows) - len(gone)
+    assert [paths_of(hits) for hits in store.search(vectors, len(rows))] == before
+    assert not gone & set(store.files())
+
+
 def test_moves_keep_vectors_and_follow_the_file(store):
     rows, vectors, records = filled(store)
     store.apply(Changes(moves={rows[3].path: ("renamed/x.jpg", "someone")}))

@@ -166,6 +166,10 @@ class VectorStore(Protocol):
 
     def close(self) -> None: ...
 
+    def purge_removed(self) -> None:
+        """Make the vectors of removed rows gone from storage, not only from searches (a person removed from the
+        gallery: their face vectors must not stay on disk). Takes the writer lock; may rewrite the whole index."""
+
     def face_vectors(
         self, paths: Iterable[str] | None = None, chunk: int = 20_000
     ) -> Iterator[tuple[list[FaceRow], np.ndarray]]:

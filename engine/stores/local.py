@@ -552,6 +552,13 @@ class LocalStore:
             self.refresh()
             self._delete_segments([s.name for s in snap.segments])
 
+    def purge_removed(self) -> None:
+        """Removed rows' vectors stay in segment files as tombstones until a merge rewrites them: fold the
+        segments into one without them when there are any (the whole sealed segment is rebuilt)."""
+        self.refresh()
+        if len(self._snapshot.deleted):
+            self.compact()
+
     def close(self) -> None:
         self._snapshot = _EMPTY
         self._engine.dispose()

@@ -390,6 +390,16 @@ class MilvusStore:
             self._put_blob("version", uuid.uuid4().hex.encode())
             self.refresh()
 
+    def purge_removed(self) -> None:
+        """Milvus drops deleted rows' vectors from its segments when it compacts them: ask for that now. Milvus
+        Lite may not compact on request; then its own compaction does it later (logged)."""
+        with self.writer(timeout=None):
+            try:
+                self.client.compact(self.faces)
+            except Exception as error:  # pymilvus' types vary by version and backend
+                log.warning("Milvus at %s did not compact %s on request (%s): deleted vectors go at its own "
+                            "compaction", self.uri, self.faces, error)  # fmt: skip
+
     def close(self) -> None:
         self.client.close()
 
