@@ -36,6 +36,14 @@ def landmarks_from_json(text: str) -> Landmarks:
     return tuple(tuple(point) for point in json.loads(text))
 
 
+def face_fields(row: FaceRow) -> dict:
+    """A face row as both stores keep its columns: box split, landmarks as JSON (None when not kept)."""
+    x, y, w, h = row.box
+    landmarks = None if row.landmarks is None else landmarks_to_json(row.landmarks)
+    return {"path": row.path, "name": row.name, "x": x, "y": y, "w": w, "h": h,
+            "confidence": row.confidence, "landmarks": landmarks}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class FaceRow:
     """One indexed face: the gallery file (path relative to the gallery root), the person, the face box.

@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from filelock import FileLock, Timeout
 
 from engine.errors import IndexBusyError, IndexUnavailableError
-from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader, landmarks_from_json, landmarks_to_json
+from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader, face_fields, landmarks_from_json
 
 _metadata = sa.MetaData()
 _faces = sa.Table(
@@ -392,7 +392,7 @@ class LocalStore:
                     conn.execute(
                         _faces.insert(),
                         [
-                            {"id": int(i), **_face_columns(r)}
+                            {"id": int(i), **face_fields(r)}
                             for i, r in zip(new_ids[start : start + 50_000], changes.rows[start : start + 50_000])
                         ],
                     )
@@ -614,21 +614,6 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=FULL")  # WAL + FULL: a committed transaction survives a power cut
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
-
-
-def _face_columns(row: FaceRow) -> dict:
-    x, y, w, h = row.box
-    landmarks = None if row.landmarks is None else landmarks_to_json(row.landmarks)
-    return {
-        "path": row.path,
-        "name": row.name,
-        "x": x,
-        "y": y,
-        "w": w,
-        "h": h,
-        "confidence": row.confidence,
-        "landmarks": landmarks,
-    }
 
 
 def _face_row(r) -> FaceRow:

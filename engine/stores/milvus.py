@@ -45,7 +45,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from engine.errors import IndexBusyError, IndexUnavailableError, StoreUnavailableError
-from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader, landmarks_from_json, landmarks_to_json
+from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader, face_fields, landmarks_from_json
 
 _CHUNK = 60_000  # base64 characters per meta row (VARCHAR max 65,535)
 _MAX_PATH = 4096
@@ -486,19 +486,11 @@ def _connect(client_type: Any, uri: str, timeout: float, attempts: int = 3) -> A
 
 
 def _face_fields(row: FaceRow) -> dict:
-    x, y, w, h = row.box
-    landmarks = "" if row.landmarks is None else landmarks_to_json(row.landmarks)
-    confidence = -1.0 if row.confidence is None else float(row.confidence)
-    return {
-        "path": row.path,
-        "name": row.name,
-        "x": x,
-        "y": y,
-        "w": w,
-        "h": h,
-        "confidence": confidence,
-        "landmarks": landmarks,
-    }
+    """Milvus has no nulls in these fields: no landmarks are "", no confidence is -1."""
+    fields = face_fields(row)
+    fields["landmarks"] = fields["landmarks"] or ""
+    fields["confidence"] = -1.0 if row.confidence is None else float(row.confidence)
+    return fields
 
 
 def _face_row(e: dict) -> FaceRow:
