@@ -15,6 +15,20 @@ VGG16_INPUT_SIZE = 224
 VGG16_DIM = 4096
 
 
+def _seeded_weights(model, seed: int = 0) -> None:
+    """Tests only: the same random weights in every process (He-normal kernels, zero biases), so an index
+    built by one process means the same in the next."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        kernel, bias = weights
+        fan_in = int(np.prod(kernel.shape[:-1]))
+        scale = np.float32(np.sqrt(2.0 / fan_in))
+        layer.set_weights([rng.standard_normal(kernel.shape, np.float32) * scale, np.zeros_like(bias)])
+
+
 class VGG16Embedder:
     """Loads VGG16 once; `embed` takes whole RGB images of any size."""
 
@@ -46,7 +60,9 @@ class VGG16Embedder:
             import keras
 
             base = keras.applications.VGG16(weights=None, include_top=True)
-            if not self.random_weights:
+            if self.random_weights:
+                _seeded_weights(base)
+            else:
                 base.load_weights(str(self.weights_path))
             model = keras.Model(base.input, base.get_layer("fc2").output)
             self._predict = tf.function(
