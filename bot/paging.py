@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,14 +102,20 @@ def result_keyboard(token: str, state: ResultState) -> InlineKeyboardMarkup | No
     return InlineKeyboardMarkup([buttons]) if buttons else None
 
 
-def people_keyboard(page: int, pages: int, prefix: str) -> InlineKeyboardMarkup | None:
+def pager_keyboard(page: int, pages: int, data: Callable[[int], str]) -> InlineKeyboardMarkup | None:
+    """‹ Previous · page/pages · Next › for a paged list; `data(page)` is a button's callback data."""
     if pages <= 1:
         return None
-    prefix = prefix.encode()[:40].decode(errors="ignore")
     buttons = []
     if page > 0:
-        buttons.append(InlineKeyboardButton("‹ Previous", callback_data=f"people:{page - 1}:{prefix}"))
-    buttons.append(InlineKeyboardButton(f"{page + 1}/{pages}", callback_data=f"people:{page}:{prefix}"))
+        buttons.append(InlineKeyboardButton("‹ Previous", callback_data=data(page - 1)))
+    buttons.append(InlineKeyboardButton(f"{page + 1}/{pages}", callback_data=data(page)))
     if page + 1 < pages:
-        buttons.append(InlineKeyboardButton("Next ›", callback_data=f"people:{page + 1}:{prefix}"))
+        buttons.append(InlineKeyboardButton("Next ›", callback_data=data(page + 1)))
     return InlineKeyboardMarkup([buttons])
+
+
+def people_keyboard(page: int, pages: int, prefix: str) -> InlineKeyboardMarkup | None:
+    """The gallery's /people list (names starting with `prefix`, cut to fit Telegram's 64-byte callback data)."""
+    prefix = prefix.encode()[:40].decode(errors="ignore")
+    return pager_keyboard(page, pages, lambda number: f"people:{number}:{prefix}")

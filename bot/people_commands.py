@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+from telegram import InlineKeyboardMarkup
 
+from bot.paging import pager_keyboard
 from bot.render import to_jpeg
 from engine import EngineError
 from engine.backends import FACE_MODELS
@@ -95,15 +96,7 @@ def gallery_root(svc: BotService) -> Path:
 
 
 def page_keyboard(page: int, pages: int) -> InlineKeyboardMarkup | None:
-    if pages <= 1:
-        return None
-    buttons = []
-    if page > 0:
-        buttons.append(InlineKeyboardButton("‹ Previous", callback_data=f"persons:{page - 1}"))
-    buttons.append(InlineKeyboardButton(f"{page + 1}/{pages}", callback_data=f"persons:{page}"))
-    if page + 1 < pages:
-        buttons.append(InlineKeyboardButton("Next ›", callback_data=f"persons:{page + 1}"))
-    return InlineKeyboardMarkup([buttons])
+    return pager_keyboard(page, pages, lambda number: f"persons:{number}")
 
 
 def face_tile(path: Path, box: tuple[int, int, int, int], side: int = TILE) -> Image.Image:

@@ -89,6 +89,10 @@ class Engine:
     def pipeline_params(self, model: str) -> dict:
         return self.backend(model).pipeline_params()
 
+    def load_face_finder(self) -> None:
+        """What `find_faces` needs (MTCNN, on the FaceNet backend's runtime), loaded. Idempotent."""
+        self.load_networks(FaceNetBackend.name)
+
     def find_faces(self, image: np.ndarray) -> list[DetectedFace]:
         """The faces in one photo, most prominent (largest, most central) first."""
         return self._facenet().find_faces([image])[0]

@@ -203,7 +203,7 @@ class Gallery:
         existing = self.find(name)
         if existing is not None:
             folder = existing.folder
-        self.engine.load_networks("facenet")
+        self.engine.load_face_finder()
         accepted: list[tuple[int, np.ndarray, int]] = []
         refused: list[RefusedPhoto] = []
         errors: list[BadInputError] = []

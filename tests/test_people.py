@@ -373,14 +373,14 @@ def test_people_commands_name_merge_hide_unassign_and_refuse_bad_input(event):
     done = run_people_cli(event, "unassign", face["path"], "--box", ",".join(map(str, face["box"])))
     assert done.returncode == 0 and face["path"] in done.stdout, done.stderr
     assert run_people_cli(event, "merge", str(first), str(second)).returncode == 0
-    assert run_people_cli(event, "hide", str(people[2]["id"])).returncode == 0 if len(people) > 2 else True
+    assert len(people) > 2, people  # the event gallery has more than two persons: one is hidden below
+    assert run_people_cli(event, "hide", str(people[2]["id"])).returncode == 0
     after = [json.loads(line) for line in run_people_cli(event, "--json").stdout.splitlines()]
     top = next(p for p in after if p["id"] == first)
     assert top["name"] == "Firstname Lastname"
     assert face not in top["faces"] and len(top["faces"]) == len(people[0]["faces"]) - 1 + len(people[1]["faces"])
     assert second not in [p["id"] for p in after]
-    if len(people) > 2:
-        assert people[2]["id"] not in [p["id"] for p in after]
+    assert people[2]["id"] not in [p["id"] for p in after]
     done = run_people_cli(event, "recluster")
     assert done.returncode == 0, done.stderr
     again = {p["id"]: p for p in (json.loads(line) for line in run_people_cli(event, "--json").stdout.splitlines())}

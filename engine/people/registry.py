@@ -35,6 +35,7 @@ from filelock import FileLock
 
 from engine.errors import BadInputError, BadPersonNameError, FaceNamedError, PersonNotFoundError
 from engine.people.cluster import EXCLUDED, NO_PERSON, ClusterParams, Neighbours, assign
+from engine.sqlite import shared_sqlite
 from engine.stores.base import FaceRow, VectorStore
 from engine.types import PersonRef
 
@@ -163,20 +164,9 @@ class PeopleRegistry:
         self.names = names
         self.params = params
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._engine = sa.create_engine(f"sqlite:///{self.path}")
-        sa.event.listen(self._engine, "connect", _sqlite_pragmas)
-        sa.event.listen(
-            self._engine,
-            "begin",
-            lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN"),
-        )
+        self._engine = shared_sqlite(self.path, _metadata)
         self._lock = FileLock(str(self.path.with_suffix(".lock")), thread_local=False)
         self._lock_timeout = lock_timeout
-        with self._engine.begin() as conn:
-            for table in _metadata.sorted_tables:
-                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
-                for index in table.indexes:
-                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
 
     def __str__(self) -> str:
         return f"people registry {self.path}"
@@ -745,12 +735,3 @@ def _largest_id(conn) -> int:
 def _drop_empty_persons(conn) -> None:
     used = sa.select(_faces.c.person_id).where(_faces.c.person_id.is_not(None))
     conn.execute(_persons.delete().where(_persons.c.id.not_in(used)))
-
-
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    dbapi_connection.isolation_level = None  # transactions are begun by the engine's "begin" event
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()

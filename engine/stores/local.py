@@ -41,6 +41,7 @@ import sqlalchemy as sa
 from filelock import FileLock, Timeout
 
 from engine.errors import IndexBusyError, IndexUnavailableError
+from engine.sqlite import shared_sqlite
 from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader, face_fields, landmarks_from_json
 
 _metadata = sa.MetaData()
@@ -144,29 +145,37 @@ class LocalStore:
         self._before_commit = before_commit  # tests: called after the files are written, before the transaction
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "segments").mkdir(exist_ok=True)
-        self._engine = sa.create_engine(f"sqlite:///{self.root / 'store.sqlite'}")
-        sa.event.listen(self._engine, "connect", _sqlite_pragmas)
-        # pysqlite does not BEGIN before a SELECT: emit BEGIN ourselves so a read transaction is one snapshot
-        sa.event.listen(self._engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        self._engine = shared_sqlite(self.root / "store.sqlite", _metadata)
         # thread_local=False: the builder takes writer() in one thread and may apply() from another
         self._file_lock = FileLock(str(self.root / "write.lock"), thread_local=False)
         self._apply_mutex = threading.RLock()
         self._refresh_mutex = threading.Lock()
         self._lock_since: float | None = None
-        with self._engine.begin() as conn:  # IF NOT EXISTS in one transaction: safe when processes open at once
-            for table in _metadata.sorted_tables:
-                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
-                for index in table.indexes:
-                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
-            present = {column["name"] for column in sa.inspect(conn).get_columns("faces")}
-            for column, kind in _ADDED_FACE_COLUMNS.items():
-                if column not in present:
-                    conn.exec_driver_sql(f"ALTER TABLE faces ADD COLUMN {column} {kind}")
+        self._add_new_columns()
         self._snapshot = _EMPTY
         self.refresh()
 
     def __str__(self) -> str:
         return f"local store {self.root}"
+
+    def _add_new_columns(self) -> None:
+        """Columns added since a store's first version; looked for in a read, added in a write transaction."""
+
+        def missing(conn) -> list[str]:
+            present = {column["name"] for column in sa.inspect(conn).get_columns("faces")}
+            return [column for column in _ADDED_FACE_COLUMNS if column not in present]
+
+        with self._engine.begin() as conn:
+            if not missing(conn):
+                return
+        with self._engine.connect() as conn:
+            conn.info["write"] = True  # BEGIN IMMEDIATE: another process adding them waits, then finds them
+            try:
+                with conn.begin():
+                    for column in missing(conn):
+                        conn.exec_driver_sql(f"ALTER TABLE faces ADD COLUMN {column} {_ADDED_FACE_COLUMNS[column]}")
+            finally:
+                conn.info["write"] = False
 
     # --- reading -------------------------------------------------------------------------
 
@@ -605,15 +614,6 @@ class LocalStore:
                     [FaceRow(r.path, r.name, (r.x, r.y, r.w, r.h)) for r, h in zip(rows, held) if h],
                     vectors[held],
                 )
-
-
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    dbapi_connection.isolation_level = None  # transactions are begun by the engine's "begin" event
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")  # WAL + FULL: a committed transaction survives a power cut
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
 
 
 def _face_row(r) -> FaceRow:

@@ -1,0 +1,36 @@
+"""SQLite files that several processes share (the local store's catalogue, the people registry)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+
+
+def shared_sqlite(path: Path, metadata: sa.MetaData) -> sa.Engine:
+    """An engine on `path` with `metadata`'s tables created if missing.
+
+    WAL with synchronous=FULL (a committed transaction survives a power cut), a 30 s busy wait, and
+    transactions begun explicitly: pysqlite does not BEGIN before a SELECT, so a read transaction would not be
+    one snapshot. A connection whose `info["write"]` is set begins IMMEDIATE (takes the write lock at once).
+    """
+    engine = sa.create_engine(f"sqlite:///{path}")
+    sa.event.listen(engine, "connect", _pragmas)
+    sa.event.listen(
+        engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+    )
+    with engine.begin() as conn:  # IF NOT EXISTS in one transaction: safe when processes open at once
+        for table in metadata.sorted_tables:
+            conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+            for index in table.indexes:
+                conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+    return engine
+
+
+def _pragmas(dbapi_connection, _record) -> None:
+    dbapi_connection.isolation_level = None  # transactions are begun by the engine's "begin" event
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
