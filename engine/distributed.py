@@ -36,14 +36,15 @@ CONNECT_TIMEOUT_S = 5.0
 class ShardWorker:
     """Ray actor body: one detector and one embedder, loaded once, for every shard it is given."""
 
-    def __init__(self, settings: dict, model: str, threads: int, gpu: bool, weights: bytes | None = None):
+    def __init__(self, settings: dict, model: str, threads: int, gpu: bool, files: dict[str, bytes] | None = None):
         self.settings = EngineSettings(**settings)
-        weights_file = BACKENDS[model](self.settings).weights_path()
-        if weights is not None and not weights_file.is_file():  # a node without MODELS_DIR
+        models_dir = self.settings.models_dir
+        if files and not all((models_dir / name).is_file() for name in files):  # a node without MODELS_DIR
             import tempfile
 
             models_dir = Path(tempfile.mkdtemp(prefix="facesearch-models-"))
-            (models_dir / weights_file.name).write_bytes(weights)
+            for name, data in files.items():
+                (models_dir / name).write_bytes(data)
             self.settings = EngineSettings(**{**settings, "models_dir": models_dir})
         # ONNX Runtime reports its own device and never imports TensorFlow; TensorFlow is limited before its first op
         runtime = BACKENDS[model](self.settings).runtime
@@ -157,11 +158,12 @@ class RayPipeline:
             resources = ray.cluster_resources()
             cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
             remote = ray.remote(ShardWorker)
-            settings = self.settings.model_dump(mode="json")
+            backend = BACKENDS[self.model](self.settings)
+            # the driver's runtime, not each node's "auto": every actor embeds as the driver would
+            settings = {**self.settings.model_dump(mode="json"), "engine_runtime": backend.runtime}
             weights = None
-            weights_file = BACKENDS[self.model](self.settings).weights_path()
-            if self.address != "local" and weights_file.is_file():
-                weights = ray.put(weights_file.read_bytes())  # for nodes without MODELS_DIR
+            if self.address != "local":  # for nodes without MODELS_DIR: the files this runtime loads
+                weights = ray.put({path.name: path.read_bytes() for path in backend.model_files()})
             for _ in range(min(gpus, len(shards))):
                 actors.append(remote.options(num_cpus=1, num_gpus=1).remote(settings, self.model, 1, True, weights))
             for _ in range(min(max(0, cpus - len(actors)), len(shards) - len(actors))):

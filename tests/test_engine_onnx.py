@@ -208,6 +208,42 @@ def test_a_ray_actor_on_onnx_takes_onnx_runtime_s_device_report_without_tensorfl
     assert run.stdout.splitlines()[-2:] == ["DEVICE onnx cpu 1", "LOADED []"]
 
 
+def test_a_ray_node_without_models_dir_gets_the_graphs_and_embeds_the_same(tmp_path):
+    """What RayPipeline sends a node without MODELS_DIR on the onnx runtime (the backend's `model_files`: the
+    manifest and the four graphs, no Keras file): the actor writes them to a folder of its own and embeds the same
+    vector as a node with MODELS_DIR, still without TensorFlow."""
+    models = _models_copy(tmp_path)
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    script = (
+        "import sys, numpy as np; from engine import EngineSettings; from engine.backends import BACKENDS; "
+        "from engine.distributed import ShardWorker; "
+        f"full = EngineSettings(models_dir={str(models)!r}); "
+        "files = {p.name: p.read_bytes() for p in BACKENDS['facenet'](full).model_files()}; "
+        "print('FILES', sorted(files)); "
+        "bare = EngineSettings().model_dump(mode='json'); "
+        f"shard = [('jerry.jpg', {str(sample(JERRY))!r})]; "
+        "node = ShardWorker(bare, 'facenet', 1, False, files); "
+        "driver = ShardWorker(full.model_dump(mode='json'), 'facenet', 1, False); "
+        "a = node.process(shard)[0][0].faces[0][1]; b = driver.process(shard)[0][0].faces[0][1]; "
+        "print('MODELS', node.settings.models_dir != full.models_dir, node.device.runtime); "
+        "print('COSINE', float(np.dot(a, b)) >= 0.99999); "
+        "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'tf_keras', 'mtcnn'}))"
+    )
+    env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
+    env.update(
+        MODELS_DIR=str(empty), DATA_DIR=str(tmp_path / "data"), ENGINE_RUNTIME="onnx", TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr
+    files = "FILES ['facenet.onnx', 'mtcnn_onet.onnx', 'mtcnn_pnet.onnx', 'mtcnn_rnet.onnx', 'onnx.json']"
+    assert run.stdout.splitlines()[-4:] == [files, "MODELS True onnx", "COSINE True", "LOADED []"]
+    assert list(empty.iterdir()) == []  # the node's own MODELS_DIR is left alone
+
+
 @pytest.mark.parametrize("damage", ["missing", "truncated", "foreign", "manifest missing"])
 def test_a_bad_graph_is_an_error_naming_it_and_the_fetch_command(cli_data, tmp_path, damage):
     """Never a silent fall-back to other vectors: exit 2, the file and `models fetch` in the message."""

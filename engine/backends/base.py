@@ -13,6 +13,7 @@ import json
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -85,6 +86,11 @@ class ModelBackend(ABC):
 
     @abstractmethod
     def weights_path(self): ...
+
+    def model_files(self) -> list[Path]:
+        """The files `load` reads (what a Ray node without MODELS_DIR is sent); those that exist."""
+        path = Path(self.weights_path())
+        return [path] if path.is_file() else []
 
     @abstractmethod
     def fetch(self) -> None:

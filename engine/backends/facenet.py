@@ -27,6 +27,7 @@ from engine.identity import IdentityParams
 from engine.onnx_runtime import (
     FACENET_GRAPH,
     FETCH_HINT,
+    MANIFEST,
     MTCNN_GRAPHS,
     OnnxFaceNet,
     SessionConfig,
@@ -140,6 +141,13 @@ class FaceNetBackend(ModelBackend):
                     self._weights_sha = source_sha256(self.settings.models_dir, self.weights_path().name)
                 return self._weights_sha
         return super().weights_sha256()
+
+    def model_files(self) -> list[Path]:
+        """On the onnx runtime the manifest and the four graphs (no Keras file); on keras the .h5."""
+        if self.runtime != "onnx":
+            return super().model_files()
+        names = (MANIFEST, FACENET_GRAPH, *MTCNN_GRAPHS.values())
+        return [path for path in (self.settings.models_dir / name for name in names) if path.is_file()]
 
     def problem(self) -> str | None:
         if self.runtime == "onnx":
