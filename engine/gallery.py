@@ -16,6 +16,7 @@ other edits can leave behind.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import shutil
@@ -155,6 +156,8 @@ class Gallery:
         self._file_lock = FileLock(str(engine.settings.data_dir / "gallery-edit.lock"))
         # present from an edit's first change on disk until its index run ends: left by a crash in between
         self._unindexed = engine.settings.data_dir / "gallery-unindexed"
+        # the photos layout's /add: the name and the added files, from before its index run until they are named
+        self._unnamed = engine.settings.data_dir / "gallery-unnamed.json"
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -238,9 +241,13 @@ class Gallery:
                     temporary.replace(path)
                 result.added.append(AddedPhoto(number, path.relative_to(self.root).as_posix(), face_count, duplicate))
             if accepted:
+                naming = self.engine.settings.gallery_layout == "photos"
+                if naming:  # a crash from here until they are named: the next edit or `recover` names them
+                    _write_json(self._unnamed, {"name": name, "files": [added.file for added in result.added]})
                 result.reports = self._reindex()
-                if self.engine.settings.gallery_layout == "photos":
+                if naming:
                     self._name_faces(name, result)
+                    self._unnamed.unlink(missing_ok=True)
             result.person = Person(name=result.person.name, folder=folder, photos=_count_photos(target))
         return result
 
@@ -288,7 +295,8 @@ class Gallery:
         What it puts right: a case-only rename interrupted between its two folder renames (finished; an
         older version's leftover is undone), and an edit whose changes reached the disk but not the index
         (DATA_DIR/gallery-unindexed, set before an edit's first change and cleared by its index run: the
-        changes are indexed). What it need not: an interrupted merge leaves photos in both folders, both
+        changes are indexed), and a photos-layout add interrupted after its index run but before its faces were
+        named (DATA_DIR/gallery-unnamed.json: they are named as the add asked). What it need not: an interrupted merge leaves photos in both folders, both
         listed (running the same rename again finishes it); an interrupted removal leaves some photos
         (removing again finishes it); an interrupted add leaves a hidden `.tg_*.jpg.tmp` file, never
         listed nor indexed. `timeout`: seconds to wait for the edit lock (None: as long as it takes); when another
@@ -350,6 +358,8 @@ class Gallery:
                 recovered = self._finish_interrupted_renames()
                 if recovered or self._unindexed.exists():
                     self._reindex_leftovers()
+                if self._unnamed.exists():
+                    self._name_leftovers()
                 yield recovered
         finally:
             self._lock.release()
@@ -401,6 +411,31 @@ class Gallery:
         first change, `_reindex` clears it; a crash in between leaves it for the next edit or `recover`."""
         self._unindexed.parent.mkdir(parents=True, exist_ok=True)
         self._unindexed.touch()
+
+    def _name_leftovers(self) -> None:
+        """Name the faces of a photos-layout /add that a crash stopped before they were named (edit lock held;
+        its photos indexed by `_reindex_leftovers` just before). The outcome is logged; the marker goes."""
+        try:
+            pending = json.loads(self._unnamed.read_text())
+            name, files = pending["name"], [str(file) for file in pending["files"]]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.error("cannot read %s (%s): the faces of an interrupted /add stay unnamed", self._unnamed, error)
+            self._unnamed.unlink(missing_ok=True)
+            return
+        result = AddResult(person=Person(name=name, folder=folder_of(name), photos=0))
+        result.added = [AddedPhoto(number, file, 1) for number, file in enumerate(files, start=1)]
+        try:
+            self._name_faces(name, result)
+        except EngineError as error:
+            log.error("cannot name the faces of an interrupted /add of %s yet: %s", name, error)
+            return
+        named = [added.file for added in result.added if added.person is not None]
+        log.warning(
+            "an /add of %s was interrupted before its faces were named (a crash?): %d of %d photos named now%s",
+            name, len(named), len(files),
+            "".join(f"; {added.file}: {added.not_named}" for added in result.added if added.not_named),
+        )  # fmt: skip
+        self._unnamed.unlink(missing_ok=True)
 
     def _reindex_leftovers(self) -> None:
         """Index what a crashed edit changed on disk (edit lock held). A build that cannot run (an index busy with
@@ -465,3 +500,11 @@ def _jpeg(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=92)
     return buffer.getvalue()
+
+
+def _write_json(path: Path, value: object) -> None:
+    """Written whole or not at all (a temporary file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(value))
+    temporary.replace(path)

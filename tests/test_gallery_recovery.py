@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from engine.gallery import Gallery, PersonNotFoundError
-from helpers_engine import copy_photos, first_photos
+from helpers_engine import MADONNA, copy_photos, first_photos, sample
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -209,3 +209,42 @@ def test_a_removed_persons_vectors_leave_the_segment_files(gallery_engine):
     after = vectors_on_disk(gallery_engine)
     assert (after @ theirs.T).max() < 0.9999  # gone from the files, not only hidden from searches
     assert len(after) == 2 and indexed_people(gallery_engine) == {"Jerry Seinfeld": 2}
+
+
+# The photos layout's /add: the photo saved and indexed, then the process dies before its face is named.
+CRASHING_ADD = """
+import os, sys
+sys.path.insert(0, {root!r})
+from engine import Engine, EngineSettings
+from engine.gallery import Gallery
+
+def die(self, name, result):
+    os._exit(9)
+
+Gallery._name_faces = die
+settings = EngineSettings(data_dir={data_dir!r}, gallery_dir={gallery!r}, models_dir={models!r}, gallery_layout="photos")
+Gallery(Engine(settings)).add_photos({name!r}, [open({photo!r}, "rb").read()])
+print("the add finished: it was meant to crash before naming")
+"""
+
+
+def test_an_add_killed_before_naming_its_face_is_named_by_recover(tmp_path, make_engine):
+    gallery = tmp_path / "gallery"
+    copy_photos(gallery, first_photos("Jerry_Seinfeld", 2))
+    engine = make_engine(data_dir=tmp_path / "data", gallery_dir=gallery, gallery_layout="photos")
+    engine.build_index("facenet")
+    run_crashing(engine, CRASHING_ADD, name="Madonna Ciccone", photo=str(sample(MADONNA)))
+
+    (saved,) = [p.relative_to(gallery).as_posix() for p in gallery.rglob("tg_*.jpg")]
+    engine.refresh()
+    assert saved in engine.searcher("facenet").store.files()  # indexed before the crash...
+    people = engine.people()
+    assert "Madonna Ciccone" not in [p.name for p in people.list()]  # ...but not named
+    marker = Path(engine.settings.data_dir) / "gallery-unnamed.json"
+    assert marker.exists()
+
+    assert Gallery(engine).recover() == []
+
+    (madonna,) = [p for p in people.list() if p.name == "Madonna Ciccone"]
+    assert [face.path for face in madonna.faces] == [saved]
+    assert not marker.exists()
