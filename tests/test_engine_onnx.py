@@ -126,23 +126,32 @@ def _models_copy(root: Path) -> Path:
     return models
 
 
+# the last line a fresh process prints: which of the heavy frameworks it imported
+PRINT_LOADED = (
+    "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'tf_keras', 'mtcnn'}))"
+)
 REPORT_MODULES = (
-    "import sys; from engine.__main__ import main; code = main(sys.argv[1:]); "
-    "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'tf_keras', 'mtcnn'})); "
-    "sys.exit(code)"
+    f"import sys; from engine.__main__ import main; code = main(sys.argv[1:]); {PRINT_LOADED}; sys.exit(code)"
 )
 
 
-def _engine_process(
-    args: list[str], models: Path, data: Path, runtime: str, prelude: str = ""
+def _python(
+    code: str, models: Path, data: Path, runtime: str, args: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess:
+    """`code` in a fresh Python with only these engine settings in its environment (cwd: beside `data`)."""
     env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
     env.update(
         MODELS_DIR=str(models), DATA_DIR=str(data), ENGINE_RUNTIME=runtime, TF_CPP_MIN_LOG_LEVEL="3",
         PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
     )  # fmt: skip
-    command = [sys.executable, "-c", prelude + REPORT_MODULES, *args]
+    command = [sys.executable, "-c", code, *args]
     return subprocess.run(command, env=env, cwd=data.parent, capture_output=True, text=True, timeout=600)
+
+
+def _engine_process(
+    args: list[str], models: Path, data: Path, runtime: str, prelude: str = ""
+) -> subprocess.CompletedProcess:
+    return _python(prelude + REPORT_MODULES, models, data, runtime, tuple(args))
 
 
 @pytest.fixture(scope="module")
@@ -171,16 +180,9 @@ def test_the_bot_on_onnx_never_imports_tensorflow(indexed_engine, tmp_path):
         "engine = Engine(EngineSettings()); engine.warm_up('facenet'); "
         f"result = engine.search_bytes(open({str(sample(JERRY))!r}, 'rb').read()); "
         "print('TOP', result.faces[0].matches[0].name); "
-        "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'tf_keras', 'mtcnn'}))"
+        f"{PRINT_LOADED}"
     )
-    env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
-    env.update(
-        MODELS_DIR=str(models), DATA_DIR=str(data), ENGINE_RUNTIME="onnx", TF_CPP_MIN_LOG_LEVEL="3",
-        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-    )  # fmt: skip
-    run = subprocess.run(
-        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
-    )
+    run = _python(script, models, data, "onnx")
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-2:] == [f"TOP {person_of(JERRY)}", "LOADED []"]
 
@@ -194,16 +196,9 @@ def test_a_ray_actor_on_onnx_takes_onnx_runtime_s_device_report_without_tensorfl
         "worker = ShardWorker(EngineSettings().model_dump(mode='json'), 'facenet', 1, False); "
         f"results, *_ = worker.process([('jerry.jpg', {str(sample(JERRY))!r})]); "
         "print('DEVICE', worker.device.runtime, worker.device.kind, len(results[0].faces)); "
-        "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'tf_keras', 'mtcnn'}))"
+        f"{PRINT_LOADED}"
     )
-    env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
-    env.update(
-        MODELS_DIR=str(models), DATA_DIR=str(tmp_path / "data"), ENGINE_RUNTIME="onnx", TF_CPP_MIN_LOG_LEVEL="3",
-        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-    )  # fmt: skip
-    run = subprocess.run(
-        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
-    )
+    run = _python(script, models, tmp_path / "data", "onnx")
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-2:] == ["DEVICE onnx cpu 1", "LOADED []"]
 
@@ -228,16 +223,9 @@ def test_a_ray_node_without_models_dir_gets_the_graphs_and_embeds_the_same(tmp_p
         "a = node.process(shard)[0][0].faces[0][1]; b = driver.process(shard)[0][0].faces[0][1]; "
         "print('MODELS', node.settings.models_dir != full.models_dir, node.device.runtime); "
         "print('COSINE', float(np.dot(a, b)) >= 0.99999); "
-        "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'tf_keras', 'mtcnn'}))"
+        f"{PRINT_LOADED}"
     )
-    env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
-    env.update(
-        MODELS_DIR=str(empty), DATA_DIR=str(tmp_path / "data"), ENGINE_RUNTIME="onnx", TF_CPP_MIN_LOG_LEVEL="3",
-        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-    )  # fmt: skip
-    run = subprocess.run(
-        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
-    )
+    run = _python(script, empty, tmp_path / "data", "onnx")
     assert run.returncode == 0, run.stderr
     files = "FILES ['facenet.onnx', 'mtcnn_onet.onnx', 'mtcnn_pnet.onnx', 'mtcnn_rnet.onnx', 'onnx.json']"
     assert run.stdout.splitlines()[-4:] == [files, "MODELS True onnx", "COSINE True", "LOADED []"]
