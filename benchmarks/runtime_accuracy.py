@@ -175,12 +175,14 @@ def report(runtimes: list[str], kinds: list[str]) -> dict:
             both = (boxes[0][:, 0] >= 0) & (boxes[1][:, 0] >= 0)
             overlaps = np.array([iou(boxes[0][i], boxes[1][i]) for i in np.flatnonzero(both)])
             within = np.abs(boxes[0][both] - boxes[1][both]).max(axis=1) <= 1
-            cosines = np.sum(data[runtimes[0]]["plain"][both] * data[runtimes[1]]["plain"][both], axis=1)
+            cosines = np.sum(data[runtimes[0]]["plain"][both] * data[runtimes[1]]["plain"][both], axis=1)  # gallery
             by_kind["main_faces"] = {"found_" + r: int((data[r]["boxes"][:, 0] >= 0).sum()) for r in runtimes} | {
+                "same_box": float((boxes[0][both] == boxes[1][both]).all(axis=1).mean()),
                 "same_box_within_1px": float(within.mean()),
+                "vector_cosine_at_least_0.99999": float((cosines >= 0.99999).mean()),
+                "vector_cosine_min": float(cosines.min()),
                 "iou_min": float(overlaps.min()),
                 "iou_below_0.5": int((overlaps < 0.5).sum()),
-                "vector_cosine_same_box_min": float(cosines[within].min()),
             }
         results["kinds"][kind] = by_kind
     return results
