@@ -19,28 +19,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from engine.images import list_gallery_images, person_name
+from engine.settings import EngineSettings
+from lfw_cache import KINDS, LFW, REPO, cache_dir  # also puts the repository on sys.path
+from tune_lfw import FOLDS, fold_of
 
-from engine.images import list_gallery_images, person_name  # noqa: E402
-from engine.settings import EngineSettings  # noqa: E402
-
-LFW = REPO.parent / "shared" / "data" / "lfw"
-KINDS = ("deepfunneled", "original_150px")
-FOLDS = {"A-F": "ABCDEF", "G-L": "GHIJKL"}
 BATCH = 32
 
 
 def cache_path(runtime: str, kind: str) -> Path:
-    folder = EngineSettings().data_dir / "cache" / "runtime-accuracy"
+    folder = cache_dir() / "runtime-accuracy"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{runtime}-{kind}.npz"
 
@@ -77,10 +72,6 @@ def embed_kind(runtime: str, kind: str) -> Path:
     np.savez(path, paths=relative, boxes=boxes, plain=plain, query=query)
     print(f"{runtime} {kind}: {n} photos in {time.perf_counter() - started:.0f} s", flush=True)
     return path
-
-
-def fold_of(person: str) -> str | None:
-    return next((fold for fold, letters in FOLDS.items() if person[:1].upper() in letters), None)
 
 
 def rank1(paths: np.ndarray, plain: np.ndarray, query: np.ndarray, members: np.ndarray) -> tuple[float, dict]:
@@ -151,7 +142,7 @@ def report(runtimes: list[str], kinds: list[str]) -> dict:
         data = {runtime: np.load(cache_path(runtime, kind)) for runtime in runtimes}
         paths = data[runtimes[0]]["paths"]
         assert all((data[r]["paths"] == paths).all() for r in runtimes)
-        folds = np.array([fold_of(person_name(Path(p))) for p in paths])
+        folds = np.array([fold_of(str(p)) for p in paths])
         by_kind: dict = {}
         for fold in FOLDS:
             members = np.flatnonzero(folds == fold)
@@ -203,8 +194,6 @@ def main() -> int:
         for runtime in runtimes:
             if not cache_path(runtime, kind).is_file():
                 # each runtime in its own process: the onnx one must not share a process with TensorFlow
-                import subprocess
-
                 subprocess.run(
                     [sys.executable, __file__, "--embed-only", runtime, kind], check=True, cwd=REPO, env=os.environ
                 )

@@ -161,15 +161,15 @@ class RayPipeline:
             backend = BACKENDS[self.model](self.settings)
             # the driver's runtime, not each node's "auto": every actor embeds as the driver would
             settings = {**self.settings.model_dump(mode="json"), "engine_runtime": backend.runtime}
-            weights = None
+            files = None
             if self.address != "local":  # for nodes without MODELS_DIR: the files this runtime loads
-                weights = ray.put({path.name: path.read_bytes() for path in backend.model_files()})
+                files = ray.put({path.name: path.read_bytes() for path in backend.model_files()})
             for _ in range(min(gpus, len(shards))):
-                actors.append(remote.options(num_cpus=1, num_gpus=1).remote(settings, self.model, 1, True, weights))
+                actors.append(remote.options(num_cpus=1, num_gpus=1).remote(settings, self.model, 1, True, files))
             for _ in range(min(max(0, cpus - len(actors)), len(shards) - len(actors))):
-                actors.append(remote.options(num_cpus=1).remote(settings, self.model, 1, False, weights))
+                actors.append(remote.options(num_cpus=1).remote(settings, self.model, 1, False, files))
             if not actors:  # a cluster with GPUs but no spare CPU: share one CPU
-                actors.append(remote.options(num_cpus=0).remote(settings, self.model, 1, False, weights))
+                actors.append(remote.options(num_cpus=0).remote(settings, self.model, 1, False, files))
             self.stats.workers = len(actors)
             self.actors_described = ray.get([actor.describe.remote() for actor in actors])
             log.info("Ray actors: %s", "; ".join(self.actors_described))

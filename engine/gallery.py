@@ -236,14 +236,13 @@ class Gallery:
                 path = target / f"tg_{hashlib.sha256(data).hexdigest()[:20]}.jpg"
                 duplicate = path.exists()
                 if not duplicate:
-                    temporary = path.with_name(f".{path.name}.tmp")
-                    temporary.write_bytes(data)
-                    temporary.replace(path)
+                    _write_whole(path, data)
                 result.added.append(AddedPhoto(number, path.relative_to(self.root).as_posix(), face_count, duplicate))
             if accepted:
                 naming = self.engine.settings.gallery_layout == "photos"
                 if naming:  # a crash from here until they are named: the next edit or `recover` names them
-                    _write_json(self._unnamed, {"name": name, "files": [added.file for added in result.added]})
+                    pending = {"name": name, "files": [added.file for added in result.added]}
+                    _write_whole(self._unnamed, json.dumps(pending).encode())
                 result.reports = self._reindex()
                 if naming:
                     self._name_faces(name, result)
@@ -296,8 +295,8 @@ class Gallery:
         older version's leftover is undone), and an edit whose changes reached the disk but not the index
         (DATA_DIR/gallery-unindexed, set before an edit's first change and cleared by its index run: the
         changes are indexed), and a photos-layout add interrupted after its index run but before its faces were
-        named (DATA_DIR/gallery-unnamed.json: they are named as the add asked). What it need not: an interrupted merge leaves photos in both folders, both
-        listed (running the same rename again finishes it); an interrupted removal leaves some photos
+        named (DATA_DIR/gallery-unnamed.json: they are named as the add asked). What it need not: an interrupted
+        merge leaves photos in both folders, both listed (running the same rename again finishes it); an interrupted removal leaves some photos
         (removing again finishes it); an interrupted add leaves a hidden `.tg_*.jpg.tmp` file, never
         listed nor indexed. `timeout`: seconds to wait for the edit lock (None: as long as it takes); when another
         edit holds it past that, nothing is done here (that edit does it first) and the answer is [].
@@ -502,9 +501,9 @@ def _jpeg(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _write_json(path: Path, value: object) -> None:
-    """Written whole or not at all (a temporary file renamed over it)."""
+def _write_whole(path: Path, data: bytes) -> None:
+    """Written whole or not at all: a hidden temporary file (never listed nor indexed) renamed over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(value))
+    temporary.write_bytes(data)
     temporary.replace(path)

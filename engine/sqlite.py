@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -25,6 +27,19 @@ def shared_sqlite(path: Path, metadata: sa.MetaData) -> sa.Engine:
             for index in table.indexes:
                 conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
     return engine
+
+
+@contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction begun IMMEDIATE on an engine from `shared_sqlite`: it holds SQLite's write lock from its
+    start, so another process writing at the same time waits for it instead of failing on upgrade."""
+    with engine.connect() as conn:
+        conn.info["write"] = True
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            conn.info["write"] = False
 
 
 def _pragmas(dbapi_connection, _record) -> None:

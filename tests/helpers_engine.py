@@ -144,15 +144,25 @@ def bad_image_files() -> dict[str, bytes]:
     }
 
 
-def run_people_cli(engine, *args: str) -> subprocess.CompletedProcess:
-    """`python -m engine people ARGS` in a real process on `engine`'s photos-layout gallery and data."""
+def fresh_env(**settings: str) -> dict[str, str]:
+    """The environment of a fresh engine process: this one's without any engine setting, then `settings`
+    (DATA_DIR=..., MODELS_DIR=...), the repository on PYTHONPATH and TensorFlow's C++ log quiet."""
     from engine.settings import EngineSettings
 
     env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
     env.update(
-        DATA_DIR=str(engine.settings.data_dir), MODELS_DIR=str(FACENET_WEIGHTS.parent),
-        GALLERY_DIR=str(engine.settings.gallery_dir), GALLERY_LAYOUT="photos", TF_CPP_MIN_LOG_LEVEL="3",
+        settings,
+        TF_CPP_MIN_LOG_LEVEL="3",
         PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )
+    return env
+
+
+def run_people_cli(engine, *args: str) -> subprocess.CompletedProcess:
+    """`python -m engine people ARGS` in a real process on `engine`'s photos-layout gallery and data."""
+    env = fresh_env(
+        DATA_DIR=str(engine.settings.data_dir), MODELS_DIR=str(FACENET_WEIGHTS.parent),
+        GALLERY_DIR=str(engine.settings.gallery_dir), GALLERY_LAYOUT="photos",
     )  # fmt: skip
     return subprocess.run(
         [sys.executable, "-m", "engine", "people", *args],

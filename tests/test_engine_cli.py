@@ -6,7 +6,6 @@ Each process imports TensorFlow (seconds), so all of them start at once in one m
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import EngineSettings
-from helpers_engine import FACENET_WEIGHTS, JERRY, MADONNA, REPO_ROOT, sample
+from helpers_engine import FACENET_WEIGHTS, JERRY, MADONNA, fresh_env, sample
 
 
 @dataclass
@@ -48,13 +46,10 @@ def cli_place(indexed_engine, tmp_path_factory) -> CliPlace:
         if graph.is_file():  # the ONNX graphs `models fetch` wrote: the default runtime, as for a user
             (place.models_dir / graph.name).symlink_to(graph)
     shutil.copytree(indexed_engine.settings.index_dir("facenet"), place.data_dir / "index" / "facenet")
-    place.env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
-    place.env.update(
+    place.env = fresh_env(
         DATA_DIR=str(place.data_dir),
         MODELS_DIR=str(place.models_dir),
         GALLERY_DIR=str(indexed_engine.settings.resolved_gallery()),  # the gallery the copied index was built from
-        TF_CPP_MIN_LOG_LEVEL="3",
-        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
     )
     return place
 

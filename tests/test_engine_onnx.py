@@ -6,7 +6,6 @@ The graphs are the ones `python -m engine models fetch` (make test runs it) wrot
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,8 +23,8 @@ from helpers_engine import (
     FACENET_WEIGHTS,
     JERRY,
     MODELS_DIR,
-    REPO_ROOT,
     assert_same_vectors,
+    fresh_env,
     person_of,
     sample,
 )  # fmt: skip
@@ -139,11 +138,7 @@ def _python(
     code: str, models: Path, data: Path, runtime: str, args: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess:
     """`code` in a fresh Python with only these engine settings in its environment (cwd: beside `data`)."""
-    env = {k: v for k, v in os.environ.items() if k.lower() not in EngineSettings.model_fields}
-    env.update(
-        MODELS_DIR=str(models), DATA_DIR=str(data), ENGINE_RUNTIME=runtime, TF_CPP_MIN_LOG_LEVEL="3",
-        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-    )  # fmt: skip
+    env = fresh_env(MODELS_DIR=str(models), DATA_DIR=str(data), ENGINE_RUNTIME=runtime)
     command = [sys.executable, "-c", code, *args]
     return subprocess.run(command, env=env, cwd=data.parent, capture_output=True, text=True, timeout=600)
 

@@ -35,7 +35,7 @@ from filelock import FileLock
 
 from engine.errors import BadInputError, BadPersonNameError, FaceNamedError, PersonNotFoundError
 from engine.people.cluster import EXCLUDED, NO_PERSON, ClusterParams, Neighbours, assign
-from engine.sqlite import shared_sqlite
+from engine.sqlite import shared_sqlite, write_transaction
 from engine.stores.base import FaceRow, VectorStore
 from engine.types import PersonRef
 
@@ -660,13 +660,8 @@ class PeopleRegistry:
     @contextmanager
     def _writing(self):
         """One write transaction under the cross-process lock (re-entrant within a sync)."""
-        with self._locked(), self._engine.connect() as conn:
-            conn.info["write"] = True
-            try:
-                with conn.begin():
-                    yield conn
-            finally:
-                conn.info["write"] = False
+        with self._locked(), write_transaction(self._engine) as conn:
+            yield conn
 
 
 def _vectors_for(store: VectorStore, keys: list[Key]) -> dict[Key, np.ndarray]:

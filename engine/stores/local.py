@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from filelock import FileLock, Timeout
 
 from engine.errors import IndexBusyError, IndexUnavailableError
-from engine.sqlite import shared_sqlite
+from engine.sqlite import shared_sqlite, write_transaction
 from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader, face_fields, landmarks_from_json
 
 _metadata = sa.MetaData()
@@ -168,14 +168,9 @@ class LocalStore:
         with self._engine.begin() as conn:
             if not missing(conn):
                 return
-        with self._engine.connect() as conn:
-            conn.info["write"] = True  # BEGIN IMMEDIATE: another process adding them waits, then finds them
-            try:
-                with conn.begin():
-                    for column in missing(conn):
-                        conn.exec_driver_sql(f"ALTER TABLE faces ADD COLUMN {column} {_ADDED_FACE_COLUMNS[column]}")
-            finally:
-                conn.info["write"] = False
+        with write_transaction(self._engine) as conn:  # another process adding them waits, then finds them
+            for column in missing(conn):
+                conn.exec_driver_sql(f"ALTER TABLE faces ADD COLUMN {column} {_ADDED_FACE_COLUMNS[column]}")
 
     # --- reading -------------------------------------------------------------------------
 
