@@ -58,7 +58,7 @@ def unnamed_store(root: Path, rows: list[FaceRow], vectors: np.ndarray, dim: int
 
 
 def add(store, rows, vectors) -> None:
-    rows = [FaceRow(r.path, "", r.box) for r in rows]
+    rows = [FaceRow(r.path, "", r.box, r.confidence, r.landmarks) for r in rows]  # unnamed, as the photos layout
     paths = sorted({r.path for r in rows})
     records = [FileRecord(p, 1, 1, sha(p), sum(r.path == p for r in rows)) for p in paths]
     store.apply(Changes(rows=rows, vectors=np.asarray(vectors, np.float32), records=records))
@@ -111,6 +111,9 @@ def test_face_vectors_give_back_each_files_rows_and_stored_vectors(any_store, sa
         got_vectors.append(part_vectors)
     keys = [(r.path, r.box) for r in got_rows]
     assert sorted(keys) == sorted(want)
+    whole = {(r.path, r.box): FaceRow(r.path, "", r.box, r.confidence, r.landmarks) for r in rows}
+    assert all(r.landmarks is not None for r in rows)
+    assert got_rows == [whole[k] for k in keys]  # with their confidence and landmarks
     assert_same_vectors(np.concatenate(got_vectors), np.stack([want[k] for k in keys]))
 
     some = {rows[5].path, rows[30].path, rows[3].path, "not/in/the/store.jpg"}

@@ -606,7 +606,7 @@ class LocalStore:
                         vectors[hit] = _storage_of(segment.index).reconstruct_batch(order[at[hit]].astype(np.int64))
                         held |= hit
                 yield (
-                    [FaceRow(r.path, r.name, (r.x, r.y, r.w, r.h)) for r, h in zip(rows, held) if h],
+                    [_face_row(r) for r, h in zip(rows, held) if h],
                     vectors[held],
                 )
 

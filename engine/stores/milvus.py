@@ -409,7 +409,7 @@ class MilvusStore:
         """The rows and stored vectors of the faces of `paths` (None: every face), in chunks of at most `chunk`."""
         if self.header is None or not self.client.has_collection(self.faces):
             return
-        fields = ["vector", "path", "name", "x", "y", "w", "h"]
+        fields = ["vector", *_ROW_FIELDS]
         if paths is None:
             filters = [""]
         else:
@@ -419,7 +419,7 @@ class MilvusStore:
         vectors: list = []
         for filter in filters:
             for r in self._iterate(self.faces, filter, fields):
-                rows.append(FaceRow(r["path"], r["name"], (r["x"], r["y"], r["w"], r["h"])))
+                rows.append(_face_row(r))
                 vectors.append(r["vector"])
                 if len(rows) >= chunk:
                     yield rows, np.asarray(vectors, dtype=np.float32)
