@@ -361,20 +361,18 @@ async def test_history_retention_purges_old_queries_at_start(api, issues_engine,
 async def test_sigterm_during_the_start_up_build_stops_at_the_next_chunk(api, tmp_path, sample_gallery):
     """`python -m bot` as a container runs it: SIGTERM while the missing index is built ends the process
     at the next chunk, without writing a half index, and exits cleanly."""
-    import os
     import signal
     import sys
 
-    from helpers_engine import MODELS_DIR, REPO_ROOT
+    from helpers_engine import MODELS_DIR, fresh_env
 
     gallery = tmp_path / "gallery"
     shutil.copytree(sample_gallery, gallery)
-    env = {
-        **os.environ, "BOT_TOKEN": TOKEN, "BOT_API_URL": api.url, "DATA_DIR": str(tmp_path / "data"),
-        "GALLERY_DIR": str(gallery), "MODELS_DIR": str(MODELS_DIR), "DETECT_BATCH_SIZE": "2",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.sqlite3'}", "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3",
-        "ALLOWED_USER_IDS": "*",
-    }  # fmt: skip
+    env = fresh_env(
+        BOT_TOKEN=TOKEN, BOT_API_URL=api.url, DATA_DIR=str(tmp_path / "data"), GALLERY_DIR=str(gallery),
+        MODELS_DIR=str(MODELS_DIR), DETECT_BATCH_SIZE="2", DATABASE_URL=f"sqlite:///{tmp_path / 'bot.sqlite3'}",
+        ALLOWED_USER_IDS="*",
+    )  # fmt: skip
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -3,7 +3,6 @@ another one runs, and a running engine picks up what another process indexed."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,20 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from helpers_engine import ELTON, FACENET_WEIGHTS, REPO_ROOT, copy_photos, first_photos, sample
+from helpers_engine import ELTON, FACENET_WEIGHTS, copy_photos, first_photos, fresh_env, sample
 
 PEOPLE = ("Ben_Afflek", "Jerry_Seinfeld", "Madonna", "Mindy_Kaling")
 
 
 def engine_env(data_dir: Path, models_dir: Path, **extra) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATA_DIR": str(data_dir),
-        "MODELS_DIR": str(models_dir),
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        **{key: str(value) for key, value in extra.items()},
-    }
+    """A fresh engine process's environment (none of the caller's engine settings) on these folders."""
+    return fresh_env(
+        DATA_DIR=str(data_dir), MODELS_DIR=str(models_dir), **{key: str(value) for key, value in extra.items()}
+    )
 
 
 @pytest.fixture()
