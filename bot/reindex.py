@@ -1,4 +1,5 @@
-"""`/reindex`: one rebuild at a time in this replica, in the index thread, editing one message as it goes."""
+"""`/reindex`: one rebuild at a time in this replica, in the index thread, editing one message as it goes; a
+rebuild that another replica (or `python -m engine index`) is running is waited for, and says so."""
 
 from __future__ import annotations
 
@@ -36,18 +37,23 @@ class ReindexJob:
     started: float = field(default_factory=time.monotonic)
     model: str = ""
     progress: IndexProgress | None = None
+    waiting: str = ""  # why this run waits (another replica or `engine index` holds the index's writer lock)
     reports: list[IndexReport] = field(default_factory=list)
 
     def text(self) -> str:
         if self.progress is None or self.progress.total == 0:
-            return f"Reindexing {self.model or ', '.join(self.models)}: checking the gallery for changes…"
+            what = self.waiting or "checking the gallery for changes"
+            return f"Reindexing {self.model or ', '.join(self.models)}: {what}…"
         p = self.progress
         percent = 100 * p.done / p.total
         eta = f", about {format_seconds(p.eta_s)} left" if p.eta_s is not None and p.done < p.total else ""
         return f"Reindexing {self.model}: {p.done}/{p.total} images ({percent:.0f}%){eta}"
 
     def on_progress(self, progress: IndexProgress) -> None:
-        self.progress = progress
+        self.progress, self.waiting = progress, ""
+
+    def on_wait(self, why: str) -> None:
+        self.waiting = why
 
 
 async def run_reindex(svc: BotService, job: ReindexJob, chat_id: int) -> None:
@@ -58,7 +64,7 @@ async def run_reindex(svc: BotService, job: ReindexJob, chat_id: int) -> None:
         loop = asyncio.get_running_loop()
         interval = max(svc.settings.progress_interval_s, 0.05)
         for model in job.models:
-            job.model, job.progress = model, None
+            job.model, job.progress, job.waiting = model, None, ""
             future = loop.run_in_executor(
                 svc.index_pool,
                 partial(
@@ -67,6 +73,7 @@ async def run_reindex(svc: BotService, job: ReindexJob, chat_id: int) -> None:
                     svc.settings.resolved_gallery(),
                     progress=job.on_progress,
                     should_stop=svc.stopping.is_set,
+                    on_wait=job.on_wait,
                 ),
             )
             shown = status.text

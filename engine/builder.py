@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[IndexProgress], None]
 PROJECTION_KEY = "projection"
+LOCK_POLL_S = 1.0  # while another run holds the writer lock, how often a waiting run asks whether to stop
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class IndexBuilder:
 
         A second run on the same store waits for the first (`on_wait` is told why), up to
         INDEX_LOCK_WAIT_S. `should_stop` is checked between chunks: what was embedded so far is
-        committed and the report says `stopped`.
+        committed and the report says `stopped` (and each second of such a wait: nothing is done).
         """
         if self.backend.problem():  # missing weights: said before any waiting for a lock
             raise ModelUnavailableError(self.backend.problem())
@@ -90,22 +92,42 @@ class IndexBuilder:
         if not paths:
             expected = "one folder per person with photos in it" if layout == "people" else "photos at any depth"
             raise GalleryError(f"no images in {gallery} (GALLERY_LAYOUT={layout}: expected {expected})")
-        try:
-            lock = store.writer(timeout=0)
-            lock.__enter__()
-        except IndexBusyError:
-            message = f"another index run is writing the {self.backend.name} index; waiting for it to finish"
-            log.warning(message)
-            if on_wait is not None:
-                on_wait(message)
-            lock = store.writer(timeout=self.settings.index_lock_wait_s)
-            lock.__enter__()
+        lock = self._writer_lock(store, should_stop, on_wait)
+        if lock is None:  # told to stop while another run held the lock: nothing was read or written
+            return IndexReport(model=self.backend.name, gallery=str(gallery), images=len(paths), stopped=True)
         try:
             if not self.settings.index_ray:  # on Ray the actors load the networks
                 self.backend.require()
             return self._build(store, gallery, paths, progress, should_stop)
         finally:
             lock.__exit__(None, None, None)
+
+    def _writer_lock(
+        self, store: VectorStore, should_stop: Callable[[], bool] | None, on_wait: Callable[[str], None] | None
+    ) -> AbstractContextManager | None:
+        """The store's writer lock, entered. While another run (another process, another bot replica) holds it:
+        wait up to INDEX_LOCK_WAIT_S (then IndexBusyError), asking `should_stop` every second (None: stop)."""
+        lock = store.writer(timeout=0)
+        try:
+            lock.__enter__()
+            return lock
+        except IndexBusyError:
+            message = f"another index run is writing the {self.backend.name} index; waiting for it to finish"
+            log.warning(message)
+            if on_wait is not None:
+                on_wait(message)
+        deadline = time.monotonic() + self.settings.index_lock_wait_s
+        while True:
+            if should_stop is not None and should_stop():
+                return None
+            left = deadline - time.monotonic()
+            lock = store.writer(timeout=max(0.0, min(LOCK_POLL_S, left)))
+            try:
+                lock.__enter__()
+                return lock
+            except IndexBusyError:
+                if left <= LOCK_POLL_S:
+                    raise
 
     def _build(self, store, gallery, paths, progress, should_stop) -> IndexReport:
         started = time.perf_counter()

@@ -233,6 +233,32 @@ async def test_stop_during_reindex_keeps_the_old_index(api, make_engine, tmp_pat
     assert reloaded.index_info("facenet").count == before.count + 20  # the 20 Madonna copies; gradients have no face
 
 
+async def test_reindex_while_another_run_holds_the_index_waits_and_says_so(api, make_engine, tmp_path):
+    """/reindex while another replica (or `python -m engine index`) writes the index: the status message says
+    it waits for that run, and the rebuild goes on once the lock is free."""
+    from engine.stores.local import LocalStore
+
+    gallery = small_gallery(tmp_path / "gallery", per_person=1)
+    engine = make_engine(data_dir=tmp_path / "data", gallery_dir=gallery, index_workers=0)
+    engine.load("facenet")
+    engine.build_index("facenet")
+    holder = LocalStore(tmp_path / "data" / "index" / "facenet")  # its own lock file handle, as another process's
+    async with running_service(api, engine, tmp_path, progress_interval_s=0.1):
+        with holder.writer(timeout=0):
+            since = len(api.calls)
+            api.send_text(ADMIN, "/reindex facenet")
+            waiting = await api.wait_for_text(ADMIN, "waiting for it to finish", since=since, timeout=TIMEOUT)
+            assert waiting.text == (
+                "Reindexing facenet: another index run is writing the facenet index; waiting for it to finish…"
+            )
+            api.send_text(ADMIN, "/reindex")
+            await api.wait_for_text(ADMIN, "A reindex is already running", since=since, timeout=TIMEOUT)
+            assert not [c for c in api.calls[since:] if "Reindex done" in c.text]
+        done = await api.wait_for_text(ADMIN, "Reindex done", since=since, timeout=TIMEOUT)
+        assert "facenet: 0 added, 0 updated, 0 removed" in done.text, done.text
+    holder.close()
+
+
 async def test_file_ids_are_reused_and_refreshed(api, issues_engine, tmp_path):
     async with running_service(api, issues_engine, tmp_path) as service:
         since = len(api.calls)

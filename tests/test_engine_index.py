@@ -241,3 +241,39 @@ def test_should_stop_commits_what_was_embedded(make_engine, tmp_path):
     assert report.embedded_images == 4 and report.faces_indexed == 4
     rest = engine.build_index("facenet")
     assert (rest.unchanged, rest.added, rest.embedded_images, rest.faces_indexed) == (4, 5, 5, 9)
+
+
+def test_a_run_waiting_for_the_writer_lock_says_why_and_stops_when_told(make_engine, tmp_path):
+    """Another run (another process, another bot replica) holds the index's writer lock: a second run tells
+    `on_wait` why it waits, and a stop request ends that wait (a replica shutting down) with nothing written."""
+    import threading
+
+    from engine.stores.local import LocalStore
+
+    gallery = tmp_path / "gallery"
+    copy_photos(gallery, SMALL)
+    engine = make_engine(data_dir=tmp_path / "data", gallery_dir=gallery)
+    holder = LocalStore(tmp_path / "data" / "index" / "facenet")
+    waiting, stop, reasons, reports = threading.Event(), threading.Event(), [], []
+
+    def on_wait(why: str) -> None:
+        reasons.append(why)
+        waiting.set()
+
+    def second_run() -> None:
+        reports.append(engine.build_index("facenet", should_stop=stop.is_set, on_wait=on_wait))
+
+    with holder.writer(timeout=0):
+        thread = threading.Thread(target=second_run)
+        thread.start()
+        assert waiting.wait(timeout=120)
+        assert thread.is_alive()  # still waiting for the lock
+        stop.set()
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+    holder.close()
+    assert reasons == ["another index run is writing the facenet index; waiting for it to finish"]
+    (report,) = reports
+    assert report.stopped and (report.embedded_images, report.added, report.faces_indexed) == (0, 0, 0)
+    assert engine.index_info("facenet") is None  # nothing written
+    assert engine.build_index("facenet").added == len(SMALL)  # the lock is free: a run does it all
