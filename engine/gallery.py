@@ -9,8 +9,10 @@ Crash safety: a change of case only (`X` to `x`) takes two folder renames, throu
 crash between the two leaves the person in that hidden folder, which no listing or index sees;
 every edit (and `Gallery.recover`, which the bot and `python -m engine index` call when they
 start) first finishes such renames under the edit lock, and undoes the leftovers of older
-versions (`.<old folder>.renaming`, which did not record the new name). See `recover` for what
-other edits can leave behind.
+versions (`.<old folder>.renaming`, which did not record the new name). A merge moves the photos
+out of the same hidden folder (named for the person merged into), and a removal goes through a
+hidden `.removing~<folder>` deleted last, so either finishes after a crash too. See `recover` for
+what other edits can leave behind.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ MAX_NAME_LENGTH = 64
 MAX_NAME_BYTES = 128  # a folder name is at most 255 bytes on common filesystems; names stay well under
 CROP_MARGIN = 0.8  # context kept around the chosen face when a photo shows several
 _NAME = re.compile(r"[^\W\d_][\w'.\- ]*", re.UNICODE)
-RENAMING = ".renaming~"  # a folder mid-way through a case-only rename: `.renaming~<new folder>`
+RENAMING = ".renaming~"  # a folder mid-way through a case-only rename or a merge: `.renaming~<new folder>`
+REMOVING = ".removing~"  # a person's folder mid-way through its removal: `.removing~<folder>`
 _OLD_RENAMING = re.compile(r"\.(?P<folder>.+)\.renaming")  # older versions' `.<old folder>.renaming`
 PEOPLE_MODEL = FACE_MODELS[0]  # the photos layout's persons (named by `add_photos`) are this model's registry
 
@@ -251,13 +254,20 @@ class Gallery:
         return result
 
     def remove(self, name: str) -> EditResult:
-        """Delete the person's folder and their index entries."""
+        """Delete the person's folder and their index entries.
+
+        The folder first becomes a hidden `.removing~<folder>` (gone from listings and index runs at once), then the
+        index forgets its faces, the stores' files drop their vectors, and the photos are deleted last: a crash
+        anywhere on the way leaves that hidden folder, and the next edit (or `recover`) finishes the removal."""
         with self._edit():
             person = self._existing(name)
             self._changing()
-            shutil.rmtree(self.root / person.folder)
+            hidden = self.root / f"{REMOVING}{person.folder}"
+            shutil.rmtree(hidden, ignore_errors=True)  # an older removal's that could not be finished: redone here
+            (self.root / person.folder).rename(hidden)
             reports = self._reindex()
             self._purge_removed()
+            shutil.rmtree(hidden)
             return EditResult(person=person, photos=person.photos, reports=reports)
 
     def rename(self, old: str, new: str) -> EditResult:
@@ -274,7 +284,11 @@ class Gallery:
             if target_person is not None:  # merge
                 target = self.root / target_person.folder
                 self._changing()
-                _move_photos(source, target)
+                # through the hidden rename folder named for the target: after a crash mid-move, the next edit
+                # (or `recover`) moves the rest, as for an interrupted rename into a name that exists
+                hidden = self.root / f"{RENAMING}{target_person.folder}"
+                source.rename(hidden)
+                _move_photos(hidden, target)
                 merged = Person(target_person.name, target_person.folder, _count_photos(target))
                 return EditResult(person=merged, photos=person.photos, merged=True, reports=self._reindex())
             self._changing()
@@ -295,10 +309,10 @@ class Gallery:
         older version's leftover is undone), and an edit whose changes reached the disk but not the index
         (DATA_DIR/gallery-unindexed, set before an edit's first change and cleared by its index run: the
         changes are indexed), and a photos-layout add interrupted after its index run but before its faces were
-        named (DATA_DIR/gallery-unnamed.json: they are named as the add asked). What it need not: an interrupted
-        merge leaves photos in both folders, both listed (running the same rename again finishes it); an interrupted removal leaves some photos
-        (removing again finishes it); an interrupted add leaves a hidden `.tg_*.jpg.tmp` file, never
-        listed nor indexed. `timeout`: seconds to wait for the edit lock (None: as long as it takes); when another
+        named (DATA_DIR/gallery-unnamed.json: they are named as the add asked), a merge interrupted mid-move (the
+        rest of the photos moved) and a removal interrupted anywhere (its faces out of the indexes and the stores'
+        files, its photos deleted). What it need not: an interrupted add leaves a hidden `.tg_*.jpg.tmp` file,
+        never listed nor indexed. `timeout`: seconds to wait for the edit lock (None: as long as it takes); when another
         edit holds it past that, nothing is done here (that edit does it first) and the answer is [].
         """
         try:
@@ -357,6 +371,7 @@ class Gallery:
                 recovered = self._finish_interrupted_renames()
                 if recovered or self._unindexed.exists():
                     self._reindex_leftovers()
+                self._finish_interrupted_removals()
                 if self._unnamed.exists():
                     self._name_leftovers()
                 yield recovered
@@ -389,6 +404,25 @@ class Gallery:
             )
             recovered.append(RecoveredRename(leftover.name, person, finished, merged))
         return recovered
+
+    def _finish_interrupted_removals(self) -> None:
+        """Hidden `.removing~` folders (see `remove`): their faces out of the indexes and the stores' files, then
+        the folders deleted. Edit lock held. A build that cannot run yet is logged; the folders wait for the next edit."""
+        if not self.root.is_dir():
+            return
+        leftovers = sorted(p for p in self.root.iterdir() if p.name.startswith(REMOVING) and p.is_dir())
+        if not leftovers:
+            return
+        people = ", ".join(p.name.removeprefix(REMOVING).replace("_", " ") for p in leftovers)
+        log.warning("a removal was interrupted (a crash?): finishing it for %s", people)
+        try:
+            self._reindex()
+            self._purge_removed()
+        except EngineError as error:
+            log.error("cannot finish the interrupted removal of %s yet: %s", people, error)
+            return
+        for leftover in leftovers:
+            shutil.rmtree(leftover)
 
     def _reindex(self) -> list[IndexReport]:
         """Make searches see the change: an incremental build for each model with an index."""

@@ -1,5 +1,7 @@
 """Gallery edits a crash interrupted (engine/gallery.py): a case-only /rename killed between its two folder renames
 leaves the person in a hidden folder; the next edit (or `Gallery.recover`) brings them back, photos and index too.
+The same for a merge killed mid-move, a removal killed before or after its index run, and a photos-layout /add
+killed before its faces were named.
 
 Real files and real processes: the crash is a child process that runs `Gallery.rename` and dies (os._exit) right
 after the first folder rename, as a power cut or an OOM kill would leave it.
@@ -195,11 +197,13 @@ def vectors_on_disk(engine) -> np.ndarray:
     return np.concatenate([_vectors_of(faiss.read_index(str(path)))[0] for path in files])
 
 
+def vectors_of(engine, name: str) -> np.ndarray:
+    store = engine.searcher("facenet").store
+    return np.concatenate([vectors[[row.name == name for row in rows]] for rows, vectors in store.face_vectors()])
+
+
 def test_a_removed_persons_vectors_leave_the_segment_files(gallery_engine):
-    store = gallery_engine.searcher("facenet").store
-    theirs = np.concatenate(
-        [vectors[[row.name == "Madonna" for row in rows]] for rows, vectors in store.face_vectors()]
-    )
+    theirs = vectors_of(gallery_engine, "Madonna")
     assert len(theirs) == 2
     before = vectors_on_disk(gallery_engine)
     assert (before @ theirs.T).max() > 0.9999  # her vectors are in the files
@@ -209,6 +213,73 @@ def test_a_removed_persons_vectors_leave_the_segment_files(gallery_engine):
     after = vectors_on_disk(gallery_engine)
     assert (after @ theirs.T).max() < 0.9999  # gone from the files, not only hidden from searches
     assert len(after) == 2 and indexed_people(gallery_engine) == {"Jerry Seinfeld": 2}
+
+
+# Runs the real removal; the only change: the process dies when its index run is done, before the stores' files
+# drop the removed vectors and before the photos are deleted.
+CRASHING_REMOVE_BEFORE_PURGE = """
+import os, sys
+sys.path.insert(0, {root!r})
+from engine import Engine, EngineSettings
+from engine.gallery import Gallery
+
+Gallery._purge_removed = lambda self: os._exit(9)
+settings = EngineSettings(data_dir={data_dir!r}, gallery_dir={gallery!r}, models_dir={models!r})
+Gallery(Engine(settings)).remove({name!r})
+print("the removal finished: it was meant to crash before its purge")
+"""
+
+
+def test_a_removal_killed_after_its_index_run_is_finished_by_recover(gallery_engine):
+    theirs = vectors_of(gallery_engine, "Madonna")
+    run_crashing(gallery_engine, CRASHING_REMOVE_BEFORE_PURGE, name="Madonna")
+    root = Path(gallery_engine.settings.gallery_dir)
+    assert [p.name for p in Gallery(gallery_engine).people()] == ["Jerry Seinfeld"]
+    assert indexed_people(gallery_engine) == {"Jerry Seinfeld": 2}  # searches no longer find her...
+    assert (vectors_on_disk(gallery_engine) @ theirs.T).max() > 0.9999  # ...but her vectors are still in the files
+
+    assert Gallery(gallery_engine).recover() == []
+
+    assert (vectors_on_disk(gallery_engine) @ theirs.T).max() < 0.9999
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]  # her photos are deleted too
+    assert indexed_people(gallery_engine) == {"Jerry Seinfeld": 2}
+
+
+# Runs the real merge; the only change: the process dies once the first photo has moved into the other person's
+# folder, before the next one.
+CRASHING_MERGE = """
+import os, pathlib, sys
+sys.path.insert(0, {root!r})
+from engine import Engine, EngineSettings
+from engine.gallery import Gallery
+
+rename = pathlib.Path.rename
+
+def rename_then_die(self, target):
+    moved = rename(self, target)
+    if self.parent.name.startswith("."):  # a photo moved out of the hidden folder
+        os._exit(9)
+    return moved
+
+pathlib.Path.rename = rename_then_die
+settings = EngineSettings(data_dir={data_dir!r}, gallery_dir={gallery!r}, models_dir={models!r})
+Gallery(Engine(settings)).rename({old!r}, {new!r})
+print("the merge finished: it was meant to crash mid-move")
+"""
+
+
+def test_a_merge_killed_mid_move_is_finished_by_recover(gallery_engine):
+    run_crashing(gallery_engine, CRASHING_MERGE, old="Madonna", new="Jerry Seinfeld")
+    root = Path(gallery_engine.settings.gallery_dir)
+    assert [(p.name, p.photos) for p in Gallery(gallery_engine).people()] == [("Jerry Seinfeld", 3)]  # one moved
+
+    recovered = Gallery(gallery_engine).recover()
+
+    assert [(r.person.folder, r.person.photos, r.finished, r.merged) for r in recovered] == [
+        ("Jerry_Seinfeld", 4, True, True)
+    ]
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]
+    assert indexed_people(gallery_engine) == {"Jerry Seinfeld": 4}
 
 
 # The photos layout's /add: the photo saved and indexed, then the process dies before its face is named.
