@@ -390,10 +390,16 @@ async def test_sigterm_during_the_start_up_build_stops_at_the_next_chunk(api, tm
     import signal
     import sys
 
+    from PIL import Image
+
     from helpers_engine import MODELS_DIR, fresh_env
 
     gallery = tmp_path / "gallery"
     shutil.copytree(sample_gallery, gallery)
+    for photo in sorted(gallery.glob("*/*.jpg")):  # 3x the photos, so that the build outlasts a few polls anywhere
+        with Image.open(photo) as image:
+            for copy, quality in ((1, 90), (2, 80)):  # re-encoded: other bytes, embedded again
+                image.convert("RGB").save(photo.with_name(f"copy{copy}-{photo.name}"), quality=quality)
     env = fresh_env(
         BOT_TOKEN=TOKEN, BOT_API_URL=api.url, DATA_DIR=str(tmp_path / "data"), GALLERY_DIR=str(gallery),
         MODELS_DIR=str(MODELS_DIR), DETECT_BATCH_SIZE="2", DATABASE_URL=f"sqlite:///{tmp_path / 'bot.sqlite3'}",
