@@ -3,9 +3,11 @@ another one runs, and a running engine picks up what another process indexed."""
 
 from __future__ import annotations
 
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -95,14 +97,19 @@ def test_a_second_index_run_waits_or_reports_the_first(place):
         assert "another index run" in err
 
         waiting = start_index(data_dir, models, gallery, "--json")
-        time.sleep(15)  # it starts, finds the lock held, and waits: nothing may be written meanwhile
-        assert waiting.poll() is None, waiting.communicate()
+        lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=lambda: [lines.put(line) for line in waiting.stderr], daemon=True)
+        reader.start()
+        said = []  # it starts, finds the lock held and says so, however long its start takes on a busy machine
+        while not said or "another index run is writing the facenet index; waiting for it to finish" not in said[-1]:
+            said.append(lines.get(timeout=300))
+        assert waiting.poll() is None, "".join(said)  # it waits: nothing may be written meanwhile
         holder.refresh()
         assert holder.count == 0 and holder.header is None
-    out, err = waiting.communicate(timeout=600)
+    out = waiting.stdout.read()
+    assert waiting.wait(timeout=600) == 0, "".join(said)
+    reader.join(timeout=60)
     holder.close()
-    assert waiting.returncode == 0, err
-    assert "another index run is writing the facenet index; waiting for it to finish" in err
     report = json.loads(out)
     assert (report["added"], report["faces_indexed"]) == (32, 32)
 
