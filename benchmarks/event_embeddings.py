@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_event import LFW_FACE, plan  # noqa: E402
 from engine.core import Engine  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
-from event_grid import COHORT_FROM, COHORT_SIZE, load  # noqa: E402
+from event_grid import COHORT_FROM, COHORT_SIZE, judge, load  # noqa: E402
 
 COHORT_WEIGHT = 0.5
 EXPAND = 5
@@ -119,22 +119,7 @@ def figures(
             else:
                 chosen = np.flatnonzero(score >= t)
             chosen = chosen[np.argsort(-score[chosen], kind="stable")]
-        if kind == "stranger":
-            clean.append(float(not len(chosen)))
-            continue
-        best: dict[str, int] = {}
-        for j in chosen:
-            best.setdefault(d["paths"][j], int(j))
-        wanted = d["photos_of"].get(name, set())
-        right = judged = 0
-        for path, j in best.items():
-            who = d["who"][j]
-            if who is not None or path in wanted:
-                judged += 1
-                right += who == name or (who is None and path in wanted)
-        recalls.append(len(set(best) & wanted) / len(wanted) if wanted else 1.0)
-        if judged:
-            precisions.append(right / judged)
+        judge(d, kind, name, chosen, precisions, recalls, clean)
     return float(np.mean(precisions)), float(np.mean(recalls)), float(np.mean(clean))
 
 

@@ -97,23 +97,29 @@ def figures(data: dict, t: float, a: float, w: float, k: int, et: float, xt: flo
                 scores = data["similarity"][i]
                 chosen = np.flatnonzero(scores - cohort >= t)
             chosen = chosen[np.argsort(-scores[chosen], kind="stable")]
-        if kind == "stranger":
-            clean.append(float(not len(chosen)))
-            continue
-        best: dict[str, int] = {}
-        for j in chosen:
-            best.setdefault(data["paths"][j], int(j))
-        wanted = data["photos_of"].get(name, set())
-        right = judged = 0
-        for path, j in best.items():
-            who = data["who"][j]
-            if who is not None or path in wanted:
-                judged += 1
-                right += who == name or (who is None and path in wanted)
-        recalls.append(len(set(best) & wanted) / len(wanted) if wanted else 1.0)
-        if judged:
-            precisions.append(right / judged)
+        judge(data, kind, name, chosen, precisions, recalls, clean)
     return float(np.mean(precisions)), float(np.mean(recalls)), float(np.mean(clean))
+
+
+def judge(data: dict, kind: str, name: str, chosen: np.ndarray, precisions: list, recalls: list, clean: list) -> None:
+    """One selfie's answer (`chosen`: gallery faces, best first) into the figures, as bench_event.py judges it:
+    a stranger's is clean when empty; a guest's photos (each by its best face) give its precision and recall."""
+    if kind == "stranger":
+        clean.append(float(not len(chosen)))
+        return
+    best: dict[str, int] = {}
+    for j in chosen:
+        best.setdefault(data["paths"][j], int(j))
+    wanted = data["photos_of"].get(name, set())
+    right = judged = 0
+    for path, j in best.items():
+        who = data["who"][j]
+        if who is not None or path in wanted:
+            judged += 1
+            right += who == name or (who is None and path in wanted)
+    recalls.append(len(set(best) & wanted) / len(wanted) if wanted else 1.0)
+    if judged:
+        precisions.append(right / judged)
 
 
 def main() -> int:

@@ -369,9 +369,9 @@ class Gallery:
         try:
             with self._file_lock.acquire(timeout=wait):
                 recovered = self._finish_interrupted_renames()
-                if recovered or self._unindexed.exists():
-                    self._reindex_leftovers()
-                self._finish_interrupted_removals()
+                removals = self._interrupted_removals()
+                if (recovered or removals or self._unindexed.exists()) and self._reindex_leftovers() and removals:
+                    self._finish_removals(removals)
                 if self._unnamed.exists():
                     self._name_leftovers()
                 yield recovered
@@ -405,18 +405,18 @@ class Gallery:
             recovered.append(RecoveredRename(leftover.name, person, finished, merged))
         return recovered
 
-    def _finish_interrupted_removals(self) -> None:
-        """Hidden `.removing~` folders (see `remove`): their faces out of the indexes and the stores' files, then
-        the folders deleted. Edit lock held. A build that cannot run yet is logged; the folders wait for the next edit."""
+    def _interrupted_removals(self) -> list[Path]:
+        """Hidden `.removing~` folders (see `remove`) that a crash left."""
         if not self.root.is_dir():
-            return
-        leftovers = sorted(p for p in self.root.iterdir() if p.name.startswith(REMOVING) and p.is_dir())
-        if not leftovers:
-            return
+            return []
+        return sorted(p for p in self.root.iterdir() if p.name.startswith(REMOVING) and p.is_dir())
+
+    def _finish_removals(self, leftovers: list[Path]) -> None:
+        """After the index run that forgot their faces: the vectors out of the stores' files, then the folders
+        deleted (edit lock held). A purge that cannot run yet is logged; the folders wait for the next edit."""
         people = ", ".join(p.name.removeprefix(REMOVING).replace("_", " ") for p in leftovers)
         log.warning("a removal was interrupted (a crash?): finishing it for %s", people)
         try:
-            self._reindex()
             self._purge_removed()
         except EngineError as error:
             log.error("cannot finish the interrupted removal of %s yet: %s", people, error)
@@ -470,14 +470,16 @@ class Gallery:
         )  # fmt: skip
         self._unnamed.unlink(missing_ok=True)
 
-    def _reindex_leftovers(self) -> None:
-        """Index what a crashed edit changed on disk (edit lock held). A build that cannot run (an index busy with
-        a long run, an emptied gallery) is logged and left for later: the edit at hand goes on."""
-        log.warning("a gallery edit was interrupted before its index run (a crash?): indexing its changes now")
+    def _reindex_leftovers(self) -> bool:
+        """Index what a crashed edit changed on disk (edit lock held); True when done. A build that cannot run (an
+        index busy with a long run, an emptied gallery) is logged and left for later: the edit at hand goes on."""
+        log.warning("a gallery edit was interrupted (a crash?): indexing its changes now")
         try:
             self._reindex()
         except EngineError as error:
             log.error("cannot index the changes an interrupted edit left yet: %s", error)
+            return False
+        return True
 
 
 @dataclass(frozen=True)

@@ -146,23 +146,24 @@ async def test_the_bot_finishes_it_when_it_starts(api, gallery_engine, tmp_path)
         assert indexed_people(gallery_engine) == {"jerry seinfeld": 2, "Madonna": 2}
 
 
-# Runs the real removal; the only change: the process dies when the edit's index run begins (the folder is gone,
-# the index still has the person), as a crash between an edit's change on disk and its index run would leave it.
+# Runs the real removal; the only change: the process dies when the step `dies_in` begins. `_reindex`: the folder
+# is gone, the index still has the person, as a crash between an edit's change on disk and its index run would
+# leave it; `_purge_removed`: the index run is done, the stores' files still hold the vectors, the photos are there.
 CRASHING_REMOVE = """
 import os, sys
 sys.path.insert(0, {root!r})
 from engine import Engine, EngineSettings
 from engine.gallery import Gallery
 
-Gallery._reindex = lambda self: os._exit(9)
+setattr(Gallery, {dies_in!r}, lambda self: os._exit(9))
 settings = EngineSettings(data_dir={data_dir!r}, gallery_dir={gallery!r}, models_dir={models!r})
 Gallery(Engine(settings)).remove({name!r})
-print("the removal finished: it was meant to crash before its index run")
+print("the removal finished: it was meant to crash in", {dies_in!r})
 """
 
 
 def crash_before_reindex(engine, name: str) -> None:
-    run_crashing(engine, CRASHING_REMOVE, name=name)
+    run_crashing(engine, CRASHING_REMOVE, name=name, dies_in="_reindex")
 
 
 def test_an_edit_killed_before_its_index_run_is_indexed_by_recover(gallery_engine):
@@ -215,24 +216,9 @@ def test_a_removed_persons_vectors_leave_the_segment_files(gallery_engine):
     assert len(after) == 2 and indexed_people(gallery_engine) == {"Jerry Seinfeld": 2}
 
 
-# Runs the real removal; the only change: the process dies when its index run is done, before the stores' files
-# drop the removed vectors and before the photos are deleted.
-CRASHING_REMOVE_BEFORE_PURGE = """
-import os, sys
-sys.path.insert(0, {root!r})
-from engine import Engine, EngineSettings
-from engine.gallery import Gallery
-
-Gallery._purge_removed = lambda self: os._exit(9)
-settings = EngineSettings(data_dir={data_dir!r}, gallery_dir={gallery!r}, models_dir={models!r})
-Gallery(Engine(settings)).remove({name!r})
-print("the removal finished: it was meant to crash before its purge")
-"""
-
-
 def test_a_removal_killed_after_its_index_run_is_finished_by_recover(gallery_engine):
     theirs = vectors_of(gallery_engine, "Madonna")
-    run_crashing(gallery_engine, CRASHING_REMOVE_BEFORE_PURGE, name="Madonna")
+    run_crashing(gallery_engine, CRASHING_REMOVE, name="Madonna", dies_in="_purge_removed")
     root = Path(gallery_engine.settings.gallery_dir)
     assert [p.name for p in Gallery(gallery_engine).people()] == ["Jerry Seinfeld"]
     assert indexed_people(gallery_engine) == {"Jerry Seinfeld": 2}  # searches no longer find her...
