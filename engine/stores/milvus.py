@@ -10,10 +10,14 @@ Three collections per model (`<prefix>` is `faces_<model>`):
 
 Milvus has no multi-statement transactions, so apply() orders its writes for crash safety: the
 records of files about to be re-added are deleted first, rows are deleted before the records of
-removed files, new rows are inserted before their records are upserted, and the version is
-written last. A crash part-way therefore leaves a file's record missing or stale (the builder
-re-embeds that file on its next run and replaces its rows by path), never a record whose rows are
-missing; readers may see a half-applied change until then.
+removed files, a moved file's rows and record are written under the new path before the old ones
+are deleted (rows, then the record), new rows are inserted before their records are upserted, and
+the version is written last. A crash part-way therefore leaves a file's record missing or stale
+(the builder re-embeds that file on its next run and replaces its rows by path), or a removed
+file's record (the removal is retried), never a record whose rows are missing; readers may see a
+half-applied change until then. Rows left without a record (their file gone before that next run)
+match under a name nothing lists: apply() marks the store while it writes (meta key `applying`),
+and the next writer that finds the mark (an index run, an edit) deletes every row without a record.
 
 Milvus Lite allows one process per `.db` file (a second one fails to open it): share a store
 between processes (bot + index runs) through a Milvus server URI, or use the local store.
@@ -52,6 +56,7 @@ _MAX_PATH = 4096
 _DUMMY = [0.0, 0.0]
 _ROW_FIELDS = ["path", "name", "x", "y", "w", "h", "confidence", "landmarks"]
 _OLD_SCHEMA = "+old-row-schema"  # appended to the fingerprint of a collection without confidence/landmarks
+_APPLYING = "applying"  # blob present while apply() writes: a crash leaves it, the next writer sweeps orphan rows
 
 
 class _NoMvccWarning(logging.Filter):
@@ -108,6 +113,7 @@ class MilvusStore:
         self.meta_c = f"{self.faces}_meta"
         self.hnsw_m, self.ef_construction, self.ef_search = hnsw_m, ef_construction, ef_search
         self._mutex = threading.RLock()  # writers of this process (the file lock counts re-entries, not threads)
+        self._holds = 0  # writer() entries now held by this process (re-entrant): the outermost one sweeps
         lite = not is_server_uri(uri)
         if lite:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
@@ -240,12 +246,37 @@ class MilvusStore:
                 self._file_lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic()))
             except Timeout:
                 raise self._busy() from None
+            self._holds += 1
             try:
+                if self._holds == 1:
+                    self._sweep_orphans()
                 yield self
             finally:
+                self._holds -= 1
                 self._file_lock.release()
         finally:
             self._mutex.release()
+
+    def _sweep_orphans(self) -> None:
+        """After an apply() a crash stopped part-way (its `applying` mark is left; writer lock held): delete the rows
+        whose file has no record. The builder sees files only through their records, so it would never remove those
+        rows, and searches would keep finding them. Nothing to do (one small query) after a clean apply."""
+        if not self.client.has_collection(self.meta_c) or self._get_blob(_APPLYING) is None:
+            return
+        self.refresh()
+        if self.header is not None:
+            recorded = set(self.files())
+            orphans = {r["path"] for r in self._iterate(self.faces, "", ["path"])} - recorded
+            if orphans:
+                log.warning(
+                    "the Milvus store %s at %s: an earlier write was interrupted (a crash?); deleting the rows of %d "
+                    "files without a record", self.faces, self.uri, len(orphans),
+                )  # fmt: skip
+                self._delete_in(self.faces, "path", orphans)
+                self.client.flush(self.faces)
+                self._put_blob("version", uuid.uuid4().hex.encode())
+        self.client.delete(self.meta_c, filter=_in("key", [_APPLYING]))
+        self.refresh()
 
     def _busy(self) -> IndexBusyError:
         return IndexBusyError(
@@ -322,12 +353,14 @@ class MilvusStore:
                 raise ValueError(f"{len(changes.rows)} rows need vectors of shape ({len(changes.rows)}, {dim})")
             re_added = {f.path for f in changes.records}
             move_targets = {new for new, _ in changes.moves.values()} - set(changes.moves)
+            self._put_blob(_APPLYING, b"1")  # a crash from here on: the next writer sweeps rows without a record
             # 1. files about to be rewritten lose their record first: after a crash they are re-embedded
             self._delete_in(self.files_c, "path", re_added)
             # 2. old rows go (before the records of removed files: a crash keeps the record, so the removal is retried)
             self._delete_in(self.faces, "path", set(changes.remove_paths) | re_added | move_targets)
             self._delete_in(self.files_c, "path", set(changes.remove_paths) | move_targets)
-            # 3. moves: rows re-inserted under the new path with their vectors, then the old ones deleted
+            # 3. moves: rows re-inserted under the new path with their vectors, the record after them, then the old
+            #    rows deleted, the old record last (a crash keeps it: the next run moves the file again)
             for old, (new, name) in changes.moves.items():
                 moved = list(
                     self._iterate(
@@ -337,7 +370,6 @@ class MilvusStore:
                 record = self.client.get(
                     self.files_c, ids=[old], output_fields=["size", "mtime_ns", "sha256", "faces", "error"]
                 )
-                self.client.delete(self.files_c, ids=[old])
                 if moved:
                     self._insert(
                         self.faces,
@@ -356,10 +388,12 @@ class MilvusStore:
                             for r in moved
                         ],
                     )
-                    self.client.delete(self.faces, ids=[r["id"] for r in moved])
                 if record and new not in re_added:
                     record[0].pop("path", None)
                     self.client.upsert(self.files_c, [{**record[0], "path": new, "vector": _DUMMY}])
+                if moved:
+                    self.client.delete(self.faces, ids=[r["id"] for r in moved])
+                self.client.delete(self.files_c, ids=[old])
             # 4. new rows, then their records
             if changes.rows:
                 vectors = np.asarray(changes.vectors, dtype=np.float32)
@@ -388,6 +422,7 @@ class MilvusStore:
             self.client.flush(self.faces)
             self.client.flush(self.files_c)
             self._put_blob("version", uuid.uuid4().hex.encode())
+            self.client.delete(self.meta_c, filter=_in("key", [_APPLYING]))
             self.refresh()
 
     def purge_removed(self) -> None:
