@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from typing import cast
 from urllib.parse import urlparse
@@ -118,12 +119,21 @@ def add_handlers(application: BotApplication) -> None:
     application.add_error_handler(handlers.error_handler)
 
 
+# What the webhook secret derived from the bot token is keyed with (changing it changes every derived secret).
+WEBHOOK_SECRET_LABEL = b"facesearch-bot webhook secret v1"
+
+
 def webhook_secret(settings: Settings) -> str:
-    """WEBHOOK_SECRET, or a random one for this run: webhook calls without it are refused (403)."""
+    """WEBHOOK_SECRET, or one derived from BOT_TOKEN: webhook calls without it are refused (403).
+
+    The derived secret is HMAC-SHA256(key=BOT_TOKEN, WEBHOOK_SECRET_LABEL) in hex (64 characters, valid for Telegram's
+    secret_token): every replica with the same token registers and accepts the same secret, at every start, and it
+    reveals nothing of the token (whoever knows the token can reset the webhook anyway).
+    """
     if settings.webhook_secret is not None and settings.webhook_secret.get_secret_value():
         return settings.webhook_secret.get_secret_value()
-    log.warning("WEBHOOK_SECRET is not set: using a random secret for this run")
-    return secrets.token_urlsafe(48)
+    log.info("WEBHOOK_SECRET is not set: using a secret derived from BOT_TOKEN (the same on every replica)")
+    return hmac.new(settings.token().encode(), WEBHOOK_SECRET_LABEL, hashlib.sha256).hexdigest()
 
 
 def run(settings: Settings) -> None:

@@ -30,7 +30,7 @@ class Settings(EngineSettings):
     webhook_secret: SecretStr | None = Field(
         None,
         description="Secret token Telegram sends with each webhook call (A-Z, a-z, 0-9, _ and -, up to 256). "
-        "Unset in webhook mode: a random one is generated at each start.",
+        "Unset in webhook mode: one derived from BOT_TOKEN (HMAC-SHA256), the same on every replica.",
     )
 
     admin_ids: Annotated[frozenset[int], NoDecode] = Field(
@@ -40,6 +40,12 @@ class Settings(EngineSettings):
         frozenset(),
         description="User ids allowed to use the bot (admins always are); `*` admits anyone. Empty: the bot "
         "refuses to start, so that a forgotten setting does not open face identification to everyone.",
+    )
+    refusal_interval_s: float = Field(
+        3600,
+        ge=0,
+        description="A user outside ALLOWED_USER_IDS is told (and logged) at most once per this many seconds, per "
+        "replica; their other updates are dropped silently. 0: told at every update.",
     )
 
     database_url: str | None = Field(None, description="SQLAlchemy URL. Default: SQLite file DATA_DIR/bot.sqlite3.")
