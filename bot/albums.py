@@ -1,8 +1,8 @@
 """Albums (media groups): their photos arrive as separate updates, maybe at different replicas.
 
 Each part is a row (`bot.state`); every replica that got a part waits until no part arrived for ALBUM_WAIT_S, then
-claims the album: the one that wins answers it whole, once. The rows stay (until they expire) so that `/add Name`
-as a reply to the album finds all its photos.
+claims the album: the one that wins answers it whole, once. An admin's rows stay (until they expire) so that
+`/add Name` as a reply to the album finds all its photos; the service drops anyone else's once it has them.
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ class AlbumCollector:
             claim = f"album:{key[0]}:{key[1]}"
             if not await self.db(self.state.claim, claim, timedelta(days=1)):
                 return  # another replica answers it
-            await self.on_album(await self.db(self.state.parts, *key))
+            parts = await self.db(self.state.parts, *key)
+            if parts:  # none: a /forget came first
+                await self.on_album(parts)
         except Exception:
             log.exception("exception while answering an album")
         finally:

@@ -5,10 +5,12 @@ The edits themselves (engine and database work) are the service's gallery verbs 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
 import unicodedata
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PEOPLE_PAGE = 10
+DOWNLOAD_WAIT_S = 300.0  # /add: the most the engine waits for one photo's download (retries included)
 _ADD = re.compile(r"^/add(?:@\w+)?(?:\s+(?P<name>.*))?$", re.DOTALL)
 USAGE = (
     "Send one or more photos with the caption /add Firstname Lastname, "
@@ -70,15 +73,7 @@ async def add(svc: BotService, chat_id: int, user_id: int, files: list[Attachmen
     if not files:
         await send.text(chat_id, USAGE)
         return
-    photos = []
-    for attachment in files:
-        if attachment.file_size and attachment.file_size > 20 * 1024 * 1024:
-            photos.append(b"")  # refused by the engine as empty: reported with its number
-            continue
-        try:
-            photos.append(await download(send.bot, attachment.file_id, svc.settings.send_retries))
-        except BadRequest:
-            photos.append(b"")
+    photos = _downloads(svc, files, asyncio.get_running_loop())
     try:
         result = await svc.gallery_service.add(chat_id, name, photos)
     except IndexBusyError as error:
@@ -90,7 +85,41 @@ async def add(svc: BotService, chat_id: int, user_id: int, files: list[Attachmen
     await send.text(chat_id, describe_add(result, svc.settings.gallery_layout))
 
 
+def _downloads(svc: BotService, files: list[Attachment], loop: asyncio.AbstractEventLoop) -> Iterator[bytes]:
+    """The photos of `files` for `Gallery.add_photos`, which takes them in the index thread: each downloaded (on the
+    event loop `loop`) only when the engine asks for it, once the one before is saved, so one album photo at a time is
+    in memory. One too large for the Bot API or that Telegram refuses is b"" (refused as empty, with its number)."""
+    for attachment in files:
+        future = asyncio.run_coroutine_threadsafe(_download(svc, attachment), loop)
+        try:
+            yield future.result(timeout=DOWNLOAD_WAIT_S)
+        except BaseException:
+            future.cancel()
+            raise
+
+
+async def _download(svc: BotService, attachment: Attachment) -> bytes:
+    if attachment.file_size and attachment.file_size > 20 * 1024 * 1024:
+        return b""
+    try:
+        return await download(svc.sender.bot, attachment.file_id, svc.settings.send_retries)
+    except BadRequest:
+        return b""
+
+
+def photos_layout_refusal(command: str) -> str:
+    """/remove and /rename in the photos layout: folders hold event photos there, not persons (refused)."""
+    done = "deletes" if command == "remove" else "renames"
+    return (
+        f"In a photos gallery /{command} {done} no folder: folders hold event photos, and persons are found in them. "
+        "Use /hide N to never show or name person N, /name N New Name to name or rename one, /merge N M to merge "
+        "person M into N (numbers as /people shows them). Nothing was changed."
+    )
+
+
 async def ask_remove(svc: BotService, chat_id: int, user_id: int, name: str) -> tuple[str, InlineKeyboardMarkup | None]:
+    if svc.settings.gallery_layout == "photos":
+        return photos_layout_refusal("remove"), None
     try:
         person = await svc.db(svc.gallery.find, unicodedata.normalize("NFKC", name))
     except EngineError as error:
@@ -125,6 +154,8 @@ async def confirm_remove(
 
 
 async def rename(svc: BotService, chat_id: int, args: list[str]) -> str:
+    if svc.settings.gallery_layout == "photos":
+        return photos_layout_refusal("rename")
     names = await svc.db(split_rename, svc, [unicodedata.normalize("NFKC", a) for a in args])
     if names is None:
         return "Usage: /rename Old Name New Name (the old name must be in /people; or /rename Old -> New)."

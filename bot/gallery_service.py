@@ -8,14 +8,12 @@ removals.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from engine import MODEL_NAMES, EngineError
 from engine.errors import IndexBusyError
 from engine.gallery import AddResult, EditResult
-from engine.stores.base import Changes
 
 if TYPE_CHECKING:
     from bot.service import BotService
@@ -44,9 +42,10 @@ class GalleryService:
     def __init__(self, svc: BotService):
         self.svc = svc
 
-    async def add(self, chat_id: int, name: str, photos: list[bytes]) -> AddResult:
+    async def add(self, chat_id: int, name: str, photos: Iterable[bytes]) -> AddResult:
         """Check, save and index the photos as `name`'s (a photo that cannot be used is refused, with its number);
-        in the photos layout their faces' person is named `name` too (`AddedPhoto.person`, `AddResult.named`)."""
+        in the photos layout their faces' person is named `name` too (`AddedPhoto.person`, `AddResult.named`).
+        `photos` are taken one at a time in the index thread (a generator may download each when asked)."""
         return await self._edit(chat_id, self.svc.gallery.add_photos, name, photos)
 
     async def rename(self, chat_id: int, old: str, new: str) -> EditResult:
@@ -56,39 +55,19 @@ class GalleryService:
     async def remove(self, chat_id: int, name: str) -> Removal:
         """Remove a person's photos and index entries, and their name from the history.
 
-        Raises the engine's error only when the person is still in the gallery (nothing was removed)."""
+        Raises the engine's error when nothing was removed: nobody of that name (a stale confirmation: pressed twice,
+        or after a /rename), the photos layout (refused), or the person still in the gallery. The history is left
+        as it was then."""
         svc = self.svc
         try:
             result = await self._edit(chat_id, svc.gallery.remove, name)
-            removal = Removal(result.person.name, result.photos)
-        except EngineError as error:
+            removal = Removal(result.person.name, result.photos, emptied=result.emptied)
+        except IndexBusyError:
             if await svc.db(svc.gallery.find, name) is not None:
                 raise
-            if isinstance(error, IndexBusyError):  # the folder is gone; the index follows after the other run
-                removal = Removal(name, 0, index_busy=True)
-            else:  # the last person: the folder is gone and an index build refuses an empty gallery
-                await svc.write_index(self.drop_missing_files)
-                removal = Removal(name, 0, emptied=True)
+            removal = Removal(name, 0, index_busy=True)  # the folder is gone; the index follows after the other run
         await svc.db(svc.store.forget_person, removal.name)
         return removal
-
-    def drop_missing_files(self) -> int:
-        """Drop from every index the files no longer in the gallery (what a build would do, where a build refuses to
-        run: an empty gallery). Runs in the index thread, under the store's writer lock; returns how many files."""
-        svc = self.svc
-        dropped = 0
-        for model in MODEL_NAMES:
-            if svc.engine.index_info(model) is None:
-                continue
-            store = svc.engine.searcher(model).store
-            with store.writer(timeout=svc.settings.index_lock_wait_s):
-                gone = {path for path in store.files() if not (svc.gallery.root / path).exists()}
-                if gone:
-                    store.apply(Changes(remove_paths=gone))
-                    dropped += len(gone)
-            if gone:
-                store.purge_removed()  # their vectors gone from the files too (after the writer lock is let go)
-        return dropped
 
     async def _edit(self, chat_id: int, function: Callable[..., T], *args: Any) -> T:
         """Run a gallery edit in the index thread; if it takes a while, say why (the index may be held by a long

@@ -33,7 +33,8 @@ def help_text() -> str:
         f"Admins: /stats, {reindex_usage()}, /people [prefix], /remove Name, /rename Old Name New Name, "
         "and photos captioned /add Firstname Lastname (or reply /add Name to a photo or an album).\n"
         "Photos galleries (GALLERY_LAYOUT=photos): /people shows persons as numbered faces; /name N Firstname Lastname "
-        "(or reply /name Firstname Lastname to an answer), /merge N M, /hide N"
+        "(or reply /name Firstname Lastname to an answer), /merge N M, /hide N (there /remove and /rename are refused: "
+        "they would act on folders of event photos)"
     )
 
 
@@ -78,17 +79,33 @@ def message_of(update: Update) -> Message:
 BotApplication = Application[ExtBot[None], Context, dict[Any, Any], dict[Any, Any], dict[Any, Any], Any]
 
 
+NOT_ALLOWED = "Sorry, this bot is private: you are not on its list of users."
+
+
 async def gatekeeper(update: Update, context: Context) -> None:
-    """Stop updates without a user (channel posts) silently, and those of users outside the allow-list politely."""
-    user = update.effective_user
+    """Stop updates without a user (channel posts) silently, and those of users outside the allow-list politely.
+
+    A stranger is told (and logged) once per REFUSAL_INTERVAL_S; every refused update is counted (metrics). A refused
+    button press is always answered as a callback (a notice on the button, no chat message).
+    """
+    user, svc = update.effective_user, context.service
     if user is None:
         log.info("ignored an update without a sender (update %s)", update.update_id)
         raise ApplicationHandlerStop
-    if context.service.settings.is_allowed(user.id):
+    if svc.settings.is_allowed(user.id):
         return
-    log.warning("refused update from user %s (not in ALLOWED_USER_IDS)", user.id if user else None)
-    if update.effective_message is not None:
-        await update.effective_message.reply_text("Sorry, this bot is private: you are not on its list of users.")
+    svc.metrics.error("not_allowed")
+    first = svc.refusals.first(user.id)
+    if first:
+        log.warning(
+            "refused updates from user %s (not in ALLOWED_USER_IDS); told once, their next ones for %g s are dropped",
+            user.id,
+            svc.settings.refusal_interval_s,
+        )
+    if update.callback_query is not None:
+        await update.callback_query.answer(NOT_ALLOWED)
+    elif first and update.effective_message is not None:
+        await update.effective_message.reply_text(NOT_ALLOWED)
     raise ApplicationHandlerStop
 
 
@@ -169,7 +186,7 @@ async def forget(update: Update, context: Context) -> None:
     """Delete this user's history in every chat, and the buttons that hold their photos."""
     message, user = update.effective_message, update.effective_user
     assert message is not None and user is not None
-    count = await context.service.forget(user.id)
+    count = await context.service.forget(user.id, message.chat_id)
     await message.reply_text(
         f"Deleted {count} queries from your history." if count else "Your history is already empty."
     )
@@ -294,6 +311,10 @@ async def remove_button(update: Update, context: Context) -> None:
     """The /remove confirmation: "Yes, remove" (rm:) or "Cancel" (rmno:)."""
     svc, query, user = context.service, update.callback_query, update.effective_user
     assert query is not None and user is not None and query.message is not None
+    if not svc.settings.is_admin(user.id):  # ADMIN_IDS may have changed since the confirmation was asked
+        log.warning("user %s pressed a /remove confirmation without being an admin", user.id)
+        await query.answer("For admins only.")
+        return
     confirmed = (query.data or "").startswith("rm:")
     note, text = await gallery_commands.confirm_remove(
         svc, callback_token(update), user.id, query.message.chat.id, confirmed

@@ -23,6 +23,8 @@ from bot.paging import pager_keyboard
 from bot.render import to_jpeg
 from engine import EngineError
 from engine.backends import FACE_MODELS
+from engine.errors import BadImageError
+from engine.images import open_image
 from engine.people import Person
 
 if TYPE_CHECKING:
@@ -102,7 +104,7 @@ def page_keyboard(page: int, pages: int) -> InlineKeyboardMarkup | None:
 def face_tile(path: Path, box: tuple[int, int, int, int], side: int = TILE) -> Image.Image:
     """The face at `box` of the (upright) gallery photo with a little context, as a `side` x `side` square."""
     half = max(box[2], box[3]) * (0.5 + CONTEXT)
-    with Image.open(path) as opened:
+    with open_image(path) as opened:  # BadImageError: gone, or no image of the gallery's formats
         width, height = opened.size
         wanted = min(1.0, side / (2 * half))  # a large photo's JPEG is decoded at a reduced scale
         opened.draft("RGB", (math.ceil(width * wanted), math.ceil(height * wanted)))
@@ -132,7 +134,7 @@ def contact_sheet(gallery: Path, persons: list[Person]) -> bytes:
         if face is not None:
             try:
                 sheet.paste(face_tile(gallery / face.path, face.box), (left, top))
-            except OSError:  # the photo left the gallery since the last index: a grey tile
+            except (OSError, BadImageError):  # the photo left (or broke in) the gallery since the index: grey
                 draw.rectangle((left, top, left + TILE - 1, top + TILE - 1), fill="#cccccc")
         number = f"#{person.id}"
         box = draw.textbbox((0, 0), number, font=font)

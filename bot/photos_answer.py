@@ -11,6 +11,7 @@ reply. The query photo itself is never stored (the button keeps Telegram's file_
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -26,9 +27,12 @@ from bot.delivery import FileKey, download, file_key
 from bot.lru import LRU
 from bot.paging import PAGE_LIMIT
 from bot.render import ALBUM_SIZE, chunks, draw_boxes, to_jpeg
+from bot.render import split_text as split_text  # where the tests and older callers import it from
 from bot.search_flow import QueryRecord
 from engine import EngineError
-from engine.types import FaceResult, PersonRef
+from engine.errors import BadImageError
+from engine.images import open_image
+from engine.types import FaceResult, PersonRef, SearchResult
 
 if TYPE_CHECKING:
     from bot.search_flow import Searched
@@ -40,7 +44,6 @@ Box = tuple[int, int, int, int]
 BUTTON_KIND = "photos"
 MARKED_SIDE = 1280  # longest side of a marked gallery photo: a face in the back row stays visible
 MARK_COLOUR = "#ff3b30"
-TEXT_LIMIT = 4096  # Telegram's longest message
 HISTORY_PHOTOS = 50  # photos of a face kept in the history
 TOO_OLD = "This answer is too old: please send the photo again."
 NOT_YOURS = "Only the person who sent the photo can use these buttons."
@@ -92,6 +95,19 @@ class PhotosState:
     @property
     def has_more(self) -> bool:
         return any(face.shown < face.total for face in self.faces)
+
+
+def page_jobs(state: PhotosState, budget: int) -> int:
+    """The pool jobs (one per album of marked photos) that the next page of `state` runs, as `_send_page` sends it
+    within `budget` photos: the queue places (MAX_QUEUE) it holds."""
+    jobs = 0
+    for face in state.faces:
+        if face.shown >= face.total or budget <= 0:
+            continue
+        count = len(face.photos[face.shown : face.shown + min(state.page, budget)])
+        jobs += math.ceil(count / ALBUM_SIZE)
+        budget -= count
+    return jobs
 
 
 def person_of(ref: PersonRef | None) -> ShownPerson | None:
@@ -198,18 +214,6 @@ def _name(person: ShownPerson | None) -> str:
     return person.name or f"person #{person.id}"
 
 
-def split_text(lines: list[str], limit: int = TEXT_LIMIT) -> list[str]:
-    """Lines joined into as few messages as Telegram's length limit allows (a longer line is cut)."""
-    parts: list[str] = []
-    for line in lines:
-        line = line if len(line) <= limit else line[: limit - 1] + "…"
-        if parts and len(parts[-1]) + 1 + len(line) <= limit:
-            parts[-1] += "\n" + line
-        else:
-            parts.append(line)
-    return parts or ["No face to answer."]
-
-
 def caption(face: FaceAppearances, number: int, photo: ShownPhoto, public: Callable[[str], str]) -> str:
     """ "Face 1 · 3/14 · day-1/IMG_0042.jpg · 0.83 · Jane Doe" (the path as relative to the gallery)."""
     parts = [face.label()] if face.label() else []
@@ -222,7 +226,7 @@ def caption(face: FaceAppearances, number: int, photo: ShownPhoto, public: Calla
 def mark_face(path: str | Path, box: Box, side: int = MARKED_SIDE) -> bytes:
     """The gallery photo (upright, longest side at most `side`) with a rectangle around the face at `box`
     (the engine's box, in the upright photo's pixels), as JPEG. Large JPEGs are decoded at a reduced scale."""
-    with Image.open(path) as opened:
+    with open_image(path) as opened:  # BadImageError: gone, or no image of the gallery's formats
         width = opened.size[0]
         opened.draft("RGB", (side, side))  # JPEG only: decoded at 1/2, 1/4 or 1/8 when that is still >= side
         scale = opened.size[0] / width
@@ -267,6 +271,18 @@ class PhotosAnswer:
             self._refs = AnswerRefs(self.svc.store, timedelta(hours=self.svc.settings.state_ttl_hours))
         return self._refs
 
+    def places(self, results: Sequence[SearchResult], k: int) -> int:
+        """The queue places (pool jobs) the answer of these searches runs after them: the query photos with several
+        faces drawn with numbered boxes, and the first page's albums of marked gallery photos. 0 for a people-layout
+        answer (no photos of faces)."""
+        if not any(face.photos is not None for result in results for face in result.faces):
+            return 0
+        state = PhotosState(0, 0, page=min(k, PAGE_LIMIT))
+        for result in results:
+            state.faces += appearances_of(result.faces, None)
+        numbered = sum(len(result.faces) > 1 for result in results)
+        return numbered + page_jobs(state, self.svc.settings.max_answer_photos)
+
     async def answer(
         self,
         chat_id: int,
@@ -308,10 +324,7 @@ class PhotosAnswer:
         await self.record(chat_id, user_id, model, k, found, started)
         keyboard = await self._keyboard(state)
         await release()  # the user may send the next photo as soon as this summary arrives
-        parts = split_text(lines)
-        for part in parts[:-1]:  # many faces (MAX_FACES set high): several messages, the button on the last
-            await svc.sender.text(chat_id, part)
-        summary = await svc.sender.text(chat_id, parts[-1], reply_markup=keyboard)
+        summary = await svc.sender.lines(chat_id, lines, reply_markup=keyboard)  # many faces: several messages
         await self._record_refs(user_id, [AnswerRef(chat_id, summary.message_id, [f.person for f in state.faces])])
 
     async def record(
@@ -364,7 +377,8 @@ class PhotosAnswer:
         if button.user_id != user_id:
             return NOT_YOURS
         state = state_from_payload(button.payload)
-        async with svc.flow.admit(user_id, 0) as admission:
+        # the page's marking runs in the pool: it holds queue places as a search does
+        async with svc.flow.admit(user_id, page_jobs(state, svc.settings.max_answer_photos)) as admission:
             if admission.refusal:
                 return admission.refusal
             if not await svc.db(svc.state.claim, f"pmore:{token}"):
@@ -467,7 +481,7 @@ class PhotosAnswer:
                     ready.append(_Ready(photo, key, cached, True, text))
                     continue
                 ready.append(_Ready(photo, key, mark_face(photo.path, photo.box), False, text))
-            except OSError:
-                log.warning("gallery file missing since the last index: %s", photo.path)
+            except (OSError, BadImageError):
+                log.warning("gallery file missing or unreadable since the last index: %s", photo.path)
                 self.svc.metrics.error("missing_gallery_file")
         return ready

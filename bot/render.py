@@ -10,8 +10,10 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from bot.lru import LRU
 from engine import FaceResult, Match
+from engine.images import open_image
 
 ALBUM_SIZE = 10  # Telegram's limit of photos per media group
+TEXT_LIMIT = 4096  # Telegram's longest message
 BOX_COLOURS = ["#ff3b30", "#34c759", "#007aff", "#ffcc00", "#af52de", "#ff9500", "#5ac8fa", "#ff2d55"]
 
 
@@ -33,6 +35,18 @@ def not_in_gallery(face_number: int, face: FaceResult, faces: int) -> str:
 
 def chunks(items: list, size: int = ALBUM_SIZE) -> list[list]:
     return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def split_text(lines: list[str], limit: int = TEXT_LIMIT) -> list[str]:
+    """Lines joined into as few messages as Telegram's length limit allows (a longer line is cut)."""
+    parts: list[str] = []
+    for line in lines:
+        line = line if len(line) <= limit else line[: limit - 1] + "…"
+        if parts and len(parts[-1]) + 1 + len(line) <= limit:
+            parts[-1] += "\n" + line
+        else:
+            parts.append(line)
+    return parts or ["No face to answer."]
 
 
 def summary(faces: list[FaceResult]) -> str:
@@ -93,6 +107,8 @@ class ThumbnailCache:
         self.items: LRU[tuple[str, int, int], bytes] = LRU(size)
 
     def get(self, path: str | Path) -> bytes:
+        """The downscaled JPEG; OSError when the file is gone, BadImageError when it is no image of the gallery's
+        formats (engine.images.open_image)."""
         stat = Path(path).stat()
         key = (str(path), stat.st_mtime_ns, stat.st_size)
         data = self.items.get(key)
@@ -102,7 +118,7 @@ class ThumbnailCache:
         return data
 
     def _render(self, path: Path) -> bytes:
-        with Image.open(path) as opened:
+        with open_image(path) as opened:
             image = ImageOps.exif_transpose(opened).convert("RGB")
         image.thumbnail((self.side, self.side), Image.Resampling.LANCZOS)
         return to_jpeg(image)

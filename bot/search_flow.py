@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,6 +29,7 @@ STILL_WORKING = "I'm still working on your previous photo — please wait for it
 BUSY = "I'm busy with other people's photos right now — please try again in a minute."
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # getFile refuses larger files
 USER_LEASE = timedelta(minutes=10)  # a replica that dies mid-search frees its user after this
+LEASE_POLL_S = 0.25  # how often a /forget waiting for the user's search looks at the lease (any replica may hold it)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,27 @@ class SearchFlow:
             self.unreserve(admission)
             await self.release(admission)
 
+    @asynccontextmanager
+    async def user_lease(self, user_id: int, waiting: Callable[[], Awaitable[object]]) -> AsyncIterator[None]:
+        """The user's search lease, held by the block (`/forget`): while the user's search runs (on any replica),
+        `waiting()` is called once and the lease is waited for, so nothing of that search is recorded after it."""
+        svc, key = self.svc, f"user:{user_id}"
+        waited = False
+        while not await svc.db(svc.state.lease, key, USER_LEASE):
+            if not waited:
+                waited = True
+                await waiting()
+            await asyncio.sleep(LEASE_POLL_S)
+        try:
+            yield
+        finally:
+            await svc.db(svc.state.release, key)
+
+    def hold(self, admission: Admission, places: int) -> None:
+        """The admission holds `places` queue places from now on (more or fewer than it held)."""
+        self.pending += places - admission.reserved
+        admission.reserved = places
+
     def unreserve(self, admission: Admission) -> None:
         """Give back the queue places of an admission whose photos are searched (idempotent)."""
         self.pending -= admission.reserved
@@ -116,13 +139,17 @@ class SearchFlow:
     async def _search_all(
         self, photos: list[PhotoIn], model: str, k: int, admission: Admission, count: bool = True
     ) -> list[Searched]:
-        """Search the admitted photos; their queue places are given back once searched, before the answer is sent."""
-        import asyncio
-
+        """Search the admitted photos; their queue places are given back once searched, before the answer is sent,
+        but for the pool work the answer still runs (marking a photos-layout answer's gallery photos)."""
         try:
-            return list(await asyncio.gather(*(self._search_one(photo, model, k, count) for photo in photos)))
-        finally:
+            searched = list(await asyncio.gather(*(self._search_one(photo, model, k, count) for photo in photos)))
+        except BaseException:
             self.unreserve(admission)
+            raise
+        # the photos layout marks gallery photos in the pool after the search: its places are held for that work
+        results = [s.result for s in searched if s.result is not None]
+        self.hold(admission, self.svc.photos_answer.places(results, k))
+        return searched
 
     async def _search_one(self, photo: PhotoIn, model: str, k: int, count: bool) -> Searched:
         svc, searched = self.svc, Searched(photo)
@@ -185,14 +212,14 @@ class SearchFlow:
         if not accepted:
             await send.text(chat_id, "\n".join(notes))
             return
-        model, k = await svc.chat_settings(chat_id)
-        refusal = await svc.model_refusal(model)
-        if refusal:
-            await send.text(chat_id, refusal)
-            return
-        async with self.admit(user_id, len(accepted)) as admission:
+        async with self.admit(user_id, len(accepted)) as admission:  # first: a /forget after this photo waits
             if admission.refusal:
                 await send.text(chat_id, admission.refusal)
+                return
+            model, k = await svc.chat_settings(chat_id)
+            refusal = await svc.model_refusal(model)
+            if refusal:
+                await send.text(chat_id, refusal)
                 return
             await send.action(chat_id, ChatAction.TYPING)
             searched = await self._search_all(accepted, model, k, admission)
@@ -291,7 +318,7 @@ class SearchFlow:
             lines.append("Several faces: “Show faces” shows which is which.")
         keyboard = await self._keyboard(state)
         await self.release(admission)  # the user may send the next photo as soon as this summary arrives
-        await send.text(chat_id, "\n".join(lines), reply_markup=keyboard)
+        await send.lines(chat_id, lines, reply_markup=keyboard)  # an album of group photos: several messages
         svc.metrics.stage.labels(stage="total").observe(time.perf_counter() - started)
 
     async def _keyboard(self, state: ResultState):

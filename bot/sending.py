@@ -15,6 +15,7 @@ from bot import render
 from bot.delivery import FileKey, file_id_cache, file_key, retrying
 from bot.metrics import Metrics
 from engine import Match
+from engine.errors import BadImageError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,6 +58,13 @@ class Sender:
     async def text(self, chat_id: int, text: str, reply_markup: InlineKeyboardMarkup | None = None) -> Message:
         return await self.send(lambda: self.bot.send_message(chat_id, text, reply_markup=reply_markup))
 
+    async def lines(self, chat_id: int, lines: list[str], reply_markup: InlineKeyboardMarkup | None = None) -> Message:
+        """Lines in as few messages as Telegram's length limit allows, the buttons under the last; returns it."""
+        parts = render.split_text(lines)
+        for part in parts[:-1]:
+            await self.text(chat_id, part)
+        return await self.text(chat_id, parts[-1], reply_markup=reply_markup)
+
     async def photo(self, chat_id: int, data: bytes, caption: str) -> Message:
         return await self.send(lambda: self.bot.send_photo(chat_id, data, caption=caption))
 
@@ -83,7 +91,7 @@ class Sender:
         return sent
 
     def _missing(self, path: str) -> None:
-        log.warning("gallery file missing since the last index: %s", path)
+        log.warning("gallery file missing or unreadable since the last index: %s", path)
         self.metrics.error("missing_gallery_file")
 
     def _prepare(self, group: list[tuple[Match, FileKey]], use_cache: bool) -> list[_Ready]:
@@ -96,7 +104,7 @@ class Sender:
                 continue
             try:
                 ready.append(_Ready(match, key, self.thumbnails.get(match.path), False))
-            except OSError:
+            except (OSError, BadImageError):  # gone, or replaced by a file that is no image of the gallery's formats
                 self._missing(match.path)
         return ready
 

@@ -21,6 +21,7 @@ from telegram import Message, User
 from telegram.ext import Application
 
 from bot import render
+from bot.access import RefusalNotices
 from bot.albums import AlbumCollector
 from bot.db import Store, upgrade
 from bot.delivery import attachment_of
@@ -39,6 +40,7 @@ from engine.images import IMAGE_SUFFIXES, list_gallery_images
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+FORGET_WAITS = "Your photo is still being searched: I'll delete your history once it's answered."
 
 
 class BotService:
@@ -56,6 +58,7 @@ class BotService:
         self.io_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="db")
         self.thumbnails = render.ThumbnailCache(settings.thumbnail_side, settings.thumbnail_cache_size)
         self.metrics = Metrics(self._index_sizes, lambda: self.flow.pending)
+        self.refusals = RefusalNotices(settings.refusal_interval_s)  # strangers told lately (see gatekeeper)
         self.flow = SearchFlow(self)
         self.photos_answer = PhotosAnswer(self)  # the photos layout's answers (GALLERY_LAYOUT=photos)
         self._sender: Sender | None = None
@@ -341,6 +344,8 @@ class BotService:
 
         first = parts[0]
         try:
+            if not self.settings.is_admin(first.user_id):  # only an admin may reply /add to it later
+                await self.db(self.state.drop_album, first.chat_id, first.media_group_id)
             caption = next((p.caption for p in parts if p.caption), None)
             if gallery_commands.is_add(caption):
                 files = [Attachment(p.file_id, p.file_size, p.name) for p in parts]
@@ -361,10 +366,16 @@ class BotService:
     async def history(self, chat_id: int, user_id: int):
         return await self.db(self.store.history, chat_id, user_id, self.settings.history_size)
 
-    async def forget(self, user_id: int) -> int:
-        """The user's queries in every chat, their buttons (their photos' file_ids) and album parts."""
-        count = await self.db(self.store.forget_user, user_id)
-        await self.db(self.state.forget_user, user_id)
+    async def forget(self, user_id: int, chat_id: int) -> int:
+        """The user's queries in every chat, their buttons (their photos' file_ids) and album parts. Holds the
+        user's search lease: a search under way is answered (and recorded) first, then deleted with the rest."""
+
+        async def waiting() -> None:
+            await self.sender.text(chat_id, FORGET_WAITS)
+
+        async with self.flow.user_lease(user_id, waiting):
+            count = await self.db(self.store.forget_user, user_id)
+            await self.db(self.state.forget_user, user_id)
         return count
 
     # ---- admins ----------------------------------------------------------------------------------------

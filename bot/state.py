@@ -3,7 +3,8 @@
 Inline buttons carry a random token; what they need (an answer's photos and ranks, a `/remove` confirmation) is a
 row of `button_states`. Claims make one-time things happen once across replicas (a button pressed twice, an album
 whose parts reached two replicas); leases (claims with a deadline) hold one search per user. Album parts are rows,
-so any replica can answer the whole album, and `/add Name` as a reply to an album finds its photos. Everything
+so any replica can answer the whole album; an admin's stay so that `/add Name` as a reply to the album finds its
+photos, anyone else's go once the album is answered (a query's Telegram file is not kept). Everything
 expires (`STATE_TTL_HOURS`) and is purged with the history. Every method blocks: call them through the service's
 executor.
 """
@@ -130,6 +131,13 @@ class SharedState:
                 )
         except IntegrityError:
             pass
+
+    def drop_album(self, chat_id: int, media_group_id: str) -> None:
+        """Forget an album's parts (their Telegram file_ids) once it is answered."""
+        with self.sessions.begin() as session:
+            session.execute(
+                delete(AlbumPart).where(AlbumPart.chat_id == chat_id, AlbumPart.media_group_id == media_group_id)
+            )
 
     def last_part_at(self, chat_id: int, media_group_id: str) -> datetime | None:
         with self.sessions() as session:

@@ -75,8 +75,12 @@ class IndexBuilder:
         progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
         on_wait: Callable[[str], None] | None = None,
+        allow_empty: bool = False,
     ) -> IndexReport:
         """Bring `store` up to date with `gallery` (or with `paths`, a subset of it: evaluation).
+
+        A gallery without images is refused (GalleryError: a wrong or unmounted folder must not empty an index),
+        unless `allow_empty` (a gallery edit that removed the last photos): then every file leaves the store.
 
         A second run on the same store waits for the first (`on_wait` is told why), up to
         INDEX_LOCK_WAIT_S. `should_stop` is checked between chunks: what was embedded so far is
@@ -89,7 +93,7 @@ class IndexBuilder:
             raise GalleryError(f"gallery folder not found: {gallery}")
         layout = self.settings.gallery_layout
         paths = list_gallery_images(gallery, layout) if paths is None else paths
-        if not paths:
+        if not paths and not allow_empty:
             expected = "one folder per person with photos in it" if layout == "people" else "photos at any depth"
             raise GalleryError(f"no images in {gallery} (GALLERY_LAYOUT={layout}: expected {expected})")
         lock = self._writer_lock(store, should_stop, on_wait)

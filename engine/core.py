@@ -161,8 +161,10 @@ class Engine:
         progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
         on_wait: Callable[[str], None] | None = None,
+        allow_empty: bool = False,
     ) -> IndexReport:
-        """Bring the model's index up to date with `gallery` (default GALLERY_DIR): see IndexBuilder.build.
+        """Bring the model's index up to date with `gallery` (default GALLERY_DIR): see IndexBuilder.build
+        (`allow_empty`: a gallery without images empties the index instead of being refused).
 
         `index_dir` builds a separate local index there (evaluation galleries); `paths`
         restricts the run to some of the gallery's images.
@@ -178,6 +180,7 @@ class Engine:
                     progress=progress,
                     should_stop=should_stop,
                     on_wait=on_wait,
+                    allow_empty=allow_empty,
                 )
                 if index_dir is None and self.backend(model).embeds_faces:
                     self.people(model).sync(store)  # the gallery's persons follow its faces

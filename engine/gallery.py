@@ -24,7 +24,7 @@ import re
 import shutil
 import threading
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,7 +36,7 @@ from PIL import Image
 from engine.backends import FACE_MODELS, MODEL_NAMES
 from engine.core import Engine
 from engine.errors import BadInputError, EngineError, FaceNamedError
-from engine.images import IMAGE_SUFFIXES
+from engine.images import IMAGE_SUFFIXES, list_gallery_images
 from engine.types import IndexReport, PersonRef
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 MAX_NAME_LENGTH = 64
 MAX_NAME_BYTES = 128  # a folder name is at most 255 bytes on common filesystems; names stay well under
 CROP_MARGIN = 0.8  # context kept around the chosen face when a photo shows several
+# a name once its combining marks are set aside (`_marks_set_aside`): a letter first, then letters, digits,
+# apostrophes, dots, hyphens and spaces
 _NAME = re.compile(r"[^\W\d_][\w'.\- ]*", re.UNICODE)
 RENAMING = ".renaming~"  # a folder mid-way through a case-only rename or a merge: `.renaming~<new folder>`
 REMOVING = ".removing~"  # a person's folder mid-way through its removal: `.removing~<folder>`
@@ -61,6 +63,10 @@ class PersonNameError(BadInputError):
 
 class PersonNotFoundError(BadInputError):
     """No folder in the gallery for this person."""
+
+
+class PhotosLayoutError(BadInputError):
+    """A folder edit (`remove`, `rename`) asked of a photos-layout gallery, where folders are not persons: refused."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,7 @@ class EditResult:
     photos: int  # photos removed or moved
     merged: bool = False
     reports: list[IndexReport] = field(default_factory=list)
+    emptied: bool = False  # a removal of the last person: no photo is left, the indexes are empty
 
 
 def check_name(name: str) -> str:
@@ -138,11 +145,27 @@ def check_name(name: str) -> str:
         raise PersonNameError(
             f"a name may take at most {MAX_NAME_BYTES} bytes (UTF-8); that one takes {len(cleaned.encode())}"
         )
-    if "/" in cleaned or "\\" in cleaned or ".." in cleaned or "_" in cleaned or not _NAME.fullmatch(cleaned):
+    base = _marks_set_aside(cleaned)
+    path_like = "/" in cleaned or "\\" in cleaned or ".." in cleaned or "_" in cleaned
+    if path_like or base is None or not _NAME.fullmatch(base):
         raise PersonNameError(
-            f"{cleaned!r} can't be a name: use letters, spaces, apostrophes, dots and hyphens, starting with a letter"
+            f"{cleaned!r} can't be a name: use letters (with their accents and marks), spaces, apostrophes, dots "
+            "and hyphens, starting with a letter"
         )
     return cleaned
+
+
+def _marks_set_aside(text: str) -> str | None:
+    """`text` without its combining marks (Unicode category M: Devanagari vowel signs and viramas, Thai tone marks,
+    accents NFKC leaves uncomposed), each of which must sit on a letter (or on another mark on one); None where one
+    does not (a mark first, or on a space, a digit or punctuation)."""
+    kept: list[str] = []
+    for char in text:
+        if not unicodedata.category(char).startswith("M"):
+            kept.append(char)
+        elif not kept or not kept[-1].isalpha():
+            return None
+    return "".join(kept)
 
 
 def folder_of(name: str) -> str:
@@ -195,70 +218,100 @@ class Gallery:
 
     # ---- edits -----------------------------------------------------------------------------
 
-    def add_photos(self, name: str, photos: list[bytes]) -> AddResult:
+    def add_photos(self, name: str, photos: Iterable[bytes]) -> AddResult:
         """Check each photo (one face: used; several: the largest, cropped around it; none: refused),
         save it as JPEG in GALLERY/<Name_With_Underscores>/ and index incrementally.
+
+        `photos` may be any iterable (a generator downloading each when asked): they are taken one at a time,
+        each decoded, checked and saved before the next is taken, so at most one decoded photo is held. Nothing
+        usable (or an error from `photos` or the engine part-way): nothing of this add is left in the gallery.
 
         The photos layout (where that folder names nobody): then each saved photo's largest indexed face is said
         to be `name`'s in the people registry (`PeopleRegistry.name_face`): its person is named, or it joins the
         person of that name; a face that is already another named person's stays theirs (`AddedPhoto.not_named`
         says so, the photo stays indexed)."""
         folder = folder_of(name)
-        if not photos:
-            raise BadInputError("no photo to add")
         existing = self.find(name)
         if existing is not None:
             folder = existing.folder
         self.engine.load_face_finder()
-        accepted: list[tuple[int, np.ndarray, int]] = []
-        refused: list[RefusedPhoto] = []
-        errors: list[BadInputError] = []
-        for number, data in enumerate(photos, start=1):
-            try:
-                image = self.engine.decode(data, name=f"photo {number}")
-                faces = self.engine.find_faces(image)
-                if not faces:
-                    raise NoFaceError(f"photo {number}: no face found")
-            except BadInputError as error:
-                errors.append(error)
-                refused.append(RefusedPhoto(number, str(error)))
-                continue
-            if len(faces) > 1:
-                image = _crop_around(image, max(faces, key=lambda face: face.area).box)
-            accepted.append((number, image, len(faces)))
-        if not accepted:  # nothing usable: a typed refusal, nothing written
-            raise type(errors[0])("; ".join(str(error) for error in errors))
-        result = AddResult(person=Person(name=folder.replace("_", " "), folder=folder, photos=0), refused=refused)
+        result = AddResult(person=Person(name=folder.replace("_", " "), folder=folder, photos=0))
         with self._edit():
             target = self.root / folder
-            if accepted:
-                self._changing()
-                target.mkdir(parents=True, exist_ok=True)
-            for number, image, face_count in accepted:
-                data = _jpeg(image)
-                path = target / f"tg_{hashlib.sha256(data).hexdigest()[:20]}.jpg"
-                duplicate = path.exists()
-                if not duplicate:
-                    _write_whole(path, data)
-                result.added.append(AddedPhoto(number, path.relative_to(self.root).as_posix(), face_count, duplicate))
-            if accepted:
-                naming = self.engine.settings.gallery_layout == "photos"
-                if naming:  # a crash from here until they are named: the next edit or `recover` names them
-                    pending = {"name": name, "files": [added.file for added in result.added]}
-                    _write_whole(self._unnamed, json.dumps(pending).encode())
-                result.reports = self._reindex()
-                if naming:
-                    self._name_faces(name, result)
-                    self._unnamed.unlink(missing_ok=True)
+            errors = self._save_photos(photos, target, result)
+            if not result.added:  # nothing usable: a typed refusal, nothing written
+                if not errors:
+                    raise BadInputError("no photo to add")
+                raise type(errors[0])("; ".join(str(error) for error in errors))
+            naming = self.engine.settings.gallery_layout == "photos"
+            if naming:  # a crash from here until they are named: the next edit or `recover` names them
+                pending = {"name": name, "files": [added.file for added in result.added]}
+                _write_whole(self._unnamed, json.dumps(pending).encode())
+            result.reports = self._reindex()
+            if naming:
+                self._name_faces(name, result)
+                self._unnamed.unlink(missing_ok=True)
             result.person = Person(name=result.person.name, folder=folder, photos=_count_photos(target))
         return result
+
+    def _save_photos(self, photos: Iterable[bytes], target: Path, result: AddResult) -> list[BadInputError]:
+        """`add_photos`' loop (edit lock held): each photo taken, checked and saved into `target` (made with the
+        first) before the next is taken; `result.added` and `result.refused` filled, the refusals' errors returned.
+        An exception part-way takes back what this loop wrote (and the folder and the unindexed mark it made)."""
+        errors: list[BadInputError] = []
+        written: list[Path] = []
+        made_folder = marked = False
+        try:
+            for number, data in enumerate(photos, start=1):
+                try:
+                    jpeg, face_count = self._checked_jpeg(data, number)
+                except BadInputError as error:
+                    errors.append(error)
+                    result.refused.append(RefusedPhoto(number, str(error)))
+                    continue
+                if not result.added:  # the first usable photo: the gallery is about to change
+                    marked = not self._unindexed.exists()
+                    self._changing()
+                    made_folder = not target.is_dir()
+                    target.mkdir(parents=True, exist_ok=True)
+                path = target / f"tg_{hashlib.sha256(jpeg).hexdigest()[:20]}.jpg"
+                duplicate = path.exists()
+                if not duplicate:
+                    _write_whole(path, jpeg)
+                    written.append(path)
+                result.added.append(AddedPhoto(number, path.relative_to(self.root).as_posix(), face_count, duplicate))
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            if made_folder and not any(target.iterdir()):
+                target.rmdir()
+            if marked:
+                self._unindexed.unlink(missing_ok=True)
+            raise
+        return errors
+
+    def _checked_jpeg(self, data: bytes, number: int) -> tuple[bytes, int]:
+        """One offered photo as the JPEG to save (cropped around its largest face when it shows several) and its
+        number of faces, or BadInputError (unreadable, no face). Its decoded pixels are let go on return."""
+        image = self.engine.decode(data, name=f"photo {number}")
+        faces = self.engine.find_faces(image)
+        if not faces:
+            raise NoFaceError(f"photo {number}: no face found")
+        if len(faces) > 1:
+            image = _crop_around(image, max(faces, key=lambda face: face.area).box)
+        return _jpeg(image), len(faces)
 
     def remove(self, name: str) -> EditResult:
         """Delete the person's folder and their index entries.
 
         The folder first becomes a hidden `.removing~<folder>` (gone from listings and index runs at once), then the
         index forgets its faces, the stores' files drop their vectors, and the photos are deleted last: a crash
-        anywhere on the way leaves that hidden folder, and the next edit (or `recover`) finishes the removal."""
+        anywhere on the way leaves that hidden folder, and the next edit (or `recover`) finishes the removal. The
+        last person's removal empties the indexes (`EditResult.emptied`).
+
+        The photos layout has no person folders (a folder there is an event's, its photos may lie in subfolders, and
+        persons are found by clustering): refused with PhotosLayoutError, nothing touched."""
+        self._refuse_in_photos_layout("remove")
         with self._edit():
             person = self._existing(name)
             self._changing()
@@ -268,10 +321,13 @@ class Gallery:
             reports = self._reindex()
             self._purge_removed()
             shutil.rmtree(hidden)
-            return EditResult(person=person, photos=person.photos, reports=reports)
+            emptied = not list_gallery_images(self.root, self.engine.settings.gallery_layout)
+            return EditResult(person=person, photos=person.photos, reports=reports, emptied=emptied)
 
     def rename(self, old: str, new: str) -> EditResult:
-        """Rename a person; when `new` already exists, move the photos into that folder (a merge)."""
+        """Rename a person; when `new` already exists, move the photos into that folder (a merge). The photos layout:
+        refused (PhotosLayoutError), as `remove` is."""
+        self._refuse_in_photos_layout("rename")
         new_folder = folder_of(new)
         with self._edit():
             person = self._existing(old)
@@ -353,6 +409,15 @@ class Gallery:
             person = registry.get(named.id)
             result.named = NamedPerson(person.id, person.name or named.name or name, person.photos)
 
+    def _refuse_in_photos_layout(self, edit: str) -> None:
+        if self.engine.settings.gallery_layout == "photos":
+            raise PhotosLayoutError(
+                f"the photos layout has no person folders to {edit} (a folder holds event photos, and persons are "
+                "found in them by clustering): nothing was changed. Hide a person (never shown or named), name or "
+                "rename one, or merge two instead: `python -m engine people hide|name|merge` (the bot: /hide, /name, "
+                "/merge)"
+            )
+
     def _existing(self, name: str) -> Person:
         person = self.find(name)
         if person is None:
@@ -425,11 +490,12 @@ class Gallery:
             shutil.rmtree(leftover)
 
     def _reindex(self) -> list[IndexReport]:
-        """Make searches see the change: an incremental build for each model with an index."""
+        """Make searches see the change: an incremental build for each model with an index. An edit that left no
+        photo (the last person removed) empties the indexes: no build refuses the emptied gallery."""
         reports = []
         for model in MODEL_NAMES:
             if self.engine.index_info(model) is not None:
-                reports.append(self.engine.build_index(model, self.root))
+                reports.append(self.engine.build_index(model, self.root, allow_empty=True))
         self._unindexed.unlink(missing_ok=True)
         return reports
 
@@ -472,7 +538,7 @@ class Gallery:
 
     def _reindex_leftovers(self) -> bool:
         """Index what a crashed edit changed on disk (edit lock held); True when done. A build that cannot run (an
-        index busy with a long run, an emptied gallery) is logged and left for later: the edit at hand goes on."""
+        index busy with a long run, a store that does not answer) is logged and left for later: the edit at hand goes on."""
         log.warning("a gallery edit was interrupted (a crash?): indexing its changes now")
         try:
             self._reindex()
@@ -516,6 +582,8 @@ def _move_photos(source: Path, target: Path) -> None:
 
 
 def _count_photos(folder: Path) -> int:
+    """A person folder's photos as the people layout indexes them (`list_gallery_images`: its own image files, not
+    its subfolders', hidden ones never), so counts match what searches find."""
     return sum(
         1 for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )

@@ -6,6 +6,8 @@ import hashlib
 import io
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,35 +29,54 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "i
         raise BadImageError(f"{name}: the file is empty")
     if len(data) > max_bytes:
         raise BadImageError(f"{name}: the file is {len(data) / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit")
-    try:
-        with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise BadImageError(
-                    f"{name}: {width}x{height} pixels is over the limit of {max_pixels / 1e6:.0f} megapixels"
-                )
-            if getattr(image, "is_animated", False):
-                image.seek(0)
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                upright = ImageOps.exif_transpose(image)
-                rgb = upright.convert("RGB")
-                rgb.load()
-    except BadImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        # Pillow refuses before we see the size when it is over twice its own limit.
-        raise BadImageError(
-            f"{name}: the image is over the limit of {max_pixels / 1e6:.0f} megapixels ({error})"
-        ) from error
-    except UnidentifiedImageError as error:
-        raise BadImageError(f"{name}: not a readable image ({error.__class__.__name__})") from error
-    except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt data
-        raise BadImageError(f"{name}: the image is corrupt or truncated ({error})") from error
+    with image_errors(name, max_pixels), Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise BadImageError(
+                f"{name}: {width}x{height} pixels is over the limit of {max_pixels / 1e6:.0f} megapixels"
+            )
+        if getattr(image, "is_animated", False):
+            image.seek(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            upright = ImageOps.exif_transpose(image)
+            rgb = upright.convert("RGB")
+            rgb.load()
     array = np.asarray(rgb, dtype=np.uint8)
     if array.ndim != 3 or min(array.shape[:2]) < 8:
         raise BadImageError(f"{name}: the image is too small ({array.shape[1]}x{array.shape[0]})")
     return array
+
+
+@contextmanager
+def image_errors(name: str, max_pixels: int | None = None) -> Iterator[None]:
+    """Pillow's ways of failing on a file that is no usable image (unknown format, corrupt or truncated data, a
+    decompression bomb, a file that cannot be read), raised in the block as one BadImageError naming `name`."""
+    try:
+        yield
+    except BadImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        # Pillow refuses before we see the size when it is over twice its own limit.
+        limit = f"the limit of {max_pixels / 1e6:.0f} megapixels" if max_pixels else "Pillow's limit of pixels"
+        raise BadImageError(f"{name}: the image is over {limit} ({error})") from error
+    except UnidentifiedImageError as error:
+        raise BadImageError(f"{name}: not a readable image ({error.__class__.__name__})") from error
+    except OSError as error:
+        if error.errno is not None:  # the file system's error (gone, no permission), not the data's
+            raise BadImageError(f"{name}: cannot read ({error.strerror or error})") from error
+        raise BadImageError(f"{name}: the image is corrupt or truncated ({error})") from error
+    except (ValueError, SyntaxError) as error:  # corrupt data
+        raise BadImageError(f"{name}: the image is corrupt or truncated ({error})") from error
+
+
+@contextmanager
+def open_image(path: str | Path, name: str | None = None) -> Iterator[Image.Image]:
+    """A gallery file opened with Pillow for drawing (thumbnails, marked photos, face tiles), in the formats the
+    gallery indexes only (PHOTO_FORMATS). A file that is gone, unreadable, of another format, corrupt or a
+    decompression bomb raises BadImageError, also when Pillow fails on it inside the block (decoding is lazy)."""
+    with image_errors(str(path) if name is None else name), Image.open(path, formats=PHOTO_FORMATS) as image:
+        yield image
 
 
 def read_image(path: Path, *, max_bytes: int, max_pixels: int, name: str | None = None) -> np.ndarray:

@@ -5,6 +5,8 @@ call with its parameters and uploaded files, serves files for getFile downloads,
 users: `send_photo`, `send_album`, `send_document`, `send_text`, `press` (an inline button), ... put updates
 in the queue that getUpdates serves; `wait_for` waits until the recorded calls satisfy a condition.
 `fail_next` makes the next calls of a method fail (429 flood wait, 502), like Telegram under load.
+`hold` keeps the calls of a method (or `FILE` downloads) waiting until `release`: a test stops the bot mid-answer.
+Texts over 4,096 characters and captions over 1,024 are refused, as Telegram refuses them.
 Several bot replicas can share one server: replica `r` uses `replica_url(r)` as its BOT_API_URL, and updates
 pushed while `target` is `r` are served only to it (each call records which replica made it).
 Like Telegram for updates queued before a change of `allowed_updates`, every queued update is served:
@@ -24,6 +26,8 @@ from typing import Any
 from aiohttp import web
 
 TOKEN = "123456:TEST-fake-token"
+FILE = "file"  # `hold(FILE)`: file downloads wait
+TEXT_LIMIT, CAPTION_LIMIT = 4096, 1024
 BOT_USER = {"id": 123456, "is_bot": True, "first_name": "FaceSearch", "username": "facesearch_test_bot",
             "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}  # fmt: skip
 
@@ -93,6 +97,8 @@ class FakeBotAPI:
         self._new_update = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.failed: list[Call] = []  # calls answered with an error
+        self._holds: dict[str, asyncio.Event] = {}  # method (lower case) or FILE -> set when released
+        self.held: list[str] = []  # what is waiting on a hold now (method or FILE), in arrival order
 
     # ---- server life cycle ------------------------------------------------------------------
 
@@ -213,6 +219,27 @@ class FakeBotAPI:
         parameters = {"retry_after": retry_after} if code == 429 else {}
         self.failures.setdefault(method.lower(), []).extend([(code, description, parameters)] * times)
 
+    def hold(self, method: str) -> None:
+        """The next calls of `method` (or `FILE`: downloads) wait until `release(method)`; `held` lists them."""
+        self._holds.setdefault(method.lower(), asyncio.Event())
+
+    def release(self, method: str) -> None:
+        gate = self._holds.pop(method.lower(), None)
+        if gate is not None:
+            gate.set()
+
+    async def _wait_if_held(self, what: str) -> None:
+        gate = self._holds.get(what.lower())
+        if gate is None:
+            return
+        async with self._changed:
+            self.held.append(what.lower())
+            self._changed.notify_all()
+        try:
+            await gate.wait()
+        finally:
+            self.held.remove(what.lower())
+
     def send_text(self, user_id: int, text: str, chat_id: int | None = None, reply_to: int | None = None) -> int:
         """`reply_to`: the update_id of the message this one answers."""
         fields: dict[str, Any] = {"text": text}
@@ -314,6 +341,7 @@ class FakeBotAPI:
         file_id = request.match_info["path"].rsplit("/", 1)[-1].rsplit(".", 1)[0]
         if file_id not in self.files:
             return web.Response(status=404, text="not found")
+        await self._wait_if_held(FILE)
         return web.Response(body=self.files[file_id], content_type="application/octet-stream")
 
     async def _parse(self, request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -348,6 +376,7 @@ class FakeBotAPI:
         replica = request.match_info.get("replica", "")
         if method.lower() == "getupdates":
             return web.json_response({"ok": True, "result": await self._get_updates(params, replica)})
+        await self._wait_if_held(method)
         call = Call(method=method, params=params, files=files, at=time.monotonic(), replica=replica)
         queued = self.failures.get(method.lower())
         if queued:
@@ -444,7 +473,7 @@ class FakeBotAPI:
     def _api_sendmessage(self, call: Call) -> dict:
         if not str(call.params.get("text") or "").strip():
             raise _ApiError(400, "Bad Request: message text is empty")
-        if len(str(call.params["text"])) > 4096:
+        if len(str(call.params["text"])) > TEXT_LIMIT:
             raise _ApiError(400, "Bad Request: message is too long")
         return self._bot_message(call, text=str(call.params["text"]))
 
@@ -455,7 +484,13 @@ class FakeBotAPI:
             message["message_id"] = int(call.params["message_id"])
         return message
 
+    @staticmethod
+    def _check_caption(caption: Any) -> None:
+        if caption is not None and len(str(caption)) > CAPTION_LIMIT:
+            raise _ApiError(400, "Bad Request: message caption is too long")
+
     def _api_sendphoto(self, call: Call) -> dict:
+        self._check_caption(call.params.get("caption"))
         fields: dict[str, Any] = {"photo": self._photo_sizes(call.uploaded("photo"), call.params.get("photo"))}
         if call.params.get("caption"):
             fields["caption"] = str(call.params["caption"])
@@ -465,6 +500,8 @@ class FakeBotAPI:
         media = call.media()
         if not 2 <= len(media) <= 10:
             raise _ApiError(400, "Bad Request: media group must contain 2 to 10 items")
+        for item in media:
+            self._check_caption(item.get("caption"))
         group_id = str(next(self._ids))
         messages = []
         for item in media:

@@ -363,13 +363,14 @@ def test_reindex_chooses_usable_models_and_claims_one_slot(service, monkeypatch)
     assert len(started) == 1
 
 
-def test_gallery_service_remove_outcomes(monkeypatch):
-    """/remove's verb without the engine: removed, removed while the index is busy, the last person, kept."""
+def test_gallery_service_remove_outcomes():
+    """/remove's verb without the engine: removed, removed while the index is busy, the last person, kept, and
+    nobody of that name (a stale confirmation: the history is left as it was)."""
     from types import SimpleNamespace
 
     from bot.gallery_service import GalleryService, Removal
     from engine.errors import IndexBusyError
-    from engine.gallery import EditResult, Person
+    from engine.gallery import EditResult, Person, PersonNotFoundError
 
     forgotten: list[str] = []
     folders = {"Ada Lovelace"}
@@ -379,7 +380,7 @@ def test_gallery_service_remove_outcomes(monkeypatch):
         folders.discard(name)
         if outcome["error"] is not None:
             raise outcome["error"]
-        return EditResult(person=Person(name, name.replace(" ", "_"), 3), photos=3)
+        return EditResult(person=Person(name, name.replace(" ", "_"), 3), photos=3, emptied=not folders)
 
     async def run(function, *args):
         return function(*args)
@@ -391,17 +392,21 @@ def test_gallery_service_remove_outcomes(monkeypatch):
         write_index=run,
     )
     service = GalleryService(svc)  # type: ignore[arg-type]
-    dropped: list[bool] = []
-    monkeypatch.setattr(service, "drop_missing_files", lambda: dropped.append(True) or 1)
 
+    folders.add("Bob Smith")
     assert asyncio.run(service.remove(1, "Ada Lovelace")) == Removal("Ada Lovelace", 3)
     outcome["error"] = IndexBusyError("busy")
     folders.add("Ada Lovelace")
     assert asyncio.run(service.remove(1, "Ada Lovelace")) == Removal("Ada Lovelace", 0, index_busy=True)
-    outcome["error"] = BadInputError("the gallery is empty")
+    outcome["error"] = None
     folders.add("Ada Lovelace")
-    assert asyncio.run(service.remove(1, "Ada Lovelace")) == Removal("Ada Lovelace", 0, emptied=True)
-    assert dropped == [True] and forgotten == ["Ada Lovelace"] * 3
+    folders.discard("Bob Smith")
+    assert asyncio.run(service.remove(1, "Ada Lovelace")) == Removal("Ada Lovelace", 3, emptied=True)
+    assert forgotten == ["Ada Lovelace"] * 3
+    outcome["error"] = PersonNotFoundError("nobody called Ada Lovelace in the gallery")
+    with pytest.raises(PersonNotFoundError):
+        asyncio.run(service.remove(1, "Ada Lovelace"))
+    assert forgotten == ["Ada Lovelace"] * 3
 
     def refuse(name):  # the person is still there: nothing removed
         raise IndexBusyError("busy")
