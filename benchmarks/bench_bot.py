@@ -35,13 +35,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-# imported after the sys.path lines above (the repo and tests/ helpers) and TF_CPP_MIN_LOG_LEVEL
+# imported after the sys.path lines above (the repo, and tests/ for its `support` helpers) and TF_CPP_MIN_LOG_LEVEL
 from bot.app import build_application, running  # noqa: E402
 from bot.settings import Settings  # noqa: E402
-from bot_helpers import person_photo  # noqa: E402
 from engine import Engine  # noqa: E402
-from fake_bot_api import TOKEN, FakeBotAPI  # noqa: E402
-from helpers_engine import CLEAR_FACES, SAMPLE_GALLERY  # noqa: E402
+from support.bot_helpers import person_photo  # noqa: E402
+from support.fake_bot_api import TOKEN, FakeBotAPI  # noqa: E402
+from support.helpers_engine import CLEAR_FACES, SAMPLE_GALLERY  # noqa: E402
 
 ALBUM_METHODS = ("sendMediaGroup", "sendPhoto")
 
@@ -160,8 +160,8 @@ async def main(args) -> None:
 
 async def replicas(args) -> None:
     """Two `python -m bot` processes behind one PostgreSQL and one store; presses on the other replica."""
-    from postgres_server import fresh_database, running_server
-    from test_bot_replicas import Replica
+    from processes.test_bot_replicas import Replica
+    from support.postgres_server import fresh_database, running_server
 
     photos = [person_photo(person) for person in CLEAR_FACES]
     with (

@@ -32,8 +32,8 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np
 
-from engine.compose import background, paste_faces
 from engine.settings import EngineSettings
+from tests.support.compose import background, paste_faces
 
 LFW = REPO.parent / "shared" / "data" / "lfw" / "deepfunneled"
 FOLDS = {"A-F": "ABCDEF", "G-L": "GHIJKL"}
@@ -276,7 +276,7 @@ def analyse(engine, searcher, vectors, truth_faces, photos_of, gallery: Path, pa
     Also prints, for every pasted guest face, the share stored by pasted size."""
     from collections import Counter
 
-    from engine.appearances import _scored, _vector
+    from engine.search.appearances import _scored, _vector
 
     store = searcher.store
     rows: dict[str, list[tuple[tuple, np.ndarray]]] = {}

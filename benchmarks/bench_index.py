@@ -31,9 +31,9 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from engine.core import Engine  # noqa: E402
-from engine.device import cpu_cores  # noqa: E402
-from engine.facenet import build_facenet  # noqa: E402
 from engine.images import list_gallery_images  # noqa: E402
+from engine.models.facenet_keras import build_facenet  # noqa: E402
+from engine.runtime.device import cpu_cores  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
 
 

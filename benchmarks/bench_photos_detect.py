@@ -22,10 +22,10 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np
 
-from engine.compose import background, overlap, paste_faces
-from engine.detect import FaceDetector
 from engine.images import list_gallery_images, person_name, read_image
+from engine.models.mtcnn import FaceDetector
 from engine.settings import EngineSettings
+from tests.support.compose import background, overlap, paste_faces
 
 SIZES = (60, 75, 90, 105, 120, 150)  # face sizes pasted, in pixels of the photo (the longer side of the box)
 

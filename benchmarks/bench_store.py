@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from engine.search import l2_normalize  # noqa: E402  (importing engine loads no TensorFlow)
+from engine.search.vectors import l2_normalize  # noqa: E402  (importing engine loads no TensorFlow)
 from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader  # noqa: E402
 
 DIM = 128

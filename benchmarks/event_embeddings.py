@@ -1,7 +1,7 @@
 """Where the event benchmark's recall is lost, and three ways of scoring the same faces otherwise.
 
 On the cached event gallery of one fold (run benchmarks/bench_event.py --fold F first: its store, truth and
-selfie vectors), in numpy, with engine/appearances.py's decision replayed as benchmarks/event_grid.py does
+selfie vectors), in numpy, with engine/search/appearances.py's decision replayed as benchmarks/event_grid.py does
 (exact search, the cohort, the acceptance, one round of average query expansion, each photo by its best face;
 the stored vectors give bench_event.py's figures to the last digit):
 
@@ -241,7 +241,7 @@ def crops(fold: Fold, settings: list[tuple] | None) -> None:
     else:
         from PIL import Image
 
-        from engine.detect import face_crop
+        from engine.models.align import face_crop
         from engine.types import DetectedFace
 
         engine = Engine(EngineSettings())

@@ -1,6 +1,6 @@
 """A wide grid over the photos layout's same-person decision, on the event benchmark's cached vectors.
 
-engine/appearances.py's decision replayed in numpy over one fold's stored faces and selfie vectors, cached by
+engine/search/appearances.py's decision replayed in numpy over one fold's stored faces and selfie vectors, cached by
 benchmarks/bench_event.py (run it on the fold first): exact search (the benchmark's stores hold under
 ANN_THRESHOLD faces, so the store's search is exact too), the cohort level, the acceptance, one round of
 average query expansion, each photo by its best face. On the default it gives bench_event.py's figures to

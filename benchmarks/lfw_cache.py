@@ -23,8 +23,9 @@ if str(REPO) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from engine.detect import FaceDetector, face_crop  # noqa: E402
 from engine.images import list_gallery_images, person_name, read_image  # noqa: E402
+from engine.models.align import face_crop
+from engine.models.mtcnn import FaceDetector  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
 from engine.types import DetectedFace  # noqa: E402
 
@@ -110,7 +111,7 @@ def load_detections(kind: str, *, min_face_size: int = 20, verbose: bool = True)
 
 def make_embedder():
     """FaceNet for the accuracy benchmarks: large batches, no XLA (it compiles per batch size)."""
-    from engine.facenet import FaceNetEmbedder
+    from engine.models.facenet_keras import FaceNetEmbedder
 
     return FaceNetEmbedder(EngineSettings().facenet_weights, batch_size=64, xla=False)
 
@@ -200,7 +201,7 @@ def query_vectors(plain: np.ndarray, mirrored: np.ndarray | None) -> np.ndarray:
     """Queries as search makes them (flip-averaged) when the mirrored embeddings are cached, else plain."""
     if mirrored is None:
         return plain
-    from engine.search import l2_normalize
+    from engine.search.vectors import l2_normalize
 
     return l2_normalize(plain + mirrored)
 

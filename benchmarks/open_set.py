@@ -1,6 +1,6 @@
 """Open-set identification on the LFW development people: FPIR / FNIR of the engine's identity decision.
 
-Each fold of people (A–F, G–L) is split many times into a sparse open-set gallery (engine/evaluate.py:
+Each fold of people (A–F, G–L) is split many times into a sparse open-set gallery (engine/tools/evaluate.py:
 `open_set_split`: half of the people with >= 2 photos enrolled with all photos but one, the one left
 out a mated probe, as many never-enrolled people's photos as non-mated probes). For every scoring
 candidate (person-level support × cohort normalisation) the threshold is chosen on one fold (the one
@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 from engine.backends.facenet import FaceNetBackend  # noqa: E402
-from engine.evaluate import array_search, open_set_answers, open_set_split  # noqa: E402
-from engine.identity import IdentityParams  # noqa: E402
+from engine.search.identity import IdentityParams  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
+from engine.tools.evaluate import array_search, open_set_answers, open_set_split  # noqa: E402
 from lfw_cache import lfw_root, load_detections, load_embeddings, make_embedder, query_vectors  # noqa: E402
 from tune_lfw import FOLDS, fold_of  # noqa: E402
 
@@ -121,7 +121,7 @@ def decision_cost(features: np.ndarray, people: list[str], queries: np.ndarray, 
     import tempfile
     import time
 
-    from engine.identity import identify
+    from engine.search.identity import identify
     from engine.stores.base import Changes, FaceRow, FileRecord, StoreHeader
     from engine.stores.local import LocalStore
 

@@ -103,7 +103,7 @@ def rank1(paths: np.ndarray, plain: np.ndarray, query: np.ndarray, members: np.n
 
 def open_set(paths: np.ndarray, plain: np.ndarray, query: np.ndarray, members: np.ndarray, params) -> dict:
     """FPIR/FNIR at the model's threshold on the seed-0 open-set split of the photos `members`."""
-    from engine.evaluate import array_search, open_set_answers, open_set_rates, open_set_split
+    from engine.tools.evaluate import array_search, open_set_answers, open_set_rates, open_set_split
 
     index_of = {str(paths[i]): i for i in members}
     images_of: dict[str, list[str]] = {}

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from engine.identity import IdentityParams, person_scores  # noqa: E402
+from engine.search.identity import IdentityParams, person_scores  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
 from lfw_cache import KINDS, VARIANTS, lfw_root, load_detections, load_embeddings, make_embedder, query_vectors  # noqa: E402
 

@@ -19,7 +19,7 @@ def main() -> int:
     settings = Settings()
     if not settings.token():
         print("BOT_TOKEN is not set: running the engine demo instead of the Telegram bot.", flush=True)
-        from engine.demo import run_demo
+        from engine.tools.demo import run_demo
 
         return run_demo(settings)
     problem = settings.access_problem()

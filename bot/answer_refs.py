@@ -1,8 +1,8 @@
 """Which person an answer message shows, kept in the history database, keyed by chat and message id.
 
-The photos layout's answers (bot/photos_answer.py) record, for each message they send (an album photo with a
+The photos layout's answers (bot/services/photos_answer.py) record, for each message they send (an album photo with a
 face marked, the summary), the person of the registry it shows; an admin's `/name Firstname Lastname` sent as a
-reply to one of them finds that person here (bot/people_commands.py), in any replica and after a restart.
+reply to one of them finds that person here (bot/services/persons.py), in any replica and after a restart.
 
 Rows live in `button_states` (kind "answer", the token `a:<chat>:<message>`), so they expire with the other
 button states (STATE_TTL_HOURS) and go with the asker's `/forget`. Every method blocks: call them through the
@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from bot.db import ButtonState, Store, utcnow
+from bot.db import ButtonState, HistoryStore, utcnow
 from bot.state import _aware
 
 KIND = "answer"
@@ -47,7 +47,7 @@ def token(chat_id: int, message_id: int) -> str:
 
 
 class AnswerRefs:
-    def __init__(self, store: Store, ttl: timedelta):
+    def __init__(self, store: HistoryStore, ttl: timedelta):
         self.sessions = store.sessions
         self.ttl = ttl
 

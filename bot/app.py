@@ -1,4 +1,6 @@
-"""Build the python-telegram-bot Application: handlers, rate limiter, start-up and shut-down hooks."""
+"""The one place that wires the bot: the python-telegram-bot Application with its handlers (bot/handlers/, each
+registered here with its filter or callback pattern), rate limiter, start-up and shut-down hooks (the BotService of
+bot/lifecycle.py), and how it runs (long polling or a webhook)."""
 
 from __future__ import annotations
 
@@ -23,9 +25,9 @@ from telegram.ext import (
     filters,
 )
 
-from bot import handlers, photos_handlers
-from bot.handlers import BotApplication
-from bot.service import BotService
+from bot.handlers import access, commands, errors, gallery, persons, search
+from bot.handlers.context import BotApplication, Context
+from bot.lifecycle import BotService
 from bot.settings import Settings
 from engine import Engine
 
@@ -53,7 +55,7 @@ def build_application(settings: Settings, engine: Engine | None = None) -> BotAp
 
     async def post_init(application: Application) -> None:
         await service.start(application)
-        await application.bot.set_my_commands([BotCommand(name, about) for name, about in handlers.COMMANDS])
+        await application.bot.set_my_commands([BotCommand(name, about) for name, about in commands.COMMANDS])
         log.info("bot @%s ready", application.bot.username)
 
     async def post_stop(application: Application) -> None:
@@ -72,7 +74,7 @@ def build_application(settings: Settings, engine: Engine | None = None) -> BotAp
             .local_mode(False)
             .rate_limiter(AIORateLimiter(max_retries=settings.send_retries))
             .concurrent_updates(True)
-            .context_types(ContextTypes(context=handlers.Context))
+            .context_types(ContextTypes(context=Context))
             .post_init(post_init)
             .post_stop(post_stop)
             .post_shutdown(post_shutdown)
@@ -87,36 +89,37 @@ def build_application(settings: Settings, engine: Engine | None = None) -> BotAp
 def add_handlers(application: BotApplication) -> None:
     """Message handlers match new messages only (`UpdateType.MESSAGE`): an edited photo is not searched again."""
     new = filters.UpdateType.MESSAGE
-    application.add_handler(TypeHandler(Update, handlers.gatekeeper), group=-1)
-    commands = [
-        (["start", "help"], handlers.start), ("model", handlers.model), ("k", handlers.k), ("history", handlers.history),
-        ("forget", handlers.forget), ("stats", handlers.stats), ("reindex", handlers.reindex), ("add", handlers.add),
-        ("people", handlers.people), ("remove", handlers.remove), ("rename", handlers.rename),
+    application.add_handler(TypeHandler(Update, access.gatekeeper), group=-1)
+    handlers = [
+        (["start", "help"], commands.start), ("model", commands.model), ("k", commands.k),
+        ("history", commands.history), ("forget", commands.forget), ("stats", commands.stats),
+        ("reindex", commands.reindex), ("add", gallery.add), ("people", gallery.people), ("remove", gallery.remove),
+        ("rename", gallery.rename),
     ]  # fmt: skip
     if application.bot_data["service"].settings.gallery_layout == "photos":  # persons found by clustering
-        commands[commands.index(("people", handlers.people))] = ("people", photos_handlers.people)
-    commands += [("name", photos_handlers.name), ("merge", photos_handlers.merge), ("hide", photos_handlers.hide)]
-    for names, callback in commands:
+        handlers[handlers.index(("people", gallery.people))] = ("people", persons.people)
+    handlers += [("name", persons.name), ("merge", persons.merge), ("hide", persons.hide)]
+    for names, callback in handlers:
         application.add_handler(CommandHandler(names, callback, filters=new))
     buttons = [
-        ("more", handlers.more_button), ("faces", handlers.faces_button), ("people", handlers.people_button),
-        ("rm|rmno", handlers.remove_button), ("pmore", photos_handlers.more_photos_button),
-        ("persons", photos_handlers.people_button),
+        ("more", search.more_button), ("faces", search.faces_button), ("people", gallery.people_button),
+        ("rm|rmno", gallery.remove_button), ("pmore", search.more_photos_button),
+        ("persons", persons.people_button),
     ]  # fmt: skip
     for kinds, callback in buttons:
         application.add_handler(CallbackQueryHandler(callback, pattern=f"^(?:{kinds}):"))
     unsupported = (
         filters.Sticker.ALL | filters.ANIMATION | filters.VIDEO | filters.VIDEO_NOTE | filters.VOICE | filters.AUDIO
     )
-    application.add_handler(MessageHandler(new & unsupported, handlers.unsupported))
-    application.add_handler(MessageHandler(new & filters.PHOTO, handlers.photo))
-    application.add_handler(MessageHandler(new & filters.Document.ALL, handlers.document))
-    application.add_handler(MessageHandler(new & filters.COMMAND, handlers.unknown_command))
-    application.add_handler(MessageHandler(new & filters.TEXT, handlers.text))
+    application.add_handler(MessageHandler(new & unsupported, search.unsupported))
+    application.add_handler(MessageHandler(new & filters.PHOTO, search.photo))
+    application.add_handler(MessageHandler(new & filters.Document.ALL, search.document))
+    application.add_handler(MessageHandler(new & filters.COMMAND, commands.unknown_command))
+    application.add_handler(MessageHandler(new & filters.TEXT, commands.text))
     application.add_handler(
-        MessageHandler(new & filters.ChatType.PRIVATE & ~filters.StatusUpdate.ALL, handlers.unsupported)
+        MessageHandler(new & filters.ChatType.PRIVATE & ~filters.StatusUpdate.ALL, search.unsupported)
     )
-    application.add_error_handler(handlers.error_handler)
+    application.add_error_handler(errors.error_handler)
 
 
 # What the webhook secret derived from the bot token is keyed with (changing it changes every derived secret).

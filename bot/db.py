@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -33,6 +33,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+if TYPE_CHECKING:  # alembic is imported when the database is migrated
+    from alembic.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 REMOVED = ""  # the identity name of an answer whose person was removed from the gallery since
@@ -183,7 +186,7 @@ def migrations_dir() -> Path:
     raise FileNotFoundError(f"no migrations/ folder in {ROOT} or {Path.cwd()}")
 
 
-def alembic_config(url: str):
+def alembic_config(url: str) -> Config:
     """An Alembic Config with an absolute script_location: works from any working directory."""
     from alembic.config import Config
 
@@ -224,8 +227,9 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class Store:
-    """Repository over one database."""
+class HistoryStore:
+    """The bot's history and chat settings over one database (queries, their matches, per-chat model and k);
+    `bot.state.SharedState` keeps the buttons, claims, leases and album parts in the same database."""
 
     def __init__(self, url: str):
         if url.startswith("sqlite:///"):
@@ -251,7 +255,7 @@ class Store:
     def set_chat_k(self, chat_id: int, k: int) -> None:
         self._update_chat(chat_id, k=k)
 
-    def _update_chat(self, chat_id: int, **values) -> None:
+    def _update_chat(self, chat_id: int, **values: Any) -> None:
         """Update the chat's row, or add it; if another replica added it meanwhile, update theirs."""
         for attempt in range(2):
             try:
@@ -264,7 +268,7 @@ class Store:
                         setattr(row, key, value)
                     row.updated_at = utcnow()
                 return
-            except IntegrityError:  # the same new chat, inserted by another Store between our get and insert
+            except IntegrityError:  # the same new chat, inserted by another store between our get and insert
                 if attempt:
                     raise
 

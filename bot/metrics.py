@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -24,7 +24,7 @@ class _IndexSizes:
     def __init__(self, sizes: Callable[[], dict[str, int]]):
         self.sizes = sizes
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("facesearch_index_size", "Entries in the live index, per model.", labels=["model"])
         for model, count in self.sizes().items():
             family.add_metric([model], count)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import numpy as np
+from cachetools import LRUCache
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from bot.lru import LRU
 from engine import FaceResult, Match
 from engine.images import open_image
 
@@ -50,7 +51,7 @@ def split_text(lines: list[str], limit: int = TEXT_LIMIT) -> list[str]:
 
 
 def summary(faces: list[FaceResult]) -> str:
-    """One line per face: the engine's open-set answer (engine/identity.py), the person named with its score."""
+    """One line per face: the engine's open-set answer (engine/search/identity.py), the person named with its score."""
     lines = []
     for number, face in enumerate(faces, start=1):
         prefix = f"Face {number}: " if len(faces) > 1 else ""
@@ -104,18 +105,27 @@ class ThumbnailCache:
 
     def __init__(self, side: int = 512, size: int = 512):
         self.side = side
-        self.items: LRU[tuple[str, int, int], bytes] = LRU(size)
+        self.size = size  # 0: nothing kept
+        self._items: LRUCache[tuple[str, int, int], bytes] = LRUCache(maxsize=max(size, 1))
+        self._lock = threading.Lock()
 
     def get(self, path: str | Path) -> bytes:
         """The downscaled JPEG; OSError when the file is gone, BadImageError when it is no image of the gallery's
         formats (engine.images.open_image)."""
         stat = Path(path).stat()
         key = (str(path), stat.st_mtime_ns, stat.st_size)
-        data = self.items.get(key)
+        with self._lock:
+            data = self._items.get(key)
         if data is None:
             data = self._render(Path(path))
-            self.items.put(key, data)
+            if self.size > 0:
+                with self._lock:
+                    self._items[key] = data
         return data
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
 
     def _render(self, path: Path) -> bytes:
         with open_image(path) as opened:

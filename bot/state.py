@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from bot.db import AlbumPart, ButtonState, Claim, Store, _rowcount, utcnow
+from bot.db import AlbumPart, ButtonState, Claim, HistoryStore, _rowcount, utcnow
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,9 @@ def _aware(value: datetime) -> datetime:
 
 
 class SharedState:
-    """Button states, claims, leases and album parts over one `Store`'s database."""
+    """Button states, claims, leases and album parts over one `HistoryStore`'s database."""
 
-    def __init__(self, store: Store, ttl: timedelta):
+    def __init__(self, store: HistoryStore, ttl: timedelta):
         self.sessions = store.sessions
         self.ttl = ttl
 

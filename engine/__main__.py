@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace, settings: EngineSettings) -> int:
-    from engine import commands
+    from engine.tools import commands
 
     if args.command == "models":
         return commands.models(settings, args.models_command, getattr(args, "which", "facenet"))
@@ -156,7 +156,7 @@ def run_command(args: argparse.Namespace, settings: EngineSettings) -> int:
     if args.command == "people":
         return commands.people(settings, args)
     if args.command == "demo":
-        from engine.demo import run_demo
+        from engine.tools.demo import run_demo
 
         return run_demo(settings)
     raise AssertionError(args.command)

@@ -9,23 +9,24 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from engine.backends import FACE_MODELS, ModelBackend, check_model, create_backends
 from engine.backends.facenet import FaceNetBackend
-from engine.builder import IndexBuilder, ProgressCallback
-from engine.device import DeviceInfo, probe_device
 from engine.errors import BadInputError, IndexUnavailableError
 from engine.images import decode_image, read_image
+from engine.indexing.builder import IndexBuilder, ProgressCallback
 from engine.people import ClusterParams, PeopleRegistry, SyncReport
-from engine.searcher import Searcher
+from engine.runtime.device import DeviceInfo, probe_device
+from engine.search.searcher import PersonOf, Searcher
 from engine.settings import EngineSettings
 from engine.stores import open_store
-from engine.stores.base import VectorStore
-from engine.types import DetectedFace, IndexInfo, IndexReport, SearchResult
+from engine.stores.base import FaceRow, VectorStore
+from engine.types import DetectedFace, IndexInfo, IndexReport, PersonRef, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ class Engine:
         image = self.decode(data, name=name)
         return self.search_image(image, model=model, k=k, max_faces=max_faces, name=name, limit=limit)
 
-    def search_path(self, path: Path, **kwargs) -> SearchResult:
+    def search_path(self, path: Path, **kwargs: Any) -> SearchResult:
         return self.search_image(self.read(path), name=str(path), **kwargs)
 
     def search_image(
@@ -249,8 +250,8 @@ class Engine:
                 )
             return self._registries[model]
 
-    def _person_of(self, model: str):
-        def person_of(rows):
+    def _person_of(self, model: str) -> PersonOf:
+        def person_of(rows: Sequence[FaceRow]) -> list[PersonRef | None]:
             return self.people(model).person_of(rows)
 
         return person_of

@@ -96,7 +96,7 @@ def list_gallery_images(gallery: Path, layout: str = "people") -> list[Path]:
     """
     gallery = Path(gallery)
     if layout == "people":
-        candidates = (path for path in gallery.glob("*/*") if not path.parent.name.startswith("."))
+        candidates: Iterator[Path] = (path for path in gallery.glob("*/*") if not path.parent.name.startswith("."))
     elif layout == "photos":
         candidates = _walk(gallery)
     else:
@@ -108,7 +108,7 @@ def list_gallery_images(gallery: Path, layout: str = "people") -> list[Path]:
     )
 
 
-def _walk(root: Path):
+def _walk(root: Path) -> Iterator[Path]:
     """Every file under `root`, dot-folders pruned (symbolic links to folders are not followed)."""
     for folder, folders, files in os.walk(root):
         folders[:] = [name for name in folders if not name.startswith(".")]

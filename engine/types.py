@@ -33,7 +33,7 @@ class Match:
 class Identity:
     """The open-set answer for one face: who it is, or None when the person is not in the gallery.
 
-    `score` is the person-level score the decision thresholds (see engine/identity.py); for
+    `score` is the person-level score the decision thresholds (see engine/search/identity.py); for
     an unknown face it is the best candidate's score, which stayed below the threshold.
     """
 

@@ -1,5 +1,8 @@
 """Shared pytest fixtures.
 
+The tests live in folders by area (unit, engine, stores, bot, processes), each marked by its folder; their shared
+helpers are the `support` package (tests/ is on sys.path: `pythonpath` in pyproject.toml).
+
 Engine fixtures (session-scoped, so TensorFlow models load once and the sample gallery
 is indexed once): `sample_gallery`, `engine_settings`, `facenet_engine`, `sample_index`,
 `indexed_engine`, `make_engine`. They use the real FaceNet weights in models/ and the
@@ -11,7 +14,6 @@ pytest tmp folders, never to the repository's data/.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,10 +21,26 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 _TESTS_DIR = Path(__file__).resolve().parent
-_REPO_ROOT = _TESTS_DIR.parent
-for _path in (str(_REPO_ROOT), str(_TESTS_DIR)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+
+# The folder a test lives in gives it its area marker (registered in pyproject.toml). The other markers are set where
+# the test is, or here from its fixtures and parameters: `postgres` (the PostgreSQL server), `milvus` (Milvus Lite),
+# `ray` and `slow` (more than about 10 s on a 2-core machine) by hand.
+AREA_MARKERS = {"unit": "unit", "engine": "engine", "stores": "stores", "bot": "bot", "processes": "processes"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks each test by its folder (tests/unit/... → `unit`), `postgres` where it runs on the PostgreSQL server and
+    `milvus` where a parameter puts it on Milvus Lite."""
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        if path.is_relative_to(_TESTS_DIR) and len(parts := path.relative_to(_TESTS_DIR).parts) > 1:
+            if area := AREA_MARKERS.get(parts[0]):
+                item.add_marker(area)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("database_url") == "postgresql" or "postgres_server" in getattr(item, "fixturenames", ()):
+            item.add_marker("postgres")
+        if "milvus-lite" in params.values():
+            item.add_marker("milvus")
 
 
 # ---- engine fixtures -------------------------------------------------------------------
@@ -45,7 +63,7 @@ def repo_data_untouched():
     Only data/sample-gallery is watched: other tools (benchmarks) may legitimately write
     elsewhere under data/ while the tests run.
     """
-    from helpers_engine import SAMPLE_GALLERY
+    from support.helpers_engine import SAMPLE_GALLERY
 
     before = _tree_snapshot(SAMPLE_GALLERY)
     yield
@@ -58,7 +76,7 @@ def repo_data_untouched():
 def sample_gallery() -> Path:
     """The real 5-person sample gallery (118 photos). Missing: a failure, not a skip."""
     from engine.images import list_gallery_images
-    from helpers_engine import FETCH_HINT, SAMPLE_GALLERY, SAMPLE_PEOPLE, SAMPLE_PHOTOS
+    from support.helpers_engine import FETCH_HINT, SAMPLE_GALLERY, SAMPLE_PEOPLE, SAMPLE_PHOTOS
 
     assert SAMPLE_GALLERY.is_dir(), f"sample gallery missing at {SAMPLE_GALLERY}: {FETCH_HINT}"
     photos = list_gallery_images(SAMPLE_GALLERY)
@@ -71,7 +89,7 @@ def sample_gallery() -> Path:
 
 @pytest.fixture(scope="session")
 def facenet_weights() -> Path:
-    from helpers_engine import FACENET_WEIGHTS, FETCH_HINT
+    from support.helpers_engine import FACENET_WEIGHTS, FETCH_HINT
 
     assert FACENET_WEIGHTS.is_file(), f"FaceNet weights missing at {FACENET_WEIGHTS}: {FETCH_HINT}"
     return FACENET_WEIGHTS
@@ -81,7 +99,7 @@ def facenet_weights() -> Path:
 def engine_settings(tmp_path_factory, sample_gallery, facenet_weights, repo_data_untouched):
     """EngineSettings with DATA_DIR in a session tmp folder, the repo's models/ and the sample gallery."""
     from engine import EngineSettings
-    from helpers_engine import MODELS_DIR
+    from support.helpers_engine import MODELS_DIR
 
     return EngineSettings(
         data_dir=tmp_path_factory.mktemp("engine-data"), models_dir=MODELS_DIR, gallery_dir=sample_gallery
@@ -155,8 +173,8 @@ def make_engine(facenet_engine):
 
 @pytest.fixture(scope="session")
 def postgres_server() -> str:
-    """SQLAlchemy URL of the session's real PostgreSQL server (see tests/postgres_server.py); started on first use."""
-    from postgres_server import running_server
+    """SQLAlchemy URL of the session's real PostgreSQL server (see tests/support/postgres_server.py); started on first use."""
+    from support.postgres_server import running_server
 
     with running_server() as url:
         yield url
@@ -168,7 +186,7 @@ def database_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'bot.sqlite3'}"
         return
-    from postgres_server import fresh_database
+    from support.postgres_server import fresh_database
 
     with fresh_database(request.getfixturevalue("postgres_server")) as url:
         yield url
@@ -180,7 +198,7 @@ def database_url(request, tmp_path) -> str:
 @pytest.fixture
 async def api():
     """The fake Bot API server (real HTTP on a free local port) the bot under test talks to."""
-    from fake_bot_api import FakeBotAPI
+    from support.fake_bot_api import FakeBotAPI
 
     async with FakeBotAPI() as server:
         yield server

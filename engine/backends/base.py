@@ -19,8 +19,8 @@ from typing import ClassVar
 import numpy as np
 
 from engine.errors import ModelUnavailableError
-from engine.identity import IdentityParams
 from engine.images import file_sha256
+from engine.search.identity import IdentityParams
 from engine.settings import EngineSettings
 
 
@@ -85,16 +85,12 @@ class ModelBackend(ABC):
         self.require()
 
     @abstractmethod
-    def weights_path(self): ...
+    def weights_path(self) -> Path: ...
 
     def model_files(self) -> list[Path]:
         """The files `load` reads (what a Ray node without MODELS_DIR is sent); those that exist."""
         path = Path(self.weights_path())
         return [path] if path.is_file() else []
-
-    @abstractmethod
-    def fetch(self) -> None:
-        """Download and verify the weights (`python -m engine models fetch <name>`); idempotent."""
 
     def weights_sha256(self) -> str:
         with self._sha_lock:

@@ -1,7 +1,7 @@
 """FaceNet backend: MTCNN faces, aligned crops, 128-d embeddings; on ONNX Runtime or on TensorFlow (ENGINE_RUNTIME).
 
 Under the onnx runtime nothing here imports TensorFlow or Keras: FaceNet and MTCNN's networks run from the
-graphs `models fetch` converted and checked (engine/onnx_runtime.py, engine/mtcnn_onnx.py).
+graphs `models fetch` converted and checked (engine/runtime/onnx.py, engine/models/mtcnn_onnx.py).
 
 Fingerprint rule: the index fingerprint names the Keras weights (facenet_keras.h5's sha256) under both
 runtimes, so an index built on one runtime is searched on the other. The ONNX graphs count as those
@@ -15,32 +15,34 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.backends.base import ModelBackend, Region
-from engine.detect import FaceDetector, face_crop
-from engine.device import cpu_cores
 from engine.errors import ModelUnavailableError
-from engine.fetch import fetch_facenet
-from engine.identity import IdentityParams
-from engine.onnx_runtime import (
+from engine.models.align import face_crop
+from engine.models.facenet_onnx import FACENET_DIM, FACENET_INPUT_SIZE, OnnxFaceNet
+from engine.models.mtcnn import FaceDetector
+from engine.models.mtcnn_onnx import open_mtcnn
+from engine.runtime.device import cpu_cores
+from engine.runtime.onnx import (
     FACENET_GRAPH,
     FETCH_HINT,
     MANIFEST,
     MTCNN_GRAPHS,
-    OnnxFaceNet,
     SessionConfig,
     onnxruntime_module,
-    open_mtcnn,
     read_manifest,
     resolve_runtime,
     source_sha256,
 )
+from engine.search.identity import IdentityParams
+from engine.settings import EngineSettings
 from engine.types import DetectedFace
 
-FACENET_DIM = 128
-FACENET_INPUT_SIZE = 160
+if TYPE_CHECKING:  # imported when the keras runtime is chosen (it imports Keras)
+    from engine.models.facenet_keras import FaceNetEmbedder
 
 
 class FaceNetBackend(ModelBackend):
@@ -57,12 +59,12 @@ class FaceNetBackend(ModelBackend):
     default_identity = IdentityParams(threshold=0.427, neighbours=50, cohort=20, cohort_weight=0.5)
     dim = FACENET_DIM
 
-    def __init__(self, settings):
+    def __init__(self, settings: EngineSettings):
         super().__init__(settings)
         self.session_threads = cpu_cores()  # ONNX Runtime's intra-op threads (a worker process: its share)
         self._runtime: str | None = None
         self._detector: FaceDetector | None = None
-        self._network = None
+        self._network: OnnxFaceNet | FaceNetEmbedder | None = None
         self._photos_detector: FaceDetector | None = None
 
     @property
@@ -110,28 +112,24 @@ class FaceNetBackend(ModelBackend):
         self._detector = detector
 
     @property
-    def network(self):
+    def network(self) -> OnnxFaceNet | FaceNetEmbedder:
         """The FaceNet network wrapper, created on first use (importing Keras takes seconds)."""
         if self._network is None:
             s = self.settings
             if self.runtime == "onnx":
                 self._network = OnnxFaceNet(s.models_dir, self._session_config(), batch_size=s.embed_batch_size)
             else:
-                from engine.facenet import FaceNetEmbedder
+                from engine.models.facenet_keras import FaceNetEmbedder
 
                 self._network = FaceNetEmbedder(s.facenet_weights, batch_size=s.embed_batch_size, xla=s.xla)
         return self._network
 
     @network.setter
-    def network(self, network) -> None:
+    def network(self, network: OnnxFaceNet | FaceNetEmbedder) -> None:
         self._network = network
 
     def weights_path(self) -> Path:
         return self.settings.facenet_weights
-
-    def fetch(self) -> None:
-        """The Keras weights and the sample gallery, then the ONNX graphs converted from them."""
-        fetch_facenet(self.settings.models_dir, self.settings.data_dir / "sample-gallery")
 
     def weights_sha256(self) -> str:
         """The Keras weights' sha256 under both runtimes (see the fingerprint rule above)."""

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from engine.backends.base import ModelBackend, Region
-from engine.fetch import fetch_vgg16
-from engine.identity import IdentityParams
-from engine.search import Projection
-from engine.vgg16 import VGG16_DIM, VGG16Embedder
+from engine.models.vgg16 import VGG16_DIM, VGG16Embedder
+from engine.search.identity import IdentityParams
+from engine.search.vectors import Projection
+from engine.settings import EngineSettings
 
 
 class VGG16Backend(ModelBackend):
@@ -22,7 +22,7 @@ class VGG16Backend(ModelBackend):
     # not calibrated (no development run with its weights).
     default_identity = IdentityParams(threshold=0.5, neighbours=10)
 
-    def __init__(self, settings):
+    def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
         self.network = VGG16Embedder(settings.vgg16_weights, random_weights=settings.vgg16_random_weights)
 
@@ -33,9 +33,6 @@ class VGG16Backend(ModelBackend):
 
     def weights_path(self) -> Path:
         return self.settings.vgg16_weights
-
-    def fetch(self) -> None:
-        fetch_vgg16(self.settings.models_dir)
 
     def weights_sha256(self) -> str:
         return "random-weights" if self.settings.vgg16_random_weights else super().weights_sha256()

@@ -23,11 +23,11 @@ import logging
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import sqlalchemy as sa
@@ -35,14 +35,16 @@ from filelock import FileLock
 
 from engine.errors import BadInputError, BadPersonNameError, FaceNamedError, PersonNotFoundError
 from engine.people.cluster import EXCLUDED, NO_PERSON, ClusterParams, Neighbours, assign
-from engine.sqlite import shared_sqlite, write_transaction
 from engine.stores.base import FaceRow, VectorStore
+from engine.stores.sqlite import shared_sqlite, write_transaction
 from engine.types import PersonRef
 
 log = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]
 Key = tuple[str, Box]
+Kept = tuple[int | None, bool]  # a face's person (or None), and whether it was taken out by hand
+Grouping = tuple[dict[Key, int | None], dict[int, str | None], int]  # (each face's person, persons created, next id)
 NameSource = Literal["folders", "clusters"]
 
 MAX_NAME_CHARS = 64
@@ -330,7 +332,7 @@ class PeopleRegistry:
                 return NamedFace(PersonRef(called.id, text), "merged")
             change: Literal["joined", "new person"] = "joined"
             if called is None:
-                state = dict(conn.execute(sa.select(_state.c.key, _state.c.value)).tuples().all())
+                state: dict[str, str] = dict(conn.execute(sa.select(_state.c.key, _state.c.value)).tuples().all())
                 person_id = max(int(state.get("next_person", "1")), _largest_id(conn) + 1)
                 conn.execute(_persons.insert().values(id=person_id, name=text, hidden=False))
                 conn.execute(_state.delete().where(_state.c.key == "next_person"))
@@ -389,7 +391,7 @@ class PeopleRegistry:
                 "rename or move the folders (or /rename in the bot) and index again"
             )
 
-    def _visible(self, conn, person_id: int):
+    def _visible(self, conn: sa.Connection, person_id: int) -> sa.Row[Any]:
         person_id = _check_id(person_id)
         row = conn.execute(sa.select(_persons).where(_persons.c.id == person_id)).first()
         if row is None or row.hidden:
@@ -534,10 +536,12 @@ class PeopleRegistry:
             )
         return report
 
-    def _by_folder(self, kept, names_of, persons, next_id):
+    def _by_folder(
+        self, kept: dict[Key, Kept], names_of: dict[Key, str], persons: dict[int, Any], next_id: int
+    ) -> Grouping:
         """People layout: each face's person is the person named after its folder (created when new)."""
         by_name = {p.name: p.id for p in persons.values() if p.name is not None}
-        created: dict[int, str] = {}
+        created: dict[int, str | None] = {}
         assignment: dict[Key, int | None] = {}
         for key, name in names_of.items():
             if kept[key][1]:
@@ -549,7 +553,7 @@ class PeopleRegistry:
             assignment[key] = by_name[name]
         return assignment, created, next_id
 
-    def _cluster_new(self, store, kept, new_keys: set[Key], next_id):
+    def _cluster_new(self, store: VectorStore, kept: dict[Key, Kept], new_keys: set[Key], next_id: int) -> Grouping:
         """Cluster the new faces, and the waiting faces near them (their neighbourhood changed), until nothing changes."""
         first_new = next_id
         universe: dict[Key, int] = {}
@@ -589,10 +593,12 @@ class PeopleRegistry:
         assignment = {
             keys[i]: (p if p >= 0 else None) for i, p in enumerate(person) if keys[i] in kept and p != EXCLUDED
         }
-        created = {p: None for p in set(assignment.values()) if p is not None and p >= first_new}
+        created: dict[int, str | None] = {p: None for p in set(assignment.values()) if p is not None and p >= first_new}
         return assignment, created, next_id
 
-    def _cluster_all(self, store, kept, persons, next_id):
+    def _cluster_all(
+        self, store: VectorStore, kept: dict[Key, Kept], persons: dict[int, Any], next_id: int
+    ) -> Grouping:
         """Re-cluster: named and hidden persons keep their faces (which vote for them); every other face is grouped
         anew, and each new group takes the id of the unnamed person it shares most faces with."""
         keys: list[Key] = []
@@ -650,7 +656,7 @@ class PeopleRegistry:
     # --- plumbing --------------------------------------------------------------------------
 
     @contextmanager
-    def _locked(self):
+    def _locked(self) -> Iterator[None]:
         self._lock.acquire(timeout=self._lock_timeout)
         try:
             yield
@@ -658,7 +664,7 @@ class PeopleRegistry:
             self._lock.release()
 
     @contextmanager
-    def _writing(self):
+    def _writing(self) -> Iterator[sa.Connection]:
         """One write transaction under the cross-process lock (re-entrant within a sync)."""
         with self._locked(), write_transaction(self._engine) as conn:
             yield conn
@@ -676,7 +682,12 @@ def _vectors_for(store: VectorStore, keys: list[Key]) -> dict[Key, np.ndarray]:
 
 
 def _search_into(
-    store, keys: list[Key], vectors: np.ndarray, params: ClusterParams, position, neighbours: Neighbours
+    store: VectorStore,
+    keys: list[Key],
+    vectors: np.ndarray,
+    params: ClusterParams,
+    position: Callable[[Key], int],
+    neighbours: Neighbours,
 ) -> None:
     """Ask the store for each face's neighbours and keep the close ones (itself left out)."""
     for start in range(0, len(keys), SEARCH_BATCH):
@@ -684,7 +695,7 @@ def _search_into(
         for key, found in zip(keys[start : start + SEARCH_BATCH], hits):
             me = position(key)
             close = [
-                (position((h.row.path, tuple(h.row.box))), h.similarity)
+                (position((h.row.path, cast(Box, tuple(h.row.box)))), h.similarity)
                 for h in found
                 if h.similarity >= params.threshold
             ]
@@ -707,7 +718,7 @@ def _ordered(faces: list[FaceRef]) -> list[FaceRef]:
     return [biggest] + sorted((f for f in faces if f != biggest), key=lambda f: (f.path, f.box))
 
 
-def _check_id(person_id) -> int:
+def _check_id(person_id: object) -> int:
     if isinstance(person_id, bool) or not isinstance(person_id, int) or person_id < 1:
         raise PersonNotFoundError(f"no person with id {person_id!r}: ids are whole numbers from 1")
     return person_id
@@ -718,15 +729,15 @@ def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
         yield items[start : start + size]
 
 
-def _delete_paths(conn, paths: set[str]) -> None:
+def _delete_paths(conn: sa.Connection, paths: set[str]) -> None:
     for part in _chunks(sorted(paths), 500):
         conn.execute(_faces.delete().where(_faces.c.path.in_(part)))
 
 
-def _largest_id(conn) -> int:
+def _largest_id(conn: sa.Connection) -> int:
     return int(conn.execute(sa.select(sa.func.max(_persons.c.id))).scalar() or 0)
 
 
-def _drop_empty_persons(conn) -> None:
+def _drop_empty_persons(conn: sa.Connection) -> None:
     used = sa.select(_faces.c.person_id).where(_faces.c.person_id.is_not(None))
     conn.execute(_persons.delete().where(_persons.c.id.not_in(used)))

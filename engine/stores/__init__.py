@@ -1,4 +1,4 @@
-"""Vector stores: where face vectors and their rows live (see `engine.stores.base`)."""
+"""Vector stores: where face vectors and their rows live (see `engine.stores.base`), and the SQLite set-up they share (sqlite.py)."""
 
 from __future__ import annotations
 

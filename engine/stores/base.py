@@ -64,7 +64,7 @@ class FaceRow:
         return (self.path, (x, y, w, h))
 
 
-def landmarks_tuple(points) -> Landmarks | None:
+def landmarks_tuple(points: np.ndarray | None) -> Landmarks | None:
     """(5, 2) points as a hashable tuple, rounded to 0.1 px; None stays None."""
     if points is None:
         return None

@@ -41,8 +41,8 @@ import sqlalchemy as sa
 from filelock import FileLock, Timeout
 
 from engine.errors import IndexBusyError, IndexUnavailableError
-from engine.sqlite import shared_sqlite, write_transaction
 from engine.stores.base import Changes, FaceRow, FileRecord, Hit, StoreHeader, face_fields, landmarks_from_json
+from engine.stores.sqlite import shared_sqlite, write_transaction
 
 _metadata = sa.MetaData()
 _faces = sa.Table(
@@ -161,7 +161,7 @@ class LocalStore:
     def _add_new_columns(self) -> None:
         """Columns added since a store's first version; looked for in a read, added in a write transaction."""
 
-        def missing(conn) -> list[str]:
+        def missing(conn: sa.Connection) -> list[str]:
             present = {column["name"] for column in sa.inspect(conn).get_columns("faces")}
             return [column for column in _ADDED_FACE_COLUMNS if column not in present]
 
@@ -491,7 +491,7 @@ class LocalStore:
         segments = [(name, "sealed", int(index.ntotal))]
         return _Plan(segments, _held_ids(_ids_of(index), deleted), [s.name for s in snap.segments])
 
-    def _sealed_index(self, x: np.ndarray, ids: np.ndarray):
+    def _sealed_index(self, x: np.ndarray, ids: np.ndarray) -> Any:
         import faiss
 
         if len(ids) < self.ann_threshold:
@@ -503,7 +503,7 @@ class LocalStore:
         index.add_with_ids(np.ascontiguousarray(x, dtype=np.float32), ids)
         return index
 
-    def _write_segment(self, index, kind: str) -> str:
+    def _write_segment(self, index: Any, kind: str) -> str:
         import faiss
 
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{kind}-{uuid.uuid4().hex[:12]}"
@@ -611,7 +611,7 @@ class LocalStore:
                 )
 
 
-def _face_row(r) -> FaceRow:
+def _face_row(r: Any) -> FaceRow:
     landmarks = None if r.landmarks is None else landmarks_from_json(r.landmarks)
     return FaceRow(r.path, r.name, (r.x, r.y, r.w, r.h), r.confidence, landmarks)
 
@@ -625,16 +625,16 @@ def _check_vectors(changes: Changes, dim: int) -> np.ndarray:
     return np.ascontiguousarray(changes.vectors, dtype=np.float32)
 
 
-def _ids_for_paths(conn, paths: set[str]) -> np.ndarray:
+def _ids_for_paths(conn: sa.Connection, paths: set[str]) -> np.ndarray:
     found: list[int] = []
     ordered = sorted(paths)
     for start in range(0, len(ordered), 500):
         chunk = ordered[start : start + 500]
-        found.extend(i for (i,) in conn.execute(sa.select(_faces.c.id).where(_faces.c.path.in_(chunk))))
+        found.extend(conn.execute(sa.select(_faces.c.id).where(_faces.c.path.in_(chunk))).scalars())
     return np.array(sorted(found), np.int64)
 
 
-def _delete_paths(conn, paths: set[str], *, rows: bool = True) -> None:
+def _delete_paths(conn: sa.Connection, paths: set[str], *, rows: bool = True) -> None:
     ordered = sorted(paths)
     for start in range(0, len(ordered), 500):
         chunk = ordered[start : start + 500]
@@ -643,7 +643,7 @@ def _delete_paths(conn, paths: set[str], *, rows: bool = True) -> None:
         conn.execute(_files.delete().where(_files.c.path.in_(chunk)))
 
 
-def _flat_index(x: np.ndarray, ids: np.ndarray):
+def _flat_index(x: np.ndarray, ids: np.ndarray) -> Any:
     import faiss
 
     index = faiss.IndexIDMap(faiss.IndexFlatIP(x.shape[1]))
@@ -652,13 +652,13 @@ def _flat_index(x: np.ndarray, ids: np.ndarray):
     return index
 
 
-def _ids_of(index) -> np.ndarray:
+def _ids_of(index: Any) -> np.ndarray:
     import faiss
 
     return faiss.vector_to_array(index.id_map).astype(np.int64)
 
 
-def _vectors_of(index) -> tuple[np.ndarray, np.ndarray]:
+def _vectors_of(index: Any) -> tuple[np.ndarray, np.ndarray]:
     """(vectors, ids) stored in a segment (flat or HNSW-flat: exact copies)."""
     import faiss
 
@@ -685,7 +685,7 @@ def _vectors_by_id(snap: _Snapshot, ids: np.ndarray) -> dict[int, np.ndarray]:
     return found
 
 
-def _is_hnsw(index) -> bool:
+def _is_hnsw(index: Any) -> bool:
     import faiss
 
     return isinstance(faiss.downcast_index(index.index), faiss.IndexHNSW)
@@ -703,7 +703,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _storage_of(index):
+def _storage_of(index: Any) -> Any:
     """The flat index holding a segment's vectors in insertion order (the HNSW graph's storage, or the flat index)."""
     import faiss
 

@@ -334,7 +334,7 @@ class MilvusStore:
             self._schema_current = None
             self.refresh()
 
-    def _create_small(self, name: str, schema) -> None:
+    def _create_small(self, name: str, schema: Any) -> None:
         index = self.client.prepare_index_params()
         index.add_index(field_name="vector", index_type="FLAT", metric_type="L2")
         self.client.create_collection(name, schema=schema, index_params=index)

@@ -1,0 +1,258 @@
+"""MTCNN without TensorFlow: the `mtcnn` package's three networks as ONNX graphs, its stages in numpy.
+
+`python -m engine models fetch` converts P-, R- and O-net from the weights the installed `mtcnn`
+package ships (engine/tools/export.py) and accepts them only when this detector finds the same
+faces as the package. The stages below follow mtcnn 1.0 step by step (pyramid, per-scale and
+cross-scale NMS, square boxes, R-net and O-net refinement, landmarks) on photos of one shape, the
+only batches `engine.models.mtcnn` makes; the two TensorFlow image ops it used are rewritten exactly:
+`tf.image.resize(method="area")` from one integral image per photo, `tf.image.crop_and_resize` (bilinear,
+zero outside the photo) as a gather. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.runtime.onnx import MTCNN_GRAPHS, SessionConfig, open_session
+
+PNET_THRESHOLD, RNET_THRESHOLD, ONET_THRESHOLD = 0.6, 0.7, 0.8  # mtcnn 1.0's defaults
+PNET_NMS_SCALE, PNET_NMS_ALL, RNET_NMS, ONET_NMS = 0.5, 0.7, 0.7, 0.7
+SCALE_FACTOR = 0.709
+MIN_SIZE = 12
+
+
+@dataclass(frozen=True)
+class MTCNNSessions:
+    """The three ONNX Runtime sessions (anything with `run(None, {name: array})` and `get_inputs()`)."""
+
+    pnet: object
+    rnet: object
+    onet: object
+
+
+def _run(session: Any, batch: np.ndarray) -> list[np.ndarray]:
+    return session.run(None, {session.get_inputs()[0].name: batch.astype(np.float32, copy=False)})
+
+
+class OnnxMTCNN:
+    """Detects faces in a batch of same-shape RGB photos; rows as mtcnn's `detect_faces(output_type="numpy",
+    box_format="xyxy")` gives them: [image index, x1, y1, x2, y2, confidence, 5 landmark x, 5 landmark y]."""
+
+    def __init__(self, sessions: MTCNNSessions):
+        self.sessions = sessions
+
+    def detect_faces(self, images: list[np.ndarray], *, min_face_size: int = 20, **_: object) -> np.ndarray:
+        shapes = {image.shape for image in images}
+        if len(shapes) != 1:
+            raise ValueError(f"one shape per batch, got {sorted(shapes)}")
+        batch = (np.stack(images).astype(np.float32) - 127.5) / 128.0
+        boxes = self._pnet(batch, min_face_size)
+        if len(boxes):
+            boxes = self._rnet(batch, boxes)
+        if len(boxes):
+            boxes = self._onet(batch, boxes)
+        if not len(boxes):
+            return np.empty((0, 16))
+        return _limit_boxes(boxes, batch.shape[1:3])
+
+    # ---- stages (mtcnn/stages/stage_*.py) -------------------------------------------------
+    def _pnet(self, batch: np.ndarray, min_face_size: int) -> np.ndarray:
+        height, width = batch.shape[1:3]
+        pyramid = AreaPyramid(batch)  # once per batch: each level is then a few reads
+        proposals = []
+        for scale in scale_pyramid(width, height, min_face_size):
+            scaled = pyramid.level(int(height * scale), int(width * scale))
+            regression, classes = _run(self.sessions.pnet, scaled)
+            boxes = _proposals(regression, classes, PNET_THRESHOLD)
+            boxes[:, 1:5] /= scale
+            proposals.append(nms(boxes, PNET_NMS_SCALE, "union", initial_sort=False))
+        boxes = np.concatenate(proposals) if proposals else np.empty((0, 6))
+        return _square(nms(boxes, PNET_NMS_ALL, "union", initial_sort=True))
+
+    def _rnet(self, batch: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        regression, scores = _run(self.sessions.rnet, crop_and_resize(batch, boxes, 24))
+        boxes = boxes.copy()
+        boxes[:, -1] = scores[:, -1]
+        boxes = _adjust(boxes, regression)
+        boxes = boxes[boxes[:, -1] > RNET_THRESHOLD]
+        return _square(nms(boxes, RNET_NMS, "union", initial_sort=True))
+
+    def _onet(self, batch: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        regression, landmarks, scores = _run(self.sessions.onet, crop_and_resize(batch, boxes, 48))
+        width = boxes[:, 3:4] - boxes[:, 1:2] + 1
+        height = boxes[:, 4:5] - boxes[:, 2:3] + 1
+        landmarks = np.concatenate(
+            [width * landmarks[:, 0:5] + boxes[:, 1:2] - 1, height * landmarks[:, 5:10] + boxes[:, 2:3] - 1], axis=1
+        )
+        boxes = boxes.copy()
+        boxes[:, -1] = scores[:, -1]
+        boxes = np.concatenate([_adjust(boxes, regression), landmarks], axis=1)
+        boxes = boxes[boxes[:, 5] > ONET_THRESHOLD]
+        return nms(boxes, ONET_NMS, "min", initial_sort=True)
+
+
+# ---- numpy versions of mtcnn.utils ---------------------------------------------------------
+def scale_pyramid(width: int, height: int, min_face_size: int) -> np.ndarray:
+    """mtcnn's `build_scale_pyramid`: the level count from the photo's short side, the first level at 12/min_face."""
+    count = round(-((np.log(min(width, height) / MIN_SIZE) / np.log(SCALE_FACTOR)) + 1))
+    return (MIN_SIZE / min_face_size) * SCALE_FACTOR ** np.arange(count)
+
+
+class AreaPyramid:
+    """`tf.image.resize(batch, size, method="area")` at every pyramid level, from one integral image per batch.
+
+    TensorFlow's ResizeArea averages, for output pixel (o, p), the input over [o·sy, (o+1)·sy) × [p·sx, (p+1)·sx)
+    (s = size_in / size_out, bounds in float32), each pixel weighted by the share of it covered, pixels past the
+    edge counting as the edge pixel. The integral of that piecewise-constant image is bilinear within each
+    pixel, so each level is four interpolated reads of the integral image: O(output pixels) per level.
+    """
+
+    def __init__(self, batch: np.ndarray):
+        self.height, self.width = batch.shape[1:3]
+        padded = np.pad(batch.astype(np.float64), ((0, 0), (0, 2), (0, 2), (0, 0)), mode="edge")
+        integral = np.zeros((padded.shape[0], padded.shape[1] + 1, padded.shape[2] + 1, padded.shape[3]))
+        inner = integral[:, 1:, 1:]  # summed in place, no temporaries
+        np.cumsum(padded, axis=1, out=inner)
+        np.cumsum(inner, axis=2, out=inner)
+        self.integral = integral
+
+    @staticmethod
+    def _bounds(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.float32]:
+        scale = np.float32(size_in / size_out)
+        bounds = np.arange(size_out + 1, dtype=np.float32) * scale  # float32, as the kernel computes them
+        whole = np.floor(bounds).astype(int)
+        return whole, bounds.astype(np.float64) - whole, scale
+
+    def level(self, height: int, width: int) -> np.ndarray:
+        rows, row_share, scale_y = self._bounds(self.height, height)
+        columns, column_share, scale_x = self._bounds(self.width, width)
+        by_rows = self.integral[:, rows] + row_share[None, :, None, None] * (
+            self.integral[:, rows + 1] - self.integral[:, rows]
+        )
+        corners = by_rows[:, :, columns] + column_share[None, None, :, None] * (
+            by_rows[:, :, columns + 1] - by_rows[:, :, columns]
+        )
+        area = corners[:, 1:, 1:] - corners[:, :-1, 1:] - corners[:, 1:, :-1] + corners[:, :-1, :-1]
+        return (area / (np.float64(scale_y) * np.float64(scale_x))).astype(np.float32)
+
+
+def resize_area(batch: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`tf.image.resize(batch, (height, width), method="area")` for an (N, H, W, C) float batch."""
+    return AreaPyramid(batch).level(height, width)
+
+
+def crop_and_resize(batch: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """mtcnn's `extract_patches`: `tf.image.crop_and_resize` of each box (bilinear; zero outside the photo).
+
+    mtcnn divides the box corners by the photo's size (not size - 1), and TensorFlow maps them back by
+    size - 1: kept, so the patches are the ones the networks saw with the package.
+    """
+    height, width = batch.shape[1:3]
+    y1, x1, y2, x2 = (boxes[:, 2] / height), (boxes[:, 1] / width), (boxes[:, 4] / height), (boxes[:, 3] / width)
+    steps = np.arange(size, dtype=np.float64)
+    in_y = (y1 * (height - 1))[:, None] + steps[None, :] * ((y2 - y1) * (height - 1) / (size - 1))[:, None]
+    in_x = (x1 * (width - 1))[:, None] + steps[None, :] * ((x2 - x1) * (width - 1) / (size - 1))[:, None]
+    in_y, in_x = in_y.astype(np.float32), in_x.astype(np.float32)
+    inside = ((in_y >= 0) & (in_y <= height - 1))[:, :, None] & ((in_x >= 0) & (in_x <= width - 1))[:, None, :]
+    top, left = np.floor(in_y), np.floor(in_x)
+    y_lerp, x_lerp = (in_y - top)[:, :, None, None], (in_x - left)[:, None, :, None]
+    top_i, bottom_i = np.clip(top, 0, height - 1).astype(int), np.clip(np.ceil(in_y), 0, height - 1).astype(int)
+    left_i, right_i = np.clip(left, 0, width - 1).astype(int), np.clip(np.ceil(in_x), 0, width - 1).astype(int)
+    image = boxes[:, 0].astype(int)[:, None]
+    flat = batch.reshape(-1, batch.shape[3])  # (photos · rows · columns, channels): one flat gather per corner
+    top_start, bottom_start = (image * height + top_i) * width, (image * height + bottom_i) * width
+
+    def pixels(row_start: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        return flat[row_start[:, :, None] + columns[:, None, :]]
+
+    top_left, bottom_left = pixels(top_start, left_i), pixels(bottom_start, left_i)
+    upper = top_left + (pixels(top_start, right_i) - top_left) * x_lerp
+    lower = bottom_left + (pixels(bottom_start, right_i) - bottom_left) * x_lerp
+    patches = upper + (lower - upper) * y_lerp
+    return np.where(inside[:, :, :, None], patches, 0.0).astype(np.float32)
+
+
+def _proposals(regression: np.ndarray, classes: np.ndarray, threshold: float) -> np.ndarray:
+    """mtcnn's `generate_bounding_box`: a 12-px cell (stride 2) per P-net score above `threshold`, regressed."""
+    scores = classes[:, :, :, 1]
+    index = np.stack(np.where(scores > threshold))  # image, y, x
+    reg_x1, reg_y1, reg_x2, reg_y2 = np.transpose(regression[index[0], index[1], index[2]], (1, 0))
+    up_left = index * np.asarray([[1], [2], [2]]) + np.asarray([[0], [1], [1]])
+    bottom_right = index * np.asarray([[1], [2], [2]]) + np.asarray([[0], [12], [12]])
+    box_w = bottom_right[2] - up_left[2]
+    box_h = bottom_right[1] - up_left[1]
+    boxes = np.stack(
+        [
+            index[0],
+            up_left[2] + reg_x1 * box_w,
+            up_left[1] + reg_y1 * box_h,
+            bottom_right[2] + reg_x2 * box_w,
+            bottom_right[1] + reg_y2 * box_h,
+            scores[index[0], index[1], index[2]],
+        ],
+        axis=0,
+    ).T
+    return boxes[np.argsort(boxes[:, -1])[::-1]]
+
+
+def _overlap(boxes: np.ndarray, method: str) -> np.ndarray:
+    """mtcnn's `iou` (its corner order is odd but symmetric: the same matrix)."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    first, second = boxes[None, :, :], boxes[:, None, :]
+    inter_h = np.maximum(0, np.minimum(first[:, :, 2], second[:, :, 2]) - np.maximum(first[:, :, 0], second[:, :, 0]))
+    inter_w = np.maximum(0, np.minimum(first[:, :, 3], second[:, :, 3]) - np.maximum(first[:, :, 1], second[:, :, 1]))
+    inter = inter_h * inter_w
+    if method == "union":
+        return inter / (area[:, None] + area[None, :] - inter)
+    return inter / np.minimum(area[:, None], area[None, :])
+
+
+def nms(boxes: np.ndarray, threshold: float, method: str, *, initial_sort: bool) -> np.ndarray:
+    """mtcnn's `smart_nms_from_bboxes`: per image, drop every box overlapping any higher one above `threshold`.
+
+    (Unlike greedy NMS, a box is dropped even when the box it overlaps was itself dropped: kept as mtcnn does it.)
+    """
+    if initial_sort:
+        boxes = boxes[np.argsort(boxes[:, 5])[::-1]]
+    kept = []
+    for image_id in np.unique(boxes[:, 0]):
+        subset = boxes[boxes[:, 0] == image_id]
+        failed = np.triu(_overlap(subset[:, 1:5], method) > threshold, k=1)
+        kept.append(subset[~failed.any(axis=0)])
+    return np.concatenate(kept) if kept else np.empty((0, boxes.shape[1]))
+
+
+def _square(boxes: np.ndarray) -> np.ndarray:
+    boxes = boxes.copy()
+    height, width = boxes[:, 4] - boxes[:, 2], boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(width, height)
+    boxes[:, 1] += width * 0.5 - side * 0.5
+    boxes[:, 2] += height * 0.5 - side * 0.5
+    boxes[:, 3:5] = boxes[:, 1:3] + side[:, None]
+    return boxes
+
+
+def _adjust(boxes: np.ndarray, regression: np.ndarray) -> np.ndarray:
+    boxes = boxes.copy()
+    width, height = boxes[:, 3] - boxes[:, 1] + 1, boxes[:, 4] - boxes[:, 2] + 1
+    boxes[:, 1:5] += regression * np.stack([width, height, width, height], axis=-1)
+    return boxes
+
+
+def _limit_boxes(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """mtcnn's `limit_bboxes` without landmarks (what `detect_faces` does by default)."""
+    height, width = shape
+    boxes = boxes.copy()
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, width - 1)
+    boxes[:, [2, 4]] = np.clip(boxes[:, [2, 4]], 0, height - 1)
+    return boxes
+
+
+def open_mtcnn(models_dir: Path, config: SessionConfig) -> OnnxMTCNN:
+    """MTCNN on ONNX Runtime over the three verified graphs; always on the CPU."""
+    sessions = {stage: open_session(models_dir, filename, config) for stage, filename in MTCNN_GRAPHS.items()}
+    return OnnxMTCNN(MTCNNSessions(**sessions))
