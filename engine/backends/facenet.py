@@ -14,6 +14,7 @@ the h5 it came from. Graphs of other weights name another h5: another fingerprin
 from __future__ import annotations
 
 import functools
+import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ from engine.models.mtcnn import FaceDetector
 from engine.models.mtcnn_onnx import open_mtcnn
 from engine.runtime.device import cpu_cores
 from engine.runtime.onnx import (
+    CONVERT_INSTALL_HINT,
     FACENET_GRAPH,
     FETCH_HINT,
     MANIFEST,
@@ -160,6 +162,8 @@ class FaceNetBackend(ModelBackend):
             return None
         if not self.weights_path().is_file():
             return f"FaceNet weights missing ({self.weights_path()}); fetch them with: python -m engine models fetch"
+        if importlib.util.find_spec("tensorflow") is None:  # found, not imported
+            return f"ENGINE_RUNTIME=keras needs TensorFlow, which this install lacks: {CONVERT_INSTALL_HINT}"
         return None
 
     def load_regions(self) -> None:

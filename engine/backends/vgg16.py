@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from engine.backends.base import ModelBackend, Region
 from engine.models.vgg16 import VGG16_DIM, VGG16Embedder
+from engine.runtime.onnx import CONVERT_INSTALL_HINT
 from engine.search.identity import IdentityParams
 from engine.search.vectors import Projection
 from engine.settings import EngineSettings
@@ -43,6 +45,8 @@ class VGG16Backend(ModelBackend):
                 f"VGG16 weights missing ({self.weights_path()}); fetch them (553 MB, needs internet access) "
                 "with: python -m engine models fetch vgg16"
             )
+        if importlib.util.find_spec("tensorflow") is None:  # found, not imported
+            return f"VGG16 runs on TensorFlow, which this install lacks: {CONVERT_INSTALL_HINT}"
         return None
 
     def load(self) -> None:

@@ -20,7 +20,7 @@ from engine.runtime.quiet import filtered_stderr, import_quietly
 log = logging.getLogger(__name__)
 
 GPU_EMBED_BATCH = 256  # H200, Keras 3 FaceNet: 4,346 faces/s at 32, 5,979 at 1,024; 256 is near the top
-GPU_INSTALL_HINT = "pip install '.[gpu]' (or make setup GPU=1) installs TensorFlow with CUDA"
+GPU_INSTALL_HINT = "pip install '.[gpu]' (or make setup GPU=1) adds onnxruntime-gpu and TensorFlow with CUDA"
 
 
 def cpu_cores() -> int:

@@ -26,6 +26,8 @@ MANIFEST = "onnx.json"
 FACENET_GRAPH = "facenet.onnx"
 MTCNN_GRAPHS = {"pnet": "mtcnn_pnet.onnx", "rnet": "mtcnn_rnet.onnx", "onet": "mtcnn_onet.onnx"}
 FETCH_HINT = "rewrite it with: python -m engine models fetch"
+# TensorFlow, Keras, mtcnn, h5py and tf2onnx: converting the weights (models fetch), the keras runtime, VGG16
+CONVERT_INSTALL_HINT = "pip install '.[convert]' (make setup installs it)"
 INSTALL_HINT = "pip install onnxruntime (it is in the project's dependencies), or set ENGINE_RUNTIME=keras"
 
 

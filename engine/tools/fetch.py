@@ -48,7 +48,7 @@ def fetch_facenet(models_dir: Path, gallery_dir: Path, log: Log = print) -> None
     """`facenet_keras.h5` and the sample gallery, then the ONNX graphs converted from them. Idempotent."""
     _fetch_facenet_weights(models_dir, gallery_dir, log)
     if importlib.util.find_spec("tf2onnx") is None:  # found, not imported: importing it imports TensorFlow
-        log("ONNX graphs not written: the converter is not installed (pip install tf2onnx, or '.[dev]'); "
+        log("ONNX graphs not written: the converter is not installed (pip install '.[convert]'); "
             "the keras runtime will be used")  # fmt: skip
         return
     from engine.tools.export import export_onnx
