@@ -5,14 +5,22 @@ first, where such faces shrink below MTCNN's reach. This composes large photos f
 (every face pasted at a known size and place, over a blurred background) and detects them at several
 PHOTOS_DETECT_MAX_SIDE values, printing faces found / pasted, false detections and seconds per photo.
 Needs only the sample gallery and the weights (`python -m engine models fetch`).
+
+--camera N: N camera photos as issue 21 measures them instead: 6000x4000 JPEGs, each with 12 whole LFW photos of
+150-375 px pasted on (people G-L; their backgrounds carry some more faces), indexed as the photos layout does
+(decode, detect at PHOTOS_DETECT_MAX_SIDE, crop every face); prints seconds a photo per stage and faces found.
+Needs ../shared/data/lfw.
 Usage: python benchmarks/bench_photos_detect.py [--sides 640,1280,1600,2048,2560] [--photos 2]
+       python benchmarks/bench_photos_detect.py --camera 20
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,12 +29,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import numpy as np
+from PIL import Image
 
+from engine.backends import BACKENDS
 from engine.images import list_gallery_images, person_name, read_image
 from engine.models.mtcnn import FaceDetector
 from engine.settings import EngineSettings
 from tests.support.compose import background, overlap, paste_faces
 
+LFW = REPO.parent / "shared" / "data" / "lfw" / "deepfunneled"
 SIZES = (60, 75, 90, 105, 120, 150)  # face sizes pasted, in pixels of the photo (the longer side of the box)
 
 
@@ -52,12 +63,69 @@ def composed(sources, size: tuple[int, int], faces: int, seed: int):
     return np.asarray(canvas), placed
 
 
+def camera_photos(folder: Path, count: int) -> list[Path]:
+    """`count` 6000x4000 JPEGs with 12 whole LFW photos (G-L) of 150-375 px each, on a 4x3 grid with jitter."""
+    people = sorted(path for path in LFW.iterdir() if path.is_dir() and path.name[0] in "GHIJKL")
+    rng = random.Random(0)
+    paths = []
+    for number in range(count):
+        picks = [rng.choice(sorted(rng.choice(people).glob("*.jpg"))) for _ in range(12)]
+        canvas = background(read_image(picks[0], max_bytes=10**8, max_pixels=10**8), (6000, 4000), number)
+        for position, photo in enumerate(picks):
+            side = rng.randint(150, 375)
+            pasted = Image.open(photo).convert("RGB").resize((side, side), Image.Resampling.BICUBIC)
+            column, row = position % 4, position // 4
+            canvas.paste(
+                pasted, (column * 1500 + rng.randint(0, 1500 - side), row * 1333 + rng.randint(0, 1333 - side))
+            )
+        paths.append(folder / f"IMG_{number:04d}.jpg")
+        canvas.save(paths[-1], quality=92)
+    return paths
+
+
+def camera(count: int) -> int:
+    """Index-path cost of camera photos: decode, detection (at PHOTOS_DETECT_MAX_SIDE) and crops, per photo."""
+    if not LFW.is_dir():
+        print(f"needs LFW in {LFW}")
+        return 0
+    settings = EngineSettings(gallery_layout="photos")
+    backend = BACKENDS["facenet"](settings)
+    backend.load_regions()
+    with tempfile.TemporaryDirectory() as folder:
+        paths = camera_photos(Path(folder), count)
+        backend.gallery_regions([read_image(paths[0], max_bytes=10**8, max_pixels=10**8)])  # warm-up
+        decode = detect = crop = 0.0
+        faces = 0
+        for path in paths:
+            started = time.perf_counter()
+            image = read_image(path, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+            decoded = time.perf_counter()
+            found = backend.photos_detector.detect([image])[0]
+            detected = time.perf_counter()
+            regions = [backend.crop(image, face) for face in found]
+            decode, detect, crop = (
+                decode + decoded - started,
+                detect + detected - decoded,
+                crop + time.perf_counter() - detected,
+            )
+            faces += len(regions)
+    total = decode + detect + crop
+    print(
+        f"{count} photos of 6000x4000 ({backend.runtime}): {total / count:.2f} s/photo (decode {decode / count:.2f}, "
+        f"detect {detect / count:.2f}, crops {crop / count:.2f}), {faces} faces found"
+    )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sides", default="640,1280,1600,2048,2560")
     parser.add_argument("--photos", type=int, default=2, help="composed photos per photo size")
     parser.add_argument("--faces", type=int, default=24)
+    parser.add_argument("--camera", type=int, default=0, help="issue 21's camera photos instead: how many")
     args = parser.parse_args()
+    if args.camera:
+        return camera(args.camera)
     settings = EngineSettings()
     gallery = settings.resolved_gallery()
     if not gallery.is_dir() or not settings.facenet_weights.is_file():

@@ -39,10 +39,12 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "i
             image.seek(0)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            upright = ImageOps.exif_transpose(image)
-            rgb = upright.convert("RGB")
+            # In place, and no conversion of an RGB photo: each copy of a 24 Mpx photo is 96 MB and ~0.08 s.
+            ImageOps.exif_transpose(image, in_place=True)
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
             rgb.load()
-    array = np.asarray(rgb, dtype=np.uint8)
+        array = np.asarray(rgb, dtype=np.uint8)
+        del rgb  # Pillow's copy goes before the caller's next allocation
     if array.ndim != 3 or min(array.shape[:2]) < 8:
         raise BadImageError(f"{name}: the image is too small ({array.shape[1]}x{array.shape[0]})")
     return array

@@ -28,9 +28,26 @@ def crop_face(image: np.ndarray, face: DetectedFace, *, size: int, margin: float
         cos, -sin, center_x - cos * half + sin * half,
         sin, cos, center_y - sin * half - cos * half,
     )  # fmt: skip
-    crop = Image.fromarray(image).transform(
-        (size, size), Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR
-    )
+    return affine_crop(image, size, coefficients)
+
+
+def affine_crop(image: np.ndarray, size: int, coefficients: tuple[float, ...]) -> np.ndarray:
+    """Pillow's bilinear AFFINE transform of `image` to `size`×`size` (output pixel → source pixel `coefficients`),
+    made on only the part of the photo it reads: handing Pillow a whole 24 Mpx photo copied it (96 MB, ~30 ms) for
+    each face. The part is the sampled area plus 3 pixels, cut only at the photo's own edges, so the pixels are
+    the same as from the whole photo."""
+    a, b, c, d, e, f = coefficients
+    corners = [(u, v) for u in (0, size) for v in (0, size)]
+    xs = [a * u + b * v + c for u, v in corners]
+    ys = [d * u + e * v + f for u, v in corners]
+    height, width = image.shape[:2]
+    left, top = max(0, math.floor(min(xs)) - 3), max(0, math.floor(min(ys)) - 3)
+    right, bottom = min(width, math.ceil(max(xs)) + 3), min(height, math.ceil(max(ys)) + 3)
+    if right - left < 2 or bottom - top < 2:  # (nearly) all outside the photo: Pillow's own edge handling
+        left, top, right, bottom = 0, 0, width, height
+    part = Image.fromarray(np.ascontiguousarray(image[top:bottom, left:right]))
+    shifted = (a, b, c - left, d, e, f - top)
+    crop = part.transform((size, size), Image.Transform.AFFINE, shifted, resample=Image.Resampling.BILINEAR)
     return np.asarray(crop, dtype=np.uint8)
 
 
@@ -69,10 +86,7 @@ def template_crop(image: np.ndarray, face: DetectedFace, *, size: int, margin: f
     target = size / 2 + FACE_TEMPLATE * (size / (1.0 + margin))
     # The transform maps output pixels to source pixels, which is what Pillow's AFFINE takes.
     p, q, tx, ty = similarity_transform(target, face.landmarks.astype(np.float64))
-    crop = Image.fromarray(image).transform(
-        (size, size), Image.Transform.AFFINE, (p, -q, tx, q, p, ty), resample=Image.Resampling.BILINEAR
-    )
-    return np.asarray(crop, dtype=np.uint8)
+    return affine_crop(image, size, (p, -q, tx, q, p, ty))
 
 
 def face_crop(image: np.ndarray, face: DetectedFace, *, size: int, margin: float, alignment: str) -> np.ndarray:

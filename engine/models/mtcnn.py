@@ -20,6 +20,9 @@ from engine.types import DetectedFace
 # count fixed, so larger values push the last levels below 12 px and it finds nothing).
 # We therefore always run it at 20 and express a larger minimum by scaling the photo down.
 _MTCNN_MIN_FACE = 20
+# Pixels (at detection scale) in one MTCNN batch: same-size photos are batched up to `batch_size`, but a batch of
+# 16 camera photos at 2048 px would hold ~45 Mpx and its pyramid at once, for no speed gain on photos this large.
+BATCH_PIXELS = 4_000_000
 
 
 class FaceDetector:
@@ -150,9 +153,10 @@ class FaceDetector:
         by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for position, (small, _, _) in enumerate(scaled):
             by_shape[small.shape].append(position)
-        for positions in by_shape.values():
-            for start in range(0, len(positions), self.batch_size):
-                chunk = positions[start : start + self.batch_size]
+        for shape, positions in by_shape.items():
+            per_batch = max(1, min(self.batch_size, BATCH_PIXELS // (shape[0] * shape[1])))
+            for start in range(0, len(positions), per_batch):
+                chunk = positions[start : start + per_batch]
                 rows = self._run([scaled[p][0] for p in chunk])
                 for row in rows:
                     position = chunk[int(row[0])]

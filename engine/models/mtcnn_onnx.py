@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.runtime.onnx import MTCNN_GRAPHS, SessionConfig, open_session
+from engine.runtime.onnx import MTCNN_GRAPHS, SessionConfig, open_session, return_freed_memory
 
 PNET_THRESHOLD, RNET_THRESHOLD, ONET_THRESHOLD = 0.6, 0.7, 0.8  # mtcnn 1.0's defaults
 PNET_NMS_SCALE, PNET_NMS_ALL, RNET_NMS, ONET_NMS = 0.5, 0.7, 0.7, 0.7
@@ -49,24 +49,31 @@ class OnnxMTCNN:
         shapes = {image.shape for image in images}
         if len(shapes) != 1:
             raise ValueError(f"one shape per batch, got {sorted(shapes)}")
-        batch = (np.stack(images).astype(np.float32) - 127.5) / 128.0
+        # The photos stay uint8: the networks' input, (pixel - 127.5) / 128, is made per pyramid level and per patch
+        # (a float32 copy of a camera photo's batch was 4x its pixels, and the pyramid's float64 integral 8x).
+        return_freed_memory()  # what decoding the photos left (Pillow's copy of each) before the pyramid's arrays
+        batch = np.stack([np.asarray(image, dtype=np.uint8) for image in images])
         boxes = self._pnet(batch, min_face_size)
         if len(boxes):
             boxes = self._rnet(batch, boxes)
         if len(boxes):
             boxes = self._onet(batch, boxes)
+        del batch
+        return_freed_memory()  # the pyramid's levels and the networks' buffers
         if not len(boxes):
             return np.empty((0, 16))
-        return _limit_boxes(boxes, batch.shape[1:3])
+        return _limit_boxes(boxes, shapes.pop()[:2])
 
     # ---- stages (mtcnn/stages/stage_*.py) -------------------------------------------------
     def _pnet(self, batch: np.ndarray, min_face_size: int) -> np.ndarray:
         height, width = batch.shape[1:3]
-        pyramid = AreaPyramid(batch)  # once per batch: each level is then a few reads
+        pyramids = [AreaPyramid(photo) for photo in batch]  # once per photo: each level is then a few reads
         proposals = []
         for scale in scale_pyramid(width, height, min_face_size):
-            scaled = pyramid.level(int(height * scale), int(width * scale))
+            size = (int(height * scale), int(width * scale))
+            scaled = np.stack([pyramid.level(*size) for pyramid in pyramids])
             regression, classes = _run(self.sessions.pnet, scaled)
+            del scaled
             boxes = _proposals(regression, classes, PNET_THRESHOLD)
             boxes[:, 1:5] /= scale
             proposals.append(nms(boxes, PNET_NMS_SCALE, "union", initial_sort=False))
@@ -103,53 +110,69 @@ def scale_pyramid(width: int, height: int, min_face_size: int) -> np.ndarray:
 
 
 class AreaPyramid:
-    """`tf.image.resize(batch, size, method="area")` at every pyramid level, from one integral image per batch.
+    """`tf.image.resize(photo, size, method="area")` of (pixel - 127.5) / 128 at every pyramid level of one photo.
 
     TensorFlow's ResizeArea averages, for output pixel (o, p), the input over [o·sy, (o+1)·sy) × [p·sx, (p+1)·sx)
     (s = size_in / size_out, bounds in float32), each pixel weighted by the share of it covered, pixels past the
-    edge counting as the edge pixel. The integral of that piecewise-constant image is bilinear within each
-    pixel, so each level is four interpolated reads of the integral image: O(output pixels) per level.
+    edge counting as the edge pixel. The average is separable: rows first, from the photo's exact integer running
+    sums down its columns (two reads per output row and the partly covered edge rows), then the same along each of
+    those rows. The normalisation is applied to the average (it is linear; the weights' sum is kept exact), so the
+    levels equal the float64 reference within a float32 rounding. O(output rows × photo width) per level.
     """
 
-    def __init__(self, batch: np.ndarray):
-        self.height, self.width = batch.shape[1:3]
-        padded = np.pad(batch.astype(np.float64), ((0, 0), (0, 2), (0, 2), (0, 0)), mode="edge")
-        integral = np.zeros((padded.shape[0], padded.shape[1] + 1, padded.shape[2] + 1, padded.shape[3]))
-        inner = integral[:, 1:, 1:]  # summed in place, no temporaries
-        np.cumsum(padded, axis=1, out=inner)
-        np.cumsum(inner, axis=2, out=inner)
-        self.integral = integral
+    def __init__(self, photo: np.ndarray):
+        self.height, self.width, self.channels = photo.shape
+        padded = np.pad(photo, ((0, 2), (0, 2), (0, 0)), mode="edge")
+        self.pixels = padded.reshape(padded.shape[0], -1)  # (rows, columns · channels), uint8
+        self.row_sums = np.zeros((self.pixels.shape[0] + 1, self.pixels.shape[1]), np.int32)
+        np.cumsum(self.pixels, axis=0, out=self.row_sums[1:])  # exact: at most 255 · rows
 
     @staticmethod
     def _bounds(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.float32]:
         scale = np.float32(size_in / size_out)
         bounds = np.arange(size_out + 1, dtype=np.float32) * scale  # float32, as the kernel computes them
-        whole = np.floor(bounds).astype(int)
+        whole = np.floor(bounds).astype(np.intp)
         return whole, bounds.astype(np.float64) - whole, scale
 
     def level(self, height: int, width: int) -> np.ndarray:
+        """The (height, width, channels) float32 level."""
         rows, row_share, scale_y = self._bounds(self.height, height)
         columns, column_share, scale_x = self._bounds(self.width, width)
-        by_rows = self.integral[:, rows] + row_share[None, :, None, None] * (
-            self.integral[:, rows + 1] - self.integral[:, rows]
+        channels = self.channels
+        # rows: sum over [b_o, b_o+1) of every column = running sums' difference ± the partly covered edge rows
+        by_rows = np.diff(np.take(self.row_sums, rows, axis=0), axis=0).astype(np.float64)
+        edge = np.take(self.pixels, rows, axis=0) * row_share[:, None]
+        by_rows += edge[1:]
+        by_rows -= edge[:-1]
+        del edge
+        # columns: the same along each row of (rows, columns · channels)
+        running = np.zeros((height, by_rows.shape[1] + channels))
+        np.cumsum(by_rows.reshape(height, -1, channels), axis=1, out=running.reshape(height, -1, channels)[:, 1:])
+        index = (columns[:, None] * channels + np.arange(channels)).ravel()
+        area = np.diff(np.take(running, index, axis=1).reshape(height, width + 1, channels), axis=1)
+        del running
+        edge = (np.take(by_rows, index, axis=1) * np.repeat(column_share, channels)).reshape(
+            height, width + 1, channels
         )
-        corners = by_rows[:, :, columns] + column_share[None, None, :, None] * (
-            by_rows[:, :, columns + 1] - by_rows[:, :, columns]
-        )
-        area = corners[:, 1:, 1:] - corners[:, :-1, 1:] - corners[:, 1:, :-1] + corners[:, :-1, :-1]
-        return (area / (np.float64(scale_y) * np.float64(scale_x))).astype(np.float32)
+        area += edge[:, 1:]
+        area -= edge[:, :-1]
+        covered = np.diff(rows + row_share)[:, None] * np.diff(columns + column_share)[None, :]  # the weights' sum
+        area -= 127.5 * covered[:, :, None]
+        area /= np.float64(scale_y) * np.float64(scale_x) * 128.0
+        return area.astype(np.float32)
 
 
-def resize_area(batch: np.ndarray, height: int, width: int) -> np.ndarray:
-    """`tf.image.resize(batch, (height, width), method="area")` for an (N, H, W, C) float batch."""
-    return AreaPyramid(batch).level(height, width)
+def resize_area(photo: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`tf.image.resize(photo, (height, width), method="area")` of an (H, W, C) uint8 photo, normalised."""
+    return AreaPyramid(photo).level(height, width)
 
 
 def crop_and_resize(batch: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     """mtcnn's `extract_patches`: `tf.image.crop_and_resize` of each box (bilinear; zero outside the photo).
 
     mtcnn divides the box corners by the photo's size (not size - 1), and TensorFlow maps them back by
-    size - 1: kept, so the patches are the ones the networks saw with the package.
+    size - 1: kept, so the patches are the ones the networks saw with the package. `batch` is uint8: the patches
+    are normalised as (pixel - 127.5) / 128 after interpolating (it is linear), zero outside the photo.
     """
     height, width = batch.shape[1:3]
     y1, x1, y2, x2 = (boxes[:, 2] / height), (boxes[:, 1] / width), (boxes[:, 4] / height), (boxes[:, 3] / width)
@@ -167,12 +190,12 @@ def crop_and_resize(batch: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarr
     top_start, bottom_start = (image * height + top_i) * width, (image * height + bottom_i) * width
 
     def pixels(row_start: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        return flat[row_start[:, :, None] + columns[:, None, :]]
+        return flat[row_start[:, :, None] + columns[:, None, :]].astype(np.float32)
 
     top_left, bottom_left = pixels(top_start, left_i), pixels(bottom_start, left_i)
     upper = top_left + (pixels(top_start, right_i) - top_left) * x_lerp
     lower = bottom_left + (pixels(bottom_start, right_i) - bottom_left) * x_lerp
-    patches = upper + (lower - upper) * y_lerp
+    patches = (upper + (lower - upper) * y_lerp - np.float32(127.5)) / np.float32(128.0)
     return np.where(inside[:, :, :, None], patches, 0.0).astype(np.float32)
 
 
@@ -253,6 +276,10 @@ def _limit_boxes(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def open_mtcnn(models_dir: Path, config: SessionConfig) -> OnnxMTCNN:
-    """MTCNN on ONNX Runtime over the three verified graphs; always on the CPU."""
-    sessions = {stage: open_session(models_dir, filename, config) for stage, filename in MTCNN_GRAPHS.items()}
+    """MTCNN on ONNX Runtime over the three verified graphs; always on the CPU. Without ONNX Runtime's arena: P-net's
+    inputs change size at every pyramid level, and the arena kept the largest (a 24 Mpx photo's first level) for
+    good: 760 against 400 MB resident after three camera photos (benchmarks/bench_memory.py), at no measured cost."""
+    sessions = {
+        stage: open_session(models_dir, filename, config, arena=False) for stage, filename in MTCNN_GRAPHS.items()
+    }
     return OnnxMTCNN(MTCNNSessions(**sessions))

@@ -14,6 +14,7 @@ manifest is there, else keras. A manifest whose graphs are missing or damaged is
 
 from __future__ import annotations
 
+import ctypes
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,29 @@ def verified_graph(models_dir: Path, filename: str) -> Path:
             f"{path.stat().st_size} bytes; the manifest says {entry['sha256'][:12]}…, {entry.get('bytes')} bytes); {FETCH_HINT}"
         )
     return path
+
+
+def return_freed_memory() -> None:
+    """Give the heap's free pages back to the system (glibc's malloc_trim; nothing elsewhere).
+
+    Blocks under glibc's mmap threshold (which rises to 32 MB as photo-sized arrays are freed) stay in the
+    process when freed: a process that had detected in three 24 Mpx photos kept 400 MB resident where 180 MB
+    were live. Called after each detection batch, it keeps the heap's fast reuse during a photo (fixing the mmap
+    threshold instead cost 0.1-0.2 s a camera photo in page faults)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 (glibc only)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _glibc()
 
 
 def open_session(

@@ -1,0 +1,87 @@
+"""Camera photos (6000x4000) through the photos layout's detection: the faster pyramid, decode and crops give the
+faces and pixels the reference computations give."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from engine.images import decode_image, read_image
+from engine.models.align import face_crop
+from engine.models.mtcnn_onnx import AreaPyramid, scale_pyramid
+from support.compose import background, overlap, paste_faces
+from support.helpers_engine import BEN, ELTON, JERRY, MADONNA, sample
+
+
+def reference_area(photo: np.ndarray, height: int, width: int) -> np.ndarray:
+    """tf.image.resize(method="area") of the normalised photo, pixel by pixel in float64 (the definition)."""
+    normalised = (photo.astype(np.float64) - 127.5) / 128.0
+    padded = np.pad(normalised, ((0, 2), (0, 2), (0, 0)), mode="edge")
+    out = np.zeros((height, width, photo.shape[2]))
+    scale_y, scale_x = np.float32(photo.shape[0] / height), np.float32(photo.shape[1] / width)
+
+    def weights(index: int, scale: np.float32) -> list[tuple[int, float]]:
+        start, end = float(np.float32(index) * scale), float(np.float32(index + 1) * scale)
+        return [(i, min(end, i + 1) - max(start, i)) for i in range(int(np.floor(start)), int(np.ceil(end)))]
+
+    for row in range(height):
+        for column in range(width):
+            total = sum(wy * wx * padded[y, x] for y, wy in weights(row, scale_y) for x, wx in weights(column, scale_x))
+            out[row, column] = total / (float(scale_y) * float(scale_x))
+    return out
+
+
+def test_the_pyramid_levels_are_tensorflow_s_area_resize():
+    photo = read_image(sample(JERRY), max_bytes=10**8, max_pixels=10**8)[:90, :120]
+    pyramid = AreaPyramid(photo)
+    for height, width in ((54, 72), (38, 51), (13, 17)):
+        np.testing.assert_allclose(pyramid.level(height, width), reference_area(photo, height, width), atol=1e-6)
+
+
+def camera_photo(facenet_engine) -> tuple[bytes, list]:
+    detector = facenet_engine.backends["facenet"].detector
+    faces = []
+    for name, size in ((BEN, 90), (ELTON, 130), (JERRY, 170), (MADONNA, 240)):
+        image = read_image(sample(name), max_bytes=10**8, max_pixels=10**8)
+        faces.append((name, image, detector.detect([image])[0][0].box, size))
+    canvas = background(faces[0][1], (6000, 4000), seed=3)
+    placed = paste_faces(canvas, faces, seed=3)
+    data = io.BytesIO()
+    canvas.save(data, "JPEG", quality=92)
+    return data.getvalue(), placed
+
+
+def test_a_camera_photo_s_faces_are_found_and_cropped_as_from_the_whole_photo(facenet_engine):
+    data, placed = camera_photo(facenet_engine)
+    image = decode_image(data, max_bytes=10**8, max_pixels=10**8)
+    np.testing.assert_array_equal(image, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    backend = facenet_engine.backends["facenet"]
+    found = backend.photos_detector.detect([image])[0]
+    for pasted in placed:  # every pasted face, where it was pasted
+        assert max(overlap(face.box, pasted.box) for face in found) >= 0.5, pasted
+    reference = _whole_photo_crops(image, found)  # a crop cut from the part of the photo it reads: the same pixels
+    for face, want in zip(found, reference, strict=True):
+        np.testing.assert_array_equal(face_crop(image, face, size=160, margin=0.1, alignment="rotate"), want)
+
+
+def _whole_photo_crops(image: np.ndarray, faces: list) -> list[np.ndarray]:
+    """The crops as Pillow makes them from the whole photo (what face_crop did before cutting the part it reads)."""
+    import engine.models.align as align
+
+    def whole(image: np.ndarray, size: int, coefficients: tuple[float, ...]) -> np.ndarray:
+        crop = Image.fromarray(image).transform(
+            (size, size), Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR
+        )
+        return np.asarray(crop, dtype=np.uint8)
+
+    fast, align.affine_crop = align.affine_crop, whole
+    try:
+        return [face_crop(image, face, size=160, margin=0.1, alignment="rotate") for face in faces]
+    finally:
+        align.affine_crop = fast
+
+
+def test_the_pyramid_has_a_level_per_scale():
+    assert len(scale_pyramid(2048, 1365, 20)) == 13
