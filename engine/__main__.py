@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--json", action="store_true", help="print the final report as one JSON object")
     index.add_argument("--no-wait", action="store_true", help="fail at once if another index run holds the lock")
     index.add_argument(
+        "--watch",
+        action="store_true",
+        help="then keep watching the gallery: index new, changed and deleted photos as they land, until SIGTERM or "
+        "Ctrl-C (WATCH_SETTLE_S, WATCH_POLL_S)",
+    )
+    index.add_argument(
         "--workers",
         type=int,
         help="processes decoding and detecting (0: in this process; default INDEX_WORKERS or one per core)",
@@ -146,6 +152,8 @@ def run_command(args: argparse.Namespace, settings: EngineSettings) -> int:
     if args.command == "models":
         return commands.models(settings, args.models_command, getattr(args, "which", "facenet"))
     if args.command == "index":
+        if args.watch:
+            return commands.watch(settings, args.gallery, args.model, as_json=args.json)
         return commands.index(settings, args.gallery, args.model, as_json=args.json, wait=not args.no_wait)
     if args.command == "search":
         return commands.search(settings, args.images, args.model, args.k, args.max_faces, args.json, args.limit)

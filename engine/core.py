@@ -19,7 +19,7 @@ from engine.backends import FACE_MODELS, ModelBackend, check_model, create_backe
 from engine.backends.facenet import FaceNetBackend
 from engine.errors import BadInputError, IndexUnavailableError
 from engine.images import decode_image, read_image
-from engine.indexing.builder import IndexBuilder, ProgressCallback
+from engine.indexing.builder import IndexBuilder, ProgressCallback, ReadyCheck
 from engine.people import ClusterParams, PeopleRegistry, SyncReport
 from engine.runtime.device import DeviceInfo, probe_device
 from engine.search.searcher import PersonOf, Searcher
@@ -163,9 +163,13 @@ class Engine:
         should_stop: Callable[[], bool] | None = None,
         on_wait: Callable[[str], None] | None = None,
         allow_empty: bool = False,
+        ready: ReadyCheck | None = None,
+        limit: int | None = None,
     ) -> IndexReport:
         """Bring the model's index up to date with `gallery` (default GALLERY_DIR): see IndexBuilder.build
-        (`allow_empty`: a gallery without images empties the index instead of being refused).
+        (`allow_empty`: a gallery without images empties the index instead of being refused; `ready`: changed files
+        it answers False for are left for a later run, a watched gallery's files still being written; `limit`: at most
+        this many files read, the rest left for a later run).
 
         `index_dir` builds a separate local index there (evaluation galleries); `paths`
         restricts the run to some of the gallery's images.
@@ -182,6 +186,8 @@ class Engine:
                     should_stop=should_stop,
                     on_wait=on_wait,
                     allow_empty=allow_empty,
+                    ready=ready,
+                    limit=limit,
                 )
                 if index_dir is None and self.backend(model).embeds_faces:
                     self.people(model).sync(store)  # the gallery's persons follow its faces

@@ -131,6 +131,24 @@ class EngineSettings(BaseSettings):
     index_refresh_s: float = Field(
         2.0, gt=0, description="How often a running service looks for index versions other processes wrote."
     )
+    watch_poll_s: float = Field(
+        0.0,
+        ge=0,
+        description="A watched gallery (WATCH_GALLERY, `index --watch`): 0 = inotify events; more = scan the folder "
+        "every this many seconds instead (network mounts such as NFS or SMB, where inotify sees no other machine's writes).",
+    )
+    watch_settle_s: float = Field(
+        2.0,
+        gt=0,
+        description="A watched gallery's new or changed file is read once its size and mtime have held still this "
+        "long (an FTP or sync upload is never read half-written).",
+    )
+    watch_batch: int = Field(
+        200,
+        ge=1,
+        description="A watched gallery's index run reads at most this many photos (in path order), then commits, "
+        "groups the faces into persons and tells the bot (deliveries); the next run goes on with the rest of a burst.",
+    )
 
     # search
     default_k: int = Field(5, ge=1, description="Matches returned per face.")

@@ -164,7 +164,9 @@ class IndexReport:
     rebuilt: bool = False  # the store held another model's, settings', gallery's or layout's vectors and was emptied
     rebuilt_reason: str = ""  # why, in words
     stopped: bool = False  # asked to stop before the end: what was embedded is committed, the rest waits
+    waiting: int = 0  # changed files left for a later run (a watched gallery: still being written, or past its batch)
     skipped_files: list[str] = field(default_factory=list)
+    read_errors: list[str] = field(default_factory=list)  # this run's files that could not be read (logged once)
 
     @property
     def images_per_second(self) -> float:

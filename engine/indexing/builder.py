@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[IndexProgress], None]
+ReadyCheck = Callable[[Path], bool]  # False: a changed file is still being written; left for a later run
 PROJECTION_KEY = "projection"
 LOCK_POLL_S = 1.0  # while another run holds the writer lock, how often a waiting run asks whether to stop
 
@@ -76,8 +77,15 @@ class IndexBuilder:
         should_stop: Callable[[], bool] | None = None,
         on_wait: Callable[[str], None] | None = None,
         allow_empty: bool = False,
+        ready: ReadyCheck | None = None,
+        limit: int | None = None,
     ) -> IndexReport:
         """Bring `store` up to date with `gallery` (or with `paths`, a subset of it: evaluation).
+
+        `ready` (a watched gallery, engine/indexing/watch.py): a new or changed file for which it answers False is
+        left as it is for now (not read, not recorded, an older version kept in the index) and counted in
+        `report.waiting`; a later run takes it. `limit`: at most this many files are read (the first in path order,
+        after moves and removals are known); the others count as waiting too.
 
         A gallery without images is refused (GalleryError: a wrong or unmounted folder must not empty an index),
         unless `allow_empty` (a gallery edit that removed the last photos): then every file leaves the store.
@@ -102,7 +110,7 @@ class IndexBuilder:
         try:
             if not self.settings.index_ray:  # on Ray the actors load the networks
                 self.backend.require()
-            return self._build(store, gallery, paths, progress, should_stop)
+            return self._build(store, gallery, paths, progress, should_stop, ready, limit)
         finally:
             lock.__exit__(None, None, None)
 
@@ -140,6 +148,8 @@ class IndexBuilder:
         paths: list[Path],
         progress: ProgressCallback | None,
         should_stop: Callable[[], bool] | None,
+        ready: ReadyCheck | None = None,
+        limit: int | None = None,
     ) -> IndexReport:
         started = time.perf_counter()
         report = IndexReport(model=self.backend.name, gallery=str(gallery), images=len(paths))
@@ -156,7 +166,10 @@ class IndexBuilder:
                 report.rebuilt_reason = _rebuild_reason(store.header, header)
                 log.warning("the %s index %s: rebuilding it from scratch", header.model, report.rebuilt_reason)
             store.initialise(header)
-        diff = self._diff(store.files(), gallery, paths, report, layout)
+        diff = self._diff(store.files(), gallery, paths, report, layout, ready)
+        if limit is not None and len(diff.todo) > limit:  # the rest: a later run (a watched gallery's burst)
+            report.waiting += len(diff.todo) - limit
+            diff.todo = diff.todo[:limit]
         report.removed, report.moved = len(diff.removed), len(diff.moves)
 
         pending = Changes(remove_paths=diff.removed, moves=diff.moves, touched=diff.touched)
@@ -212,7 +225,13 @@ class IndexBuilder:
 
     # ---- what changed -------------------------------------------------------------------
     def _diff(
-        self, known: dict[str, FileRecord], gallery: Path, paths: list[Path], report: IndexReport, layout: str
+        self,
+        known: dict[str, FileRecord],
+        gallery: Path,
+        paths: list[Path],
+        report: IndexReport,
+        layout: str,
+        ready: ReadyCheck | None = None,
     ) -> GalleryDiff:
         todo: list[tuple[GalleryFile, str]] = []
         touched: list[FileRecord] = []
@@ -229,6 +248,9 @@ class IndexBuilder:
             record = known.get(relative)
             if record is not None and record.size == stat.st_size and record.mtime_ns == stat.st_mtime_ns:
                 self._count_unchanged(record, report)
+                continue
+            if ready is not None and not ready(path):  # still being written: its older version (if any) stays
+                report.waiting += 1
                 continue
             try:
                 sha = file_sha256(path)
@@ -275,6 +297,7 @@ class IndexBuilder:
         if result.error is not None:
             report.skipped += 1
             report.skipped_files.append(result.error)  # the message starts with the file's gallery path
+            report.read_errors.append(result.error)
             return
         setattr(report, change, getattr(report, change) + 1)
         if not result.faces:

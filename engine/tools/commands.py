@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,6 +93,55 @@ def index(
             print(f"  {report.device}; {report.pipeline}")
         else:
             print(f"  {report.device}")
+    return 0
+
+
+def watch(settings: EngineSettings, gallery: Path | None, model: str, *, as_json: bool = False) -> int:
+    """`index --watch`: keep each model's index up to date with the gallery until SIGTERM or SIGINT (then the run
+    under way commits what it has, and the exit status is 0). One line per run (with `as_json`, its status as JSON)."""
+    from engine.errors import ModelUnavailableError
+    from engine.indexing.watch import WatchStatus, watch_loop
+
+    engine = Engine(settings)
+    names = list(MODEL_NAMES) if model == "all" else [check_model(model)]
+    for name in names:
+        if problem := engine.model_problem(name):
+            raise ModelUnavailableError(problem)
+    folder = Path(gallery or settings.resolved_gallery()).resolve()
+    stop = threading.Event()
+
+    def stop_on(signum: int, frame: object) -> None:
+        print(f"{signal.Signals(signum).name}: stopping after the current step", file=sys.stderr, flush=True)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, stop_on) for sig in (signal.SIGTERM, signal.SIGINT)}
+    runs = 0
+
+    def show(status: WatchStatus) -> None:
+        nonlocal runs
+        if status.running or status.runs == runs:
+            return
+        runs = status.runs
+        if as_json:
+            print(json.dumps(dataclasses.asdict(status)), flush=True)
+            return
+        if status.problem:
+            print(f"waiting: {status.problem}", flush=True)
+        else:
+            print(f"{status.last_changes}; {status.last_run_s:.1f} s", flush=True)
+
+    try:
+        if settings.gallery_layout == "people":  # as `index` does: a rename a crash interrupted is finished first
+            from engine.indexing.gallery import Gallery
+
+            Gallery(engine, gallery).recover(timeout=0)
+        print(f"watching {folder}; stop with Ctrl-C or SIGTERM", file=sys.stderr, flush=True)
+        watch_loop(engine, names, folder, settings, stop.is_set, progress=show)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        engine.close()
+    print("stopped", file=sys.stderr, flush=True)
     return 0
 
 
@@ -228,4 +280,4 @@ def parse_box(text: str) -> tuple[int, int, int, int]:
     return (x, y, w, h)
 
 
-__all__ = ["EngineError", "evaluate", "evaluate_open_set", "index", "models", "people", "search"]
+__all__ = ["EngineError", "evaluate", "evaluate_open_set", "index", "models", "people", "search", "watch"]
