@@ -25,7 +25,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot.handlers import access, commands, errors, gallery, persons, search
+from bot.handlers import access, commands, errors, follow, gallery, invites, optout, originals, persons, search
 from bot.handlers.context import BotApplication, Context
 from bot.lifecycle import BotService
 from bot.settings import Settings
@@ -90,6 +90,8 @@ def add_handlers(application: BotApplication) -> None:
     """Message handlers match new messages only (`UpdateType.MESSAGE`): an edited photo is not searched again."""
     new = filters.UpdateType.MESSAGE
     application.add_handler(TypeHandler(Update, access.gatekeeper), group=-1)
+    # `/start CODE` (an invite's deep link) before the plain /start
+    application.add_handler(CommandHandler("start", invites.start_with_code, filters=new, has_args=True))
     handlers = [
         (["start", "help"], commands.start), ("model", commands.model), ("k", commands.k),
         ("history", commands.history), ("forget", commands.forget), ("stats", commands.stats),
@@ -99,12 +101,17 @@ def add_handlers(application: BotApplication) -> None:
     if application.bot_data["service"].settings.gallery_layout == "photos":  # persons found by clustering
         handlers[handlers.index(("people", gallery.people))] = ("people", persons.people)
     handlers += [("name", persons.name), ("merge", persons.merge), ("hide", persons.hide)]
+    handlers += [("invite", invites.invite), ("invites", invites.invites), ("revoke", invites.revoke)]
+    handlers += [("follow", follow.follow), ("following", follow.following), ("unfollow", follow.unfollow)]
+    handlers += [("optout", optout.optout)]
     for names, callback in handlers:
         application.add_handler(CommandHandler(names, callback, filters=new))
     buttons = [
         ("more", search.more_button), ("faces", search.faces_button), ("people", gallery.people_button),
         ("rm|rmno", gallery.remove_button), ("pmore", search.more_photos_button),
-        ("persons", persons.people_button),
+        ("persons", persons.people_button), ("orig", originals.originals_button),
+        ("consent", follow.consent_button), ("follow", follow.follow_button),
+        ("agree", invites.agree_button), ("optout", optout.optout_button),
     ]  # fmt: skip
     for kinds, callback in buttons:
         application.add_handler(CallbackQueryHandler(callback, pattern=f"^(?:{kinds}):"))

@@ -24,15 +24,24 @@ from bot.admission import Admissions
 from bot.albums import AlbumCollector
 from bot.db import HistoryStore, upgrade
 from bot.delivery import Attachment, FileIdCache, FileKey, attachment_of
+from bot.follow_store import FollowStore
 from bot.metrics import Metrics
 from bot.queries import PhotoIn
 from bot.runtime import BotRuntime
 from bot.services.chats import ChatCommands
+from bot.services.deliveries import Deliveries
+from bot.services.follow import FollowService, Selfie, follow_choice, is_follow
 from bot.services.gallery import GalleryService, is_add
+from bot.services.invites import InviteService
+from bot.services.limits import LookupLimits
+from bot.services.optouts import FaceTemplate, OptOuts, is_optout, optout_choice
+from bot.services.originals import Originals
 from bot.services.persons import PersonsService
-from bot.services.photos_answer import PhotosAnswer
+from bot.services.photos_answer import PhotosAnswer, mark_face
 from bot.services.reindex import Reindexer, ReindexJob, describe_report
 from bot.services.search import SearchFlow
+from bot.services.selfies import SelfieSearch
+from bot.services.watch import GalleryWatchFlow
 from bot.settings import Settings
 from bot.state import Part, SharedState
 from engine import MODEL_NAMES, Engine, EngineError, IndexProgress
@@ -50,12 +59,29 @@ class BotService:
         engine = engine if engine is not None else Engine(settings)
         self.runtime = rt = BotRuntime.create(settings, engine, queue_length=lambda: self.admissions.pending)
         self.admissions = Admissions(rt)
-        self.photos_answer = PhotosAnswer(rt, self.admissions)  # the photos layout's answers (GALLERY_LAYOUT=photos)
-        self.search = SearchFlow(rt, self.admissions, self.photos_answer)
+        self.originals = Originals(rt)  # "Download originals" under every answer with photos
+        # the photos layout's answers (GALLERY_LAYOUT=photos)
+        self.photos_answer = PhotosAnswer(rt, self.admissions, self.originals)
+        self.selfies = SelfieSearch(rt, self.admissions, self.photos_answer)  # an album of selfies: one query
+        self.search = SearchFlow(rt, self.admissions, self.photos_answer, self.selfies)
+        self.limits = LookupLimits(rt)  # MAX_PERSONS_PER_DAY: applied where a search's faces become an answer
+        self.search.limits = self.selfies.limits = self.limits
         self.gallery_edits = GalleryService(rt)  # /add, /people, /remove, /rename
         self.persons = PersonsService(rt)  # the photos layout's persons: /people, /name, /merge, /hide
         self.reindexer = Reindexer(rt)
         self.chats = ChatCommands(rt, self.admissions, self.reindexer.status)
+        self.watch = GalleryWatchFlow(rt)  # WATCH_GALLERY: photos indexed as they land, after the start-up build
+        self.chats.watching = self.watch.status
+        # invite links, consent before the first search, the audit lines of /stats
+        self.invites = InviteService(rt, self.search.search)
+        self.chats.audit = self.invites.audit_lines
+        # live events: new photos matched against the followers' templates, sent from an outbox
+        self.deliveries = Deliveries(rt, mark_face, self.originals.keyboard)  # + Download originals
+        self.follow = FollowService(rt, self.admissions, self.deliveries.follow_started)
+        # /optout: the person of a selfie's face hidden from answers and deliveries, before the limits
+        self.optouts = OptOuts(rt, self.admissions, self._optout_template)
+        self.search.optouts = self.selfies.optouts = self.deliveries.optouts = self.optouts
+        self.chats.forgetting += [self.follow.forget, self.optouts.forget]
         self._albums: AlbumCollector | None = None
         self._loops: list[asyncio.Task] = []
 
@@ -129,9 +155,12 @@ class BotService:
             await rt.metrics.serve(rt.settings.metrics_listen, rt.settings.metrics_port, self.health)
         rt.preparing = {model for model in MODEL_NAMES if rt.engine.model_problem(model) is None}
         rt.spawn_long(self._prepare_all())
+        rt.spawn_long(self.watch.run())  # waits for _prepare_all (rt.ready); ends on rt.stopping
         self._loops = [
             asyncio.get_running_loop().create_task(self._purge_periodically()),
             asyncio.get_running_loop().create_task(self._pick_up_new_indexes()),
+            asyncio.get_running_loop().create_task(self.deliveries.match_loop()),
+            asyncio.get_running_loop().create_task(self.deliveries.send_loop()),
         ]
 
     async def _prepare_all(self) -> None:
@@ -204,6 +233,10 @@ class BotService:
                 if deleted:
                     log.info("deleted %d queries older than %s days", deleted, days)
                 await rt.db(rt.state.purge_expired)
+                await self.limits.purge()  # lookups older than 24 hours
+                expired = await rt.db(FollowStore(rt.store).purge_expired)
+                if expired:
+                    log.info("deleted %d followers' templates older than FOLLOW_TTL_DAYS", expired)
             except Exception:
                 log.exception("purge failed")
             await asyncio.sleep(3600)
@@ -269,8 +302,16 @@ class BotService:
         if is_add(message.caption):
             await self.gallery_edits.add_files(message.chat_id, user.id, [attachment], message.caption)
             return
+        if is_follow(message.caption):
+            selfie = Selfie(attachment.file_id, attachment.file_size, attachment.name)
+            await self.follow.follow(message.chat_id, user.id, [selfie], follow_choice(message.caption))
+            return
+        if is_optout(message.caption):
+            await self.optouts.optout(message.chat_id, user.id, attachment, optout_choice(message.caption))
+            return
         photo = PhotoIn(1, attachment.file_id, attachment.file_size, attachment.name)
-        await self.search.search(message.chat_id, user.id, [photo])
+        if not await self.invites.consent_needed(message.chat_id, user.id, [photo]):  # else searched once agreed
+            await self.search.search(message.chat_id, user.id, [photo])
 
     async def _on_album(self, parts: list[Part]) -> None:
         """A whole album, claimed by this replica: an `/add` or one search."""
@@ -283,13 +324,24 @@ class BotService:
             if is_add(caption):
                 files = [Attachment(p.file_id, p.file_size, p.name) for p in parts]
                 await self.gallery_edits.add_files(first.chat_id, first.user_id, files, caption)
+            elif is_follow(caption):
+                selfies = [Selfie(p.file_id, p.file_size, p.name) for p in parts]
+                await self.follow.follow(first.chat_id, first.user_id, selfies)
+            elif is_optout(caption):
+                await rt.sender.text(first.chat_id, "To opt out, send one selfie (not an album) captioned /optout.")
             else:
                 photos = [PhotoIn(n, p.file_id, p.file_size, p.name) for n, p in enumerate(parts, start=1)]
-                await self.search.search(first.chat_id, first.user_id, photos)
+                if not await self.invites.consent_needed(first.chat_id, first.user_id, photos):
+                    await self.search.search(first.chat_id, first.user_id, photos)
         except Exception:
             log.exception("exception while answering an album")
             rt.metrics.error("unexpected")
             await rt.sender.text(first.chat_id, "Sorry, something went wrong. Please try again.")
+
+    async def _optout_template(self, model: str, selfie: Attachment, choice: int | None) -> FaceTemplate:
+        """/optout's face template, made as /follow makes one (the flows do not import each other)."""
+        one = Selfie(selfie.file_id, selfie.file_size, selfie.name)
+        return await self.follow.template(model, [one], choice, command="optout")
 
     async def album_files(self, chat_id: int, media_group_id: str) -> list[Part]:
         """The collected photos of an album (an admin's `/add Name` as a reply to it)."""

@@ -44,6 +44,16 @@ class Metrics:
         self.queue.set_function(lambda: float(queue_length()))
         self.errors = Counter("facesearch_errors", "Errors and refusals by kind.", ["kind"], registry=r)
         self.busy = Counter("facesearch_busy_refusals", "Photos refused because the queue was full.", registry=r)
+        self.admissions = Counter(
+            "facesearch_invite_admissions", "Users admitted by an invite link (ALLOWED_USER_IDS=invite).", registry=r
+        )
+        self.refusals = Counter(
+            "facesearch_access_refusals",
+            "Refused updates by reason: not_allowed (not on the list), no_invite (invite mode, not admitted), "
+            "invalid_invite (a /start code that admits nobody), lookup_limit (a face past MAX_PERSONS_PER_DAY).",
+            ["reason"],
+            registry=r,
+        )
         r.register(_IndexSizes(index_sizes))
         self._runner: web.AppRunner | None = None
         self.host: str | None = None

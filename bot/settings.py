@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from engine.settings import EngineSettings, ModelName
@@ -38,9 +38,32 @@ class Settings(EngineSettings):
     )
     allowed_user_ids: Annotated[frozenset[int] | Literal["*"], NoDecode] = Field(
         frozenset(),
-        description="User ids allowed to use the bot (admins always are); `*` admits anyone. Empty: the bot "
+        description="User ids allowed to use the bot (admins always are); `*` admits anyone; `invite` admits every "
+        "user who opened a valid invite link (/invite), alone or with ids (`invite,111,222`). Empty: the bot "
         "refuses to start, so that a forgotten setting does not open face identification to everyone.",
     )
+    invite_mode: bool = Field(
+        False,
+        description="Admit users who opened a valid invite link (/invite). Set by `invite` in ALLOWED_USER_IDS.",
+    )
+    require_consent: bool | None = Field(
+        None,
+        description="A user's first photo gets a notice (what is done with a selfie, /forget, OPERATOR_CONTACT) and "
+        "an 'I agree' button before anything is searched. Empty: on in invite mode, off otherwise.",
+    )
+    operator_contact: str | None = Field(
+        None,
+        description="Who runs the bot (a name, an @username or an e-mail), named in the consent notice.",
+    )
+    max_persons_per_day: int = Field(
+        5,
+        ge=0,
+        description="Distinct persons a non-admin may look up in 24 hours (rolling); a face of another person past "
+        "it is refused, and nothing of that person shown. The same person again, More photos and followed "
+        "deliveries do not count. 0: no limit.",
+    )
+    invite_uses: int = Field(300, ge=1, le=100_000, description="Uses of an /invite link when none are given.")
+    invite_days: float = Field(7, gt=0, le=365, description="Days an /invite link lasts when none are given.")
     refusal_interval_s: float = Field(
         3600,
         ge=0,
@@ -57,6 +80,11 @@ class Settings(EngineSettings):
     workers: int = Field(2, ge=1, description="Threads running detection/embedding (the bounded worker pool).")
     progress_interval_s: float = Field(3.0, ge=0.0, description="Least time between two /reindex progress edits.")
     build_missing_index: bool = Field(True, description="At start, build the index of a usable model that has none.")
+    watch_gallery: bool = Field(
+        False,
+        description="Index new, changed and deleted gallery photos as they land (after the start-up build), "
+        "each once it has settled (WATCH_SETTLE_S); WATCH_POLL_S for network mounts.",
+    )
     history_size: int = Field(10, ge=1, description="Queries listed by /history.")
     history_retention_days: float | None = Field(
         30,
@@ -67,6 +95,13 @@ class Settings(EngineSettings):
         48,
         gt=0,
         description="How long an answer's buttons, a /remove confirmation and an album's photos stay usable.",
+    )
+    originals_max_bytes: int | None = Field(
+        None,
+        ge=1,
+        description='Largest gallery file "Download originals" sends; larger ones are named with their size. '
+        "Empty: the Bot API's upload limit, 50 MB with api.telegram.org, 2,000 MB with another BOT_API_URL "
+        "(a local Bot API server).",
     )
     max_answer_photos: int = Field(
         30,
@@ -94,10 +129,53 @@ class Settings(EngineSettings):
     metrics_listen: str = Field(
         "127.0.0.1", description="Address of the metrics server (0.0.0.0: every interface, e.g. for a scraper)."
     )
+    follow_ttl_days: float = Field(
+        30,
+        gt=0,
+        description="A follower's face template (/follow) is deleted this many days after they followed (hourly "
+        "purge), unless /unfollow or /forget deleted it first.",
+    )
+    delivery_min_faces: int = Field(
+        128,
+        ge=0,
+        description="Live events: nothing is delivered until the gallery holds this many faces. The photos "
+        "decision measures each query's cohort level on its neighbours at ranks 64-128; in a smaller gallery that "
+        "level is a default guess, and a photo delivered on it cannot be taken back. 0: from the first photo.",
+    )
+    delivery_interval_s: float = Field(
+        60,
+        ge=0,
+        description="At most one batch of albums per follower per this many seconds: a burst of new photos is "
+        "delivered together. 0: as soon as they are matched.",
+    )
+    delivery_claim_s: float = Field(
+        120,
+        ge=1,
+        description="How long a replica's claim on a batch of deliveries holds: a batch whose replica died mid-send "
+        "is sent again after this.",
+    )
 
     @field_validator("history_retention_days", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _invite_in_allowed(cls, data: object) -> object:
+        """`invite` in ALLOWED_USER_IDS (alone or among ids) turns invite mode on; the ids stay ids."""
+        if isinstance(data, dict):
+            value = data.get("allowed_user_ids")
+            if isinstance(value, str):
+                parts = [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
+                if any(part.lower() == "invite" for part in parts):
+                    kept = [part for part in parts if part.lower() != "invite"]
+                    data = {**data, "allowed_user_ids": ",".join(kept), "invite_mode": True}
+        return data
+
+    @field_validator("require_consent", "operator_contact", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("admin_ids", "allowed_user_ids", mode="before")
@@ -131,15 +209,20 @@ class Settings(EngineSettings):
         return user_id is not None and user_id in self.admin_ids
 
     def is_allowed(self, user_id: int | None) -> bool:
+        """Admitted by the settings alone (admins, listed ids, `*`); invite mode admits more (bot/services/invites.py)."""
         if user_id is None:
             return False
         if self.allowed_user_ids == "*":
             return True
         return user_id in self.allowed_user_ids or user_id in self.admin_ids
 
+    def consent_required(self) -> bool:
+        """REQUIRE_CONSENT, or when unset: in invite mode."""
+        return self.invite_mode if self.require_consent is None else self.require_consent
+
     def access_problem(self) -> str | None:
         """Why the bot must not start with these access settings, or None."""
-        if self.allowed_user_ids == "*" or self.allowed_user_ids:
+        if self.allowed_user_ids == "*" or self.allowed_user_ids or self.invite_mode:
             return None
         return (
             "ALLOWED_USER_IDS is empty: the bot would identify faces for anyone who finds it, so it does not start. "

@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("other", type=int)
     hide = people_commands.add_parser("hide", help="never show or name this person")
     hide.add_argument("id", type=int)
+    unhide = people_commands.add_parser("unhide", help="show a hidden person again (one who opted out: --opted-out)")
+    unhide.add_argument("id", type=int)
+    unhide.add_argument(
+        "--opted-out", action="store_true", help="also a person who opted out with the bot's /optout (their choice)"
+    )
     unassign = people_commands.add_parser(
         "unassign", help="take a photo's face (or every face of it) out of its person for good"
     )
@@ -152,6 +157,9 @@ def run_command(args: argparse.Namespace, settings: EngineSettings) -> int:
     if args.command == "models":
         return commands.models(settings, args.models_command, getattr(args, "which", "facenet"))
     if args.command == "index":
+        from engine.runtime.onnx import limit_heap_retention
+
+        limit_heap_retention(settings.heap_mmap_threshold_mb)  # a long run of camera photos: see HEAP_MMAP_THRESHOLD_MB
         if args.watch:
             return commands.watch(settings, args.gallery, args.model, as_json=args.json)
         return commands.index(settings, args.gallery, args.model, as_json=args.json, wait=not args.no_wait)

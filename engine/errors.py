@@ -67,6 +67,10 @@ class PersonNotFoundError(BadInputError):
     """No (visible) person with that id in the people registry."""
 
 
+class PersonOptedOutError(BadInputError):
+    """The person opted out (the bot's /optout): shown again only when asked explicitly."""
+
+
 class BadPersonNameError(BadInputError):
     """A person's name that cannot be used: empty, too long, control characters, or another person's."""
 

@@ -89,6 +89,8 @@ class FaceResult:
     photos: list[PhotoMatch] | None = None  # None in the people layout
     photos_total: int = 0
     person: PersonRef | None = None
+    # the query face's vector as the store compares it (opt-outs compare it with their templates); never serialised
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         data = {

@@ -31,6 +31,9 @@ def database_url() -> str:
 
 
 def target_metadata():
+    import bot.follow_store  # noqa: F401 - their tables are in Base.metadata once imported
+    import bot.invites  # noqa: F401
+    import bot.lookups  # noqa: F401
     from bot.db import Base
 
     return Base.metadata

@@ -1,5 +1,7 @@
 """The gatekeeper: updates without a sender are dropped, and users outside ALLOWED_USER_IDS are refused politely
-(told at most once per REFUSAL_INTERVAL_S: bot/refusals.py) before any other handler runs."""
+(told at most once per REFUSAL_INTERVAL_S: bot/refusals.py) before any other handler runs. In invite mode
+(ALLOWED_USER_IDS=invite) users admitted by an invite link pass too, and a `/start CODE` goes on to the invite
+handler (bot/services/invites.py decides both)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,11 @@ from telegram import Update
 from telegram.ext import ApplicationHandlerStop
 
 from bot.handlers.context import Context
+from bot.services.invites import NOT_ALLOWED
 
 log = logging.getLogger(__name__)
 
-
-NOT_ALLOWED = "Sorry, this bot is private: you are not on its list of users."
+__all__ = ["NOT_ALLOWED", "gatekeeper"]
 
 
 async def gatekeeper(update: Update, context: Context) -> None:
@@ -26,8 +28,8 @@ async def gatekeeper(update: Update, context: Context) -> None:
     if user is None:
         log.info("ignored an update without a sender (update %s)", update.update_id)
         raise ApplicationHandlerStop
-    if svc.settings.is_allowed(user.id):
-        return
+    if await svc.invites.admits(user.id) or svc.invites.lets_through(update.effective_message):
+        return  # allowed, admitted by an invite, or a `/start CODE` for the invite handler (invite mode)
     svc.metrics.error("not_allowed")
     first = svc.runtime.refusals.first(user.id)
     if first:
@@ -36,8 +38,10 @@ async def gatekeeper(update: Update, context: Context) -> None:
             user.id,
             svc.settings.refusal_interval_s,
         )
+    await svc.invites.refused(first)
+    refusal = svc.invites.refusal_text()
     if update.callback_query is not None:
-        await update.callback_query.answer(NOT_ALLOWED)
+        await update.callback_query.answer(refusal)
     elif first and update.effective_message is not None:
-        await update.effective_message.reply_text(NOT_ALLOWED)
+        await update.effective_message.reply_text(refusal)
     raise ApplicationHandlerStop

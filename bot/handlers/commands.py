@@ -21,10 +21,16 @@ def help_text() -> str:
         f"/model — show or switch the search backend ({backends})\n"
         "/k — show or set how many matches per face\n"
         "/history — your last queries here\n"
-        "/forget — delete your history\n"
+        "/forget — delete your history (and what /follow keeps)\n"
+        "/follow — event galleries: send a selfie captioned /follow to get your photos as they are taken; "
+        "/following, /unfollow\n"
+        "/optout — never be found here: send a selfie captioned /optout (after you confirm, nobody is shown photos "
+        "of you)\n"
         "/help — this message\n"
         f"Admins: /stats, {reindex_usage()}, /people [prefix], /remove Name, /rename Old Name New Name, "
         "and photos captioned /add Firstname Lastname (or reply /add Name to a photo or an album).\n"
+        "Invite links (ALLOWED_USER_IDS=invite): /invite [uses] [days] (a link and its QR code), /invites, "
+        "/revoke CODE.\n"
         "Photos galleries (GALLERY_LAYOUT=photos): /people shows persons as numbered faces; /name N Firstname Lastname "
         "(or reply /name Firstname Lastname to an answer), /merge N M, /hide N (there /remove and /rename are refused: "
         "they would act on folders of event photos)"
@@ -42,6 +48,10 @@ COMMANDS = [
     ("k", "Show or set matches per face"),
     ("history", "Your last queries"),
     ("forget", "Delete your history"),
+    ("follow", "Get your photos as they come: a selfie captioned /follow"),
+    ("following", "What you follow"),
+    ("unfollow", "Stop getting new photos"),
+    ("optout", "Never be found here: a selfie captioned /optout"),
     ("stats", "Index and usage figures (admins)"),
     ("reindex", "Rebuild the index (admins)"),
     ("add", "Add photos of a person: caption or reply /add Name (admins)"),
@@ -51,6 +61,9 @@ COMMANDS = [
     ("name", "Name a person: /name N Name, or reply to an answer (admins)"),
     ("merge", "Merge person M into person N: /merge N M (admins)"),
     ("hide", "Never show or name person N: /hide N (admins)"),
+    ("invite", "A new invite link and QR code: /invite [uses] [days] (admins)"),
+    ("invites", "The live invite links (admins)"),
+    ("revoke", "End an invite link: /revoke CODE (admins)"),
 ]
 
 

@@ -3,10 +3,12 @@ history), and /stats for admins. Texts included; the handlers (bot/handlers/comm
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from bot.admission import Admissions
 from bot.db import HistoryItem
+from bot.follow_store import FollowStore
+from bot.lookups import LookupStore
 from bot.runtime import BotRuntime
 from engine import MODEL_NAMES
 from engine.backends import BACKENDS
@@ -22,6 +24,10 @@ class ChatCommands:
         self.rt = runtime
         self.admissions = admissions
         self.reindexing = reindexing
+        self.audit: Callable[[], Awaitable[list[str]]] | None = None  # /stats' per-day audit lines (invites)
+        self.watching: Callable[[], str | None] | None = None  # /stats' watched-gallery line (None: not watching)
+        # what other flows forget of a user at /forget: templates still waiting in their memory (/follow, /optout)
+        self.forgetting: list[Callable[[int], Awaitable[None]]] = []
 
     async def model_lines(self, chat_id: int) -> str:
         """/model: the chat's backend and every registered one, with why it is unavailable."""
@@ -64,6 +70,10 @@ class ChatCommands:
         async with self.admissions.user_lease(user_id, waiting):
             count = await rt.db(rt.store.forget_user, user_id)
             await rt.db(rt.state.forget_user, user_id)
+            await rt.db(FollowStore(rt.store).forget_user, user_id)  # a follower's template, outbox and agreement
+            await rt.db(LookupStore(rt.store).forget_user, user_id)  # whom they looked up (the day's count stays)
+            for forget in self.forgetting:
+                await forget(user_id)
         return count
 
     async def stats(self) -> str:
@@ -88,4 +98,8 @@ class ChatCommands:
         reindexing = self.reindexing()
         if reindexing is not None:
             lines.append(reindexing)
+        if self.watching is not None and (watching := self.watching()) is not None:
+            lines.append(watching)
+        if self.audit is not None:
+            lines += await self.audit()
         return "\n".join(lines)

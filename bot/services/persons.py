@@ -142,6 +142,9 @@ class PersonsService:
         for person in shown:
             lines.append(f"#{person.id} {person.name or '(not named)'} · {photos(person.photos)}")
         lines.append("Name: /name N Firstname Lastname · merge: /merge N M · hide: /hide N")
+        opted = self.rt.engine.people(MODEL).opted_out()  # listed only as "opted out" (bot/services/optouts.py)
+        if opted:
+            lines.append(f"Opted out (hidden at their request): {len(opted)} person{'s' if len(opted) != 1 else ''}.")
         text = "\n".join(lines)
         if len(text) > CAPTION_LIMIT:
             text = text[: CAPTION_LIMIT - 1] + "…"

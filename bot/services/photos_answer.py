@@ -15,7 +15,7 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from PIL import Image, ImageDraw, ImageOps
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, Message
@@ -172,6 +172,15 @@ def state_from_payload(payload: dict[str, Any]) -> PhotosState:
     return PhotosState(payload["chat_id"], payload["user_id"], payload["page"], faces)
 
 
+FOLLOW_LABEL = "New photos of me"  # its press explains /follow (bot/handlers/follow.py); no state: nothing is kept
+
+
+def with_follow(markup: InlineKeyboardMarkup | None) -> InlineKeyboardMarkup:
+    """The answer's buttons and, below them, "New photos of me" (live events: how to follow)."""
+    rows = [list(row) for row in markup.inline_keyboard] if markup is not None else []
+    return InlineKeyboardMarkup([*rows, [InlineKeyboardButton(FOLLOW_LABEL, callback_data="follow:")]])
+
+
 def more_keyboard(token: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup([[InlineKeyboardButton("More photos", callback_data=f"pmore:{token}")]])
 
@@ -244,6 +253,14 @@ def mark_face(path: str | Path, box: Box, side: int = MARKED_SIDE) -> bytes:
 # ---- sending ---------------------------------------------------------------------------------------------------
 
 
+class OriginalsButton(Protocol):
+    """ "Download originals" (bot/services/originals.py `Originals`), handed in by bot/lifecycle.py."""
+
+    async def add_to(
+        self, markup: InlineKeyboardMarkup | None, chat_id: int, user_id: int, paths: Sequence[str]
+    ) -> InlineKeyboardMarkup | None: ...
+
+
 @dataclass(frozen=True)
 class _Ready:
     photo: ShownPhoto
@@ -257,10 +274,17 @@ class PhotosAnswer:
     """The photos layout's answers and their "More photos" pages, over the runtime; `admissions` is shared with the
     search flow (the marking of gallery photos runs in the worker pool, and holds queue places as a search does)."""
 
-    def __init__(self, runtime: BotRuntime, admissions: Admissions, cache_size: int = 4096):
+    def __init__(
+        self,
+        runtime: BotRuntime,
+        admissions: Admissions,
+        originals: OriginalsButton | None = None,
+        cache_size: int = 4096,
+    ):
         self.rt = runtime
         self.admissions = admissions
         self.file_ids: FileIdCache[tuple[FileKey, Box]] = FileIdCache(cache_size)  # marked photos already uploaded
+        self.originals = originals  # the "Download originals" button under every answer with photos
 
     def places(self, results: Sequence[SearchResult], k: int) -> int:
         """The queue places (pool jobs) the answer of these searches runs after them: the query photos with several
@@ -395,16 +419,21 @@ class PhotosAnswer:
         return None
 
     async def _keyboard(self, state: PhotosState) -> InlineKeyboardMarkup | None:
+        """ "More photos" while photos are left, and "Download originals" of all the answer's photos."""
         rt = self.rt
-        if not state.has_more:
-            return None
-        try:
-            token = await rt.db(rt.state.put_button, BUTTON_KIND, state.chat_id, state.user_id, state_to_payload(state))
-        except Exception:
-            log.exception("could not store the answer's buttons")
-            rt.metrics.error("state")
-            return None
-        return more_keyboard(token)
+        markup = None
+        if state.has_more:
+            try:
+                payload = state_to_payload(state)
+                token = await rt.db(rt.state.put_button, BUTTON_KIND, state.chat_id, state.user_id, payload)
+                markup = more_keyboard(token)
+            except Exception:
+                log.exception("could not store the answer's buttons")
+                rt.metrics.error("state")
+        if self.originals is None:
+            return with_follow(markup)
+        paths = list(dict.fromkeys(photo.path for face in state.faces for photo in face.photos))
+        return with_follow(await self.originals.add_to(markup, state.chat_id, state.user_id, paths))
 
     async def _record_refs(self, user_id: int, refs: list[AnswerRef]) -> None:
         try:

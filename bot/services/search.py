@@ -48,13 +48,62 @@ class PhotosLayoutAnswer(Protocol):
     ) -> None: ...
 
 
+class SelfiesOutcome(Protocol):
+    answered: bool
+    data: dict[str, bytes]
+
+
+class SelfiesFlow(Protocol):
+    """Albums of selfies searched as one person (bot/services/selfies.py), as the search flow uses them."""
+
+    def applies(self, model: str, photos: Sequence[PhotoIn]) -> bool: ...
+
+    async def fused_answer(
+        self,
+        chat_id: int,
+        user_id: int,
+        model: str,
+        k: int,
+        photos: Sequence[PhotoIn],
+        notes: list[str],
+        started: float,
+        admission: Admission,
+    ) -> SelfiesOutcome: ...
+
+
+class LimitedFound(Protocol):
+    found: list[Searched]
+    refused: int
+
+
+class LookupLimiter(Protocol):
+    """The per-day lookup limit (bot/services/limits.py), as the search flows use it."""
+
+    async def limit(self, user_id: int, model: str, found: Sequence[Searched], notes: list[str]) -> LimitedFound: ...
+
+
+class OptOutFilter(Protocol):
+    """Opted-out people taken out of an answer (bot/services/optouts.py), as the search flows use it."""
+
+    async def filter(self, model: str, found: Sequence[Searched], notes: list[str]) -> list[Searched]: ...
+
+
 class SearchFlow:
     """Searches and their answers, over the runtime; `admissions` is shared with the photos layout's answer."""
 
-    def __init__(self, runtime: BotRuntime, admissions: Admissions, photos_answer: PhotosLayoutAnswer):
+    def __init__(
+        self,
+        runtime: BotRuntime,
+        admissions: Admissions,
+        photos_answer: PhotosLayoutAnswer,
+        selfies: SelfiesFlow | None = None,
+    ):
         self.rt = runtime
         self.admissions = admissions
         self.photos_answer = photos_answer
+        self.selfies = selfies  # an album of 2-5 selfies in the photos layout: one fused query
+        self.limits: LookupLimiter | None = None  # MAX_PERSONS_PER_DAY (bot/services/limits.py), set at wiring time
+        self.optouts: OptOutFilter | None = None  # /optout (bot/services/optouts.py), set at wiring time
 
     async def model_refusal(self, model: str) -> str | None:
         """Why a search with `model` cannot run now (unavailable, still loading or indexing), or None."""
@@ -68,12 +117,25 @@ class SearchFlow:
         return indexing_refusal(progress)
 
     async def _search_all(
-        self, photos: list[PhotoIn], model: str, k: int, admission: Admission, count: bool = True
+        self,
+        photos: list[PhotoIn],
+        model: str,
+        k: int,
+        admission: Admission,
+        count: bool = True,
+        downloaded: dict[str, bytes] | None = None,
     ) -> list[Searched]:
         """Search the admitted photos; their queue places are given back once searched, before the answer is sent,
         but for the pool work the answer still runs (marking a photos-layout answer's gallery photos)."""
         try:
-            searched = list(await asyncio.gather(*(self._search_one(photo, model, k, count) for photo in photos)))
+            searched = list(
+                await asyncio.gather(
+                    *(
+                        self._search_one(photo, model, k, count, (downloaded or {}).get(photo.file_id))
+                        for photo in photos
+                    )
+                )
+            )
         except BaseException:
             self.admissions.unreserve(admission)
             raise
@@ -82,11 +144,11 @@ class SearchFlow:
         self.admissions.hold(admission, self.photos_answer.places(results, k))
         return searched
 
-    async def _search_one(self, photo: PhotoIn, model: str, k: int, count: bool) -> Searched:
+    async def _search_one(self, photo: PhotoIn, model: str, k: int, count: bool, data: bytes | None) -> Searched:
         rt, searched = self.rt, Searched(photo)
         started = time.perf_counter()
         try:
-            data = await self._download(photo.file_id)
+            data = data if data is not None else await self._download(photo.file_id)
         except EngineError as error:
             searched.error = error
             rt.metrics.error("download")
@@ -153,7 +215,15 @@ class SearchFlow:
                 await send.text(chat_id, refusal)
                 return
             await send.action(chat_id, ChatAction.TYPING)
-            searched = await self._search_all(accepted, model, k, admission)
+            downloaded: dict[str, bytes] = {}
+            if self.selfies is not None and self.selfies.applies(model, accepted):
+                outcome = await self.selfies.fused_answer(
+                    chat_id, user_id, model, k, accepted, notes, started, admission
+                )
+                if outcome.answered:
+                    return
+                downloaded = outcome.data  # not all selfies: answered photo by photo, as any album
+            searched = await self._search_all(accepted, model, k, admission, downloaded=downloaded)
             await self._answer(chat_id, user_id, model, k, searched, notes, album, started, admission)
 
     async def _answer(
@@ -170,6 +240,7 @@ class SearchFlow:
     ) -> None:
         rt, send = self.rt, self.rt.sender
         if all(isinstance(s.error, IndexUnavailableError) for s in searched):
+            await self.admissions.release(admission)
             await send.text(chat_id, f"There is no {model} index yet — an admin can build it with /reindex {model}.")
             return
         for item in searched:
@@ -177,11 +248,22 @@ class SearchFlow:
                 prefix = f"Photo {item.photo.number}: " if album else ""
                 notes.append(prefix + f"Sorry, I can't use that: {rt.public(str(item.error))}")
         found = [s for s in searched if s.result is not None]
+        if self.optouts is not None:  # opted-out people: found nowhere, before the limits count anyone
+            found = await self.optouts.filter(model, found, notes)
+        if self.limits is not None:  # faces of persons past the user's daily limit: dropped before anything is shown
+            limited = await self.limits.limit(user_id, model, found, notes)
+            found = limited.found
+            if limited.refused and not any(s.result.faces for s in found if s.result is not None):
+                self.admissions.unreserve(admission)  # no photos to mark
+                await self.admissions.release(admission)  # the user may send the next photo with this answer
+                await send.text(chat_id, "\n".join(notes))  # nothing of the person: not even the history
+                return
         if not any(s.result.faces for s in found if s.result is not None):
             await self._record(chat_id, user_id, model, k, found, started)
             if found:
                 what = "these photos" if len(found) > 1 else "this photo"
                 notes.append(f"I found no face in {what}. Try a clearer, front-facing photo{whole_image_hint()}.")
+            await self.admissions.release(admission)  # the user may send the next photo as soon as this arrives
             await send.text(chat_id, "\n".join(notes))
             return
         await send.action(chat_id, ChatAction.UPLOAD_PHOTO)
@@ -312,9 +394,10 @@ class SearchFlow:
                 return "Already shown."
             if refetch:
                 photos = [PhotoIn(n, p.file_id, None, p.name) for n, p in enumerate(state.photos, start=1)]
-                for query, searched in zip(
-                    state.photos, await self._search_all(photos, state.model, end, admission, count=False)
-                ):
+                again = await self._search_all(photos, state.model, end, admission, count=False)
+                if self.optouts is not None:  # opted out since, or found again: never shown
+                    again = await self.optouts.filter(state.model, again, [])
+                for query, searched in zip(state.photos, again):
                     if searched.result is not None and len(searched.result.faces) == len(query.matches):
                         query.matches = [face.matches for face in searched.result.faces]
             album = len(state.photos) > 1

@@ -33,7 +33,7 @@ import numpy as np
 import sqlalchemy as sa
 from filelock import FileLock
 
-from engine.errors import BadInputError, BadPersonNameError, FaceNamedError, PersonNotFoundError
+from engine.errors import BadInputError, BadPersonNameError, FaceNamedError, PersonNotFoundError, PersonOptedOutError
 from engine.people.cluster import EXCLUDED, NO_PERSON, ClusterParams, Neighbours, assign
 from engine.stores.base import FaceRow, VectorStore
 from engine.stores.sqlite import shared_sqlite, write_transaction
@@ -72,6 +72,12 @@ _faces = sa.Table(
 )
 _files = sa.Table(
     "files", _metadata, sa.Column("path", sa.String, primary_key=True), sa.Column("sha256", sa.String, nullable=False)
+)
+_opted_out = sa.Table(  # hidden persons who opted out themselves (the bot's /optout): unhidden only on purpose
+    "opted_out",
+    _metadata,
+    sa.Column("person_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.Float, nullable=False),
 )
 _state = sa.Table("state", _metadata, sa.Column("key", sa.String, primary_key=True), sa.Column("value", sa.String))
 
@@ -352,6 +358,49 @@ class PeopleRegistry:
         with self._writing() as conn:
             person = self._visible(conn, person_id)
             conn.execute(_persons.update().where(_persons.c.id == person.id).values(hidden=True))
+
+    def opt_out(self, person_id: int) -> None:
+        """A person who opted out: hidden (hidden already, or not), and marked so that only `unhide(...,
+        opted_out=True)` shows them again. Faces that join them later stay hidden with them."""
+        person_id = _check_id(person_id)
+        with self._writing() as conn:
+            if conn.execute(sa.select(_persons.c.id).where(_persons.c.id == person_id)).first() is None:
+                raise PersonNotFoundError(f"no person with id {person_id}")
+            conn.execute(_persons.update().where(_persons.c.id == person_id).values(hidden=True))
+            if conn.execute(sa.select(_opted_out).where(_opted_out.c.person_id == person_id)).first() is None:
+                conn.execute(_opted_out.insert().values(person_id=person_id, at=time.time()))
+
+    def opted_out(self) -> set[int]:
+        """The ids of the persons who opted out."""
+        with self._engine.connect() as conn:
+            ids: builtins.list[int] = builtins.list(conn.scalars(sa.select(_opted_out.c.person_id)))
+        return set(ids)
+
+    def opted_out_faces(self) -> set[Key]:
+        """The faces (gallery-relative path, box) of the persons who opted out."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(_faces.c.path, _faces.c.x, _faces.c.y, _faces.c.w, _faces.c.h).join(
+                    _opted_out, _opted_out.c.person_id == _faces.c.person_id
+                )
+            ).all()
+        return {(r.path, (r.x, r.y, r.w, r.h)) for r in rows}
+
+    def unhide(self, person_id: int, *, opted_out: bool = False) -> None:
+        """Show a hidden person again. One who opted out stays hidden (PersonOptedOutError) unless `opted_out`."""
+        person_id = _check_id(person_id)
+        with self._writing() as conn:
+            row = conn.execute(sa.select(_persons).where(_persons.c.id == person_id)).first()
+            if row is None:
+                raise PersonNotFoundError(f"no person with id {person_id}")
+            marked = conn.execute(sa.select(_opted_out).where(_opted_out.c.person_id == person_id)).first()
+            if marked is not None and not opted_out:
+                raise PersonOptedOutError(
+                    f"person {person_id} opted out (asked not to be found): nothing changed; to show them again "
+                    "anyway, say so with --opted-out"
+                )
+            conn.execute(_persons.update().where(_persons.c.id == person_id).values(hidden=False))
+            conn.execute(_opted_out.delete().where(_opted_out.c.person_id == person_id))
 
     def unassign(self, path: str, box: Box | None = None) -> builtins.list[FaceRef]:
         """Take the faces of photo `path` (or only the one with `box`) out of their persons for good.

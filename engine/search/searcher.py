@@ -127,8 +127,9 @@ class Searcher:
                     identity=identify(
                         [hit.row.name for hit in face_hits], [hit.similarity for hit in face_hits], params
                     ),
+                    vector=vector,
                 )
-                for region, face_hits in zip(regions, hits)
+                for region, vector, face_hits in zip(regions, vectors, hits)
             ]
         ms["search"] = (time.perf_counter() - started) * 1000
         return SearchResult(image=name, model=self.backend.name, faces=faces, ms=ms)
@@ -145,6 +146,7 @@ class Searcher:
             photos=photos[:limit] if limit is not None else photos,
             photos_total=len(photos),
             person=people.most_common(1)[0][0] if people else None,
+            vector=vector,
         )
 
 

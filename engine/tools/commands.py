@@ -241,6 +241,10 @@ def people(settings: EngineSettings, args: argparse.Namespace) -> int:
     elif command == "hide":
         registry.hide(args.id)
         print(f"person {args.id} is hidden")
+    elif command == "unhide":
+        opted_out = args.id in registry.opted_out()
+        registry.unhide(args.id, opted_out=args.opted_out)  # PersonOptedOutError without --opted-out
+        print(f"person {args.id} is shown again" + (" (they had opted out)" if opted_out else ""))
     elif command == "unassign":
         taken = registry.unassign(args.path, parse_box(args.box) if args.box else None)
         for taken_face in taken:
@@ -264,7 +268,10 @@ def people(settings: EngineSettings, args: argparse.Namespace) -> int:
                 f"e.g. {face.path} {list(face.box)}"
             )
         if not args.json:
+            opted = registry.opted_out()
             print(f"{len(listed)} persons; {registry.waiting()} faces waiting for a person")
+            if opted:
+                print(f"opted out (hidden at their request; unhide --opted-out undoes it): {sorted(opted)}")
     return 0
 
 

@@ -23,6 +23,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, func, select
 from sqlalchemy import inspect as sa_inspect
 
+import bot.follow_store  # noqa: F401 - the follow and invite tables are in Base.metadata once imported
+import bot.invites  # noqa: F401
+import bot.lookups  # noqa: F401
 from bot.db import Base, HistoryStore, MatchRow, alembic_config, upgrade
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

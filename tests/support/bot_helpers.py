@@ -39,6 +39,8 @@ def bot_settings(api: FakeBotAPI, engine: Engine, tmp_path: Path, **overrides) -
         "database_url": f"sqlite:///{tmp_path / 'bot.sqlite3'}",
         "admin_ids": {ADMIN},
         "allowed_user_ids": "*",  # the tests play many users
+        "max_persons_per_day": 0,  # the tests look many people up; tests/bot/test_bot_limits.py sets a limit
+        "delivery_min_faces": 0,  # the test galleries are small; tests/bot/test_bot_follow.py checks the wait
         "progress_interval_s": 0.05,
         "build_missing_index": True,
         **overrides,

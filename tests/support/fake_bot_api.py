@@ -204,14 +204,18 @@ class FakeBotAPI:
         for row in keyboard.get("inline_keyboard", []):
             for item in row:
                 if item["text"].startswith(button):
-                    update_id = next(self._update_ids)
-                    query = {"id": str(next(self._ids)), "from": self._user(user_id), "message": call.result,
-                             "chat_instance": "ci", "data": item["callback_data"]}  # fmt: skip
-                    self.routes[update_id] = self.target
-                    self.updates.append({"update_id": update_id, "callback_query": query})
-                    self._new_update.set()
-                    return update_id
+                    return self.press_data(user_id, call, item["callback_data"])
         raise AssertionError(f"no button {button!r} under {call.text[:80]!r}: {keyboard}")
+
+    def press_data(self, user_id: int, call: Call, data: str) -> int:
+        """A button press with this callback data under the message the bot sent with `call` (forged data too)."""
+        update_id = next(self._update_ids)
+        query = {"id": str(next(self._ids)), "from": self._user(user_id), "message": call.result,
+                 "chat_instance": "ci", "data": data}  # fmt: skip
+        self.routes[update_id] = self.target
+        self.updates.append({"update_id": update_id, "callback_query": query})
+        self._new_update.set()
+        return update_id
 
     def fail_next(self, method: str, times: int = 1, code: int = 429, retry_after: int = 1) -> None:
         """The next `times` calls of `method` fail: 429 with retry_after, or e.g. 502 Bad Gateway."""
@@ -357,6 +361,7 @@ class FakeBotAPI:
             while (part := await reader.next()) is not None:
                 if part.filename is not None:
                     files[part.name] = bytes(await part.read())
+                    params[f"{part.name}.filename"] = part.filename  # what the upload is named
                 else:
                     params[part.name] = _decode(await part.text())
         elif request.can_read_body:
@@ -492,6 +497,18 @@ class FakeBotAPI:
     def _api_sendphoto(self, call: Call) -> dict:
         self._check_caption(call.params.get("caption"))
         fields: dict[str, Any] = {"photo": self._photo_sizes(call.uploaded("photo"), call.params.get("photo"))}
+        if call.params.get("caption"):
+            fields["caption"] = str(call.params["caption"])
+        return self._bot_message(call, **fields)
+
+    def _api_senddocument(self, call: Call) -> dict:
+        """A document upload: its bytes stay in the call (`call.uploaded("document")`)."""
+        self._check_caption(call.params.get("caption"))
+        data = call.uploaded("document")
+        if data is None:
+            raise _ApiError(400, "Bad Request: there is no document in the request")
+        info = self._add_file(data)
+        fields: dict[str, Any] = {"document": {**info, "file_name": call.params.get("document.filename") or "document"}}
         if call.params.get("caption"):
             fields["caption"] = str(call.params["caption"])
         return self._bot_message(call, **fields)
