@@ -28,6 +28,7 @@ def child(folder: Path) -> int:
 
     from engine.backends import BACKENDS
     from engine.images import read_image
+    from engine.runtime.onnx import limit_heap_retention
     from engine.settings import EngineSettings
 
     process = psutil.Process()
@@ -47,6 +48,7 @@ def child(folder: Path) -> int:
 
     paths = sorted(folder.glob("*.jpg"))
     settings = EngineSettings(gallery_layout="photos")
+    limit_heap_retention(settings.heap_mmap_threshold_mb)  # as the bot and `engine index` run (0 in the env: glibc's)
     backend = BACKENDS["facenet"](settings)
     report("started")
     backend.load_regions()

@@ -34,6 +34,7 @@ from PIL import Image
 from engine.backends import BACKENDS
 from engine.images import list_gallery_images, person_name, read_image
 from engine.models.mtcnn import FaceDetector
+from engine.runtime.onnx import limit_heap_retention
 from engine.settings import EngineSettings
 from tests.support.compose import background, overlap, paste_faces
 
@@ -89,6 +90,7 @@ def camera(count: int) -> int:
         print(f"needs LFW in {LFW}")
         return 0
     settings = EngineSettings(gallery_layout="photos")
+    limit_heap_retention(settings.heap_mmap_threshold_mb)  # as the bot and `engine index` run (0 in the env: glibc's)
     backend = BACKENDS["facenet"](settings)
     backend.load_regions()
     with tempfile.TemporaryDirectory() as folder:

@@ -27,7 +27,9 @@ def main() -> int:
         print(f"Not starting the bot: {problem}", file=sys.stderr, flush=True)
         return 2
     from bot.app import run
+    from engine.runtime.onnx import limit_heap_retention
 
+    limit_heap_retention(settings.heap_mmap_threshold_mb)  # camera photos' pixels handed back once freed
     run(settings)
     return 0
 

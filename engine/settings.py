@@ -114,6 +114,14 @@ class EngineSettings(BaseSettings):
     # input limits
     max_image_bytes: int = Field(20_000_000, ge=1, description="Largest image file accepted.")
     max_image_pixels: int = Field(50_000_000, ge=1, description="Largest decoded image (pixels); Pillow's bomb check.")
+    heap_mmap_threshold_mb: int = Field(
+        16,
+        ge=0,
+        le=32,
+        description="Long-running processes (the bot, `python -m engine index`, index workers): heap blocks of this "
+        "many MB and more are handed back to the system when freed (glibc's M_MMAP_THRESHOLD), so decoded camera "
+        "photos are not kept resident; 0 leaves glibc's default (it rises to 32 MB). No effect outside glibc.",
+    )
 
     # index and store
     vector_store_uri: str | None = Field(

@@ -28,6 +28,7 @@ from engine.backends import BACKENDS, ModelBackend, Region
 from engine.errors import BadInputError, EngineError
 from engine.images import decode_image, read_image
 from engine.runtime.device import DeviceInfo, cpu_cores, default_index_workers, device_scope
+from engine.runtime.onnx import limit_heap_retention
 from engine.runtime.quiet import import_quietly
 from engine.settings import EngineSettings
 
@@ -163,6 +164,7 @@ def limit_tensorflow(threads: int, *, hide_gpus: bool) -> None:
 def _init_worker(settings: EngineSettings, model: str, threads: int) -> None:
     """Runs once per worker process: CPU only, its share of the cores, MTCNN loaded."""
     global _WORKER
+    limit_heap_retention(settings.heap_mmap_threshold_mb)
     backend = BACKENDS[model](settings)
     if backend.runtime == "onnx":
         backend.session_threads = threads  # type: ignore[attr-defined]  # ONNX Runtime: TensorFlow is never imported here

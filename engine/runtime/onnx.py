@@ -105,16 +105,31 @@ def return_freed_memory() -> None:
 
     Blocks under glibc's mmap threshold (which rises to 32 MB as photo-sized arrays are freed) stay in the
     process when freed: a process that had detected in three 24 Mpx photos kept 400 MB resident where 180 MB
-    were live. Called after each detection batch, it keeps the heap's fast reuse during a photo (fixing the mmap
-    threshold instead cost 0.1-0.2 s a camera photo in page faults)."""
+    were live. Called after each detection batch, it keeps the heap's fast reuse during a photo (a low fixed mmap
+    threshold cost 0.1-0.3 s a camera photo in page faults; limit_heap_retention fixes it at 16 MB by default)."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+
+
+def limit_heap_retention(mmap_threshold_mb: int) -> bool:
+    """Once at the start of a long-running process (the bot, `python -m engine index`, an index worker): blocks of
+    `mmap_threshold_mb` MB and more are mapped on their own and handed back to the system when freed (glibc's
+    mallopt(M_MMAP_THRESHOLD); 0 leaves glibc's default). glibc otherwise raises the threshold to 32 MB as photo-sized
+    arrays are freed, so a camera photo's decoded pixels and pyramid levels were kept in the heap: a process that
+    indexed three 24 Mpx photos peaked at ~515 MB, ~450 MB with 16 MB (~420 MB with 4 MB, but twice the page faults:
+    +0.3 s a camera photo). Smaller blocks keep the heap's fast reuse. True when it was set."""
+    if _LIBC is None or mmap_threshold_mb <= 0:
+        return False
+    return bool(_LIBC.mallopt(M_MMAP_THRESHOLD, mmap_threshold_mb * 2**20))
 
 
 def _glibc() -> Any:
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim  # noqa: B018 (glibc only)
+        libc.malloc_trim, libc.mallopt  # noqa: B018 (glibc only)
     except (OSError, AttributeError):
         return None
     return libc
