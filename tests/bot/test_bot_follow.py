@@ -10,6 +10,7 @@ John in none (the stranger who follows and must get nothing).
 from __future__ import annotations
 
 import asyncio
+import io
 import sqlite3
 import time
 from pathlib import Path
@@ -250,3 +251,30 @@ async def test_nothing_is_delivered_until_the_gallery_holds_delivery_min_faces(a
         want = madonna_answer(event)
         assert "day-3/IMG_0009.jpg" in want
         assert sorted(await wait_paths(api, USER, len(want), since)) == sorted(want)
+
+
+async def test_a_group_photo_uploaded_into_the_watched_gallery_reaches_its_follower(api, make_engine, tmp_path):
+    root = event_gallery(tmp_path / "gallery")
+    engine = make_engine(data_dir=tmp_path / "data", gallery_dir=root, gallery_layout="photos", watch_settle_s=0.4)
+    try:
+        async with running_service(api, engine, tmp_path, delivery_interval_s=0, watch_gallery=True):
+            await follow_and_agree(api, USER, sample(MADONNA_SELFIE).read_bytes())
+            await follow_and_agree(api, STRANGER, sample(ELTON).read_bytes())
+            first = await wait_paths(api, USER, len(madonna_answer(engine)))
+            since = len(api.calls)
+            # the photographer's upload: written in parts under its final name, as an FTP upload writes it
+            buffer = io.BytesIO()
+            new_madonna(1).convert("RGB").save(buffer, "JPEG", quality=92)
+            data, target = buffer.getvalue(), root / "day-3" / "IMG_0100.jpg"
+            target.parent.mkdir()
+            with target.open("wb") as upload:
+                for start in range(0, len(data), len(data) // 4 + 1):
+                    upload.write(data[start : start + len(data) // 4 + 1])
+                    upload.flush()
+                    await asyncio.sleep(0.1)  # an upload's pace, shorter than WATCH_SETTLE_S
+            assert await wait_paths(api, USER, 1, since) == ["day-3/IMG_0100.jpg"]
+            assert "day-3/IMG_0100.jpg" not in first
+            assert not delivered_paths(api, STRANGER)
+            assert db_rows(tmp_path, "select count(*) from deliveries where path = 'day-3/IMG_0100.jpg'") == [(1,)]
+    finally:
+        engine.close()
