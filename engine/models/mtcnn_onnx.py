@@ -23,6 +23,9 @@ PNET_THRESHOLD, RNET_THRESHOLD, ONET_THRESHOLD = 0.6, 0.7, 0.8  # mtcnn 1.0's de
 PNET_NMS_SCALE, PNET_NMS_ALL, RNET_NMS, ONET_NMS = 0.5, 0.7, 0.7, 0.7
 SCALE_FACTOR = 0.709
 MIN_SIZE = 12
+LEVEL_BAND_ROWS = 64  # output rows of a pyramid level made at once
+PNET_STRIP_PIXELS = 120_000  # input pixels a photo of one P-net run
+PNET_CELL = 12  # P-net's window (stride 2)
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,28 @@ class MTCNNSessions:
 
 def _run(session: Any, batch: np.ndarray) -> list[np.ndarray]:
     return session.run(None, {session.get_inputs()[0].name: batch.astype(np.float32, copy=False)})
+
+
+def _run_pnet(session: Any, level: np.ndarray) -> list[np.ndarray]:
+    """P-net on a pyramid level, in strips of about PNET_STRIP_PIXELS input pixels a photo.
+
+    P-net's output row t reads input rows [2t, 2t + 12) only, so strips that start on an even row and overlap by
+    10 rows give every output row from the same inputs as one run; what the strips save is the activations of a
+    whole first level at once (a 1200×900 level took 180 MB inside ONNX Runtime)."""
+    height, width = level.shape[1:3]
+    rows = max(2 * PNET_CELL, PNET_STRIP_PIXELS // width // 2 * 2)  # even: every strip starts on an even row
+    if height <= rows + PNET_CELL:
+        return _run(session, level)
+    parts: list[list[np.ndarray]] = []
+    start = 0
+    while True:
+        last = start + rows + PNET_CELL - 2 >= height
+        outputs = _run(session, level[:, start : height if last else start + rows + PNET_CELL - 2])
+        parts.append(outputs if last else [output[:, : rows // 2] for output in outputs])
+        if last:
+            break
+        start += rows
+    return [np.concatenate(column, axis=1) for column in zip(*parts)]
 
 
 class OnnxMTCNN:
@@ -71,8 +96,10 @@ class OnnxMTCNN:
         proposals = []
         for scale in scale_pyramid(width, height, min_face_size):
             size = (int(height * scale), int(width * scale))
-            scaled = np.stack([pyramid.level(*size) for pyramid in pyramids])
-            regression, classes = _run(self.sessions.pnet, scaled)
+            levels = [pyramid.level(*size) for pyramid in pyramids]
+            scaled = levels[0][None] if len(levels) == 1 else np.stack(levels)  # one photo: no copy
+            del levels
+            regression, classes = _run_pnet(self.sessions.pnet, scaled)
             del scaled
             boxes = _proposals(regression, classes, PNET_THRESHOLD)
             boxes[:, 1:5] /= scale
@@ -135,10 +162,35 @@ class AreaPyramid:
         return whole, bounds.astype(np.float64) - whole, scale
 
     def level(self, height: int, width: int) -> np.ndarray:
-        """The (height, width, channels) float32 level."""
+        """The (height, width, channels) float32 level, made LEVEL_BAND_ROWS output rows at a time (each output row
+        is computed alone, so the bands change nothing; the float64 temporaries of a whole first level were 175 MB
+        for a photo scaled to 2048 px)."""
         rows, row_share, scale_y = self._bounds(self.height, height)
         columns, column_share, scale_x = self._bounds(self.width, width)
         channels = self.channels
+        index = (columns[:, None] * channels + np.arange(channels)).ravel()
+        shares = np.repeat(column_share, channels)
+        column_weights = np.diff(columns + column_share)
+        divisor = np.float64(scale_y) * np.float64(scale_x) * 128.0
+        level = np.empty((height, width, channels), np.float32)
+        for start in range(0, height, LEVEL_BAND_ROWS):
+            stop = min(height, start + LEVEL_BAND_ROWS)
+            level[start:stop] = self._band(
+                rows[start : stop + 1], row_share[start : stop + 1], index, shares, column_weights, divisor
+            )
+        return level
+
+    def _band(
+        self,
+        rows: np.ndarray,
+        row_share: np.ndarray,
+        index: np.ndarray,
+        shares: np.ndarray,
+        column_weights: np.ndarray,
+        divisor: np.float64,
+    ) -> np.ndarray:
+        """Output rows between the bounds `rows` (+ `row_share`), every column."""
+        channels, height, width = self.channels, len(rows) - 1, len(column_weights)
         # rows: sum over [b_o, b_o+1) of every column = running sums' difference ± the partly covered edge rows
         by_rows = np.diff(np.take(self.row_sums, rows, axis=0), axis=0).astype(np.float64)
         edge = np.take(self.pixels, rows, axis=0) * row_share[:, None]
@@ -148,18 +200,15 @@ class AreaPyramid:
         # columns: the same along each row of (rows, columns · channels)
         running = np.zeros((height, by_rows.shape[1] + channels))
         np.cumsum(by_rows.reshape(height, -1, channels), axis=1, out=running.reshape(height, -1, channels)[:, 1:])
-        index = (columns[:, None] * channels + np.arange(channels)).ravel()
         area = np.diff(np.take(running, index, axis=1).reshape(height, width + 1, channels), axis=1)
         del running
-        edge = (np.take(by_rows, index, axis=1) * np.repeat(column_share, channels)).reshape(
-            height, width + 1, channels
-        )
+        edge = (np.take(by_rows, index, axis=1) * shares).reshape(height, width + 1, channels)
         area += edge[:, 1:]
         area -= edge[:, :-1]
-        covered = np.diff(rows + row_share)[:, None] * np.diff(columns + column_share)[None, :]  # the weights' sum
+        covered = np.diff(rows + row_share)[:, None] * column_weights[None, :]  # the weights' sum
         area -= 127.5 * covered[:, :, None]
-        area /= np.float64(scale_y) * np.float64(scale_x) * 128.0
-        return area.astype(np.float32)
+        area /= divisor
+        return area
 
 
 def resize_area(photo: np.ndarray, height: int, width: int) -> np.ndarray:

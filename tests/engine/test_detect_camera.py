@@ -6,11 +6,13 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
+import engine.models.mtcnn_onnx as mtcnn_onnx
 from engine.images import decode_image, read_image
 from engine.models.align import face_crop
-from engine.models.mtcnn_onnx import AreaPyramid, scale_pyramid
+from engine.models.mtcnn_onnx import AreaPyramid, OnnxMTCNN, scale_pyramid
 from support.compose import background, overlap, paste_faces
 from support.helpers_engine import BEN, ELTON, JERRY, MADONNA, sample
 
@@ -38,6 +40,36 @@ def test_the_pyramid_levels_are_tensorflow_s_area_resize():
     pyramid = AreaPyramid(photo)
     for height, width in ((54, 72), (38, 51), (13, 17)):
         np.testing.assert_allclose(pyramid.level(height, width), reference_area(photo, height, width), atol=1e-6)
+
+
+def test_a_level_made_in_bands_of_rows_is_the_same_resize(monkeypatch):
+    photo = read_image(sample(ELTON), max_bytes=10**8, max_pixels=10**8)[:100, :70]
+    whole = AreaPyramid(photo).level(61, 43)
+    monkeypatch.setattr(mtcnn_onnx, "LEVEL_BAND_ROWS", 7)  # 9 bands, the last one short
+    banded = AreaPyramid(photo).level(61, 43)
+    np.testing.assert_allclose(banded, reference_area(photo, 61, 43), atol=1e-6)
+    np.testing.assert_allclose(banded, whole, atol=1e-6)
+
+
+def test_p_net_in_strips_gives_every_output_row_of_one_run(facenet_engine, monkeypatch):
+    detector = facenet_engine.backends["facenet"].detector
+    detector.load()
+    network = detector._mtcnn
+    if not isinstance(network, OnnxMTCNN):
+        pytest.skip("the Keras runtime runs mtcnn's own P-net")
+    session = network.sessions.pnet
+    photo = read_image(sample(MADONNA), max_bytes=10**8, max_pixels=10**8)
+    for height, width in ((241, 187), (250, 180), (131, 100)):  # odd and even heights: the last strip's edge
+        level = AreaPyramid(photo).level(height, width)[None]
+        whole = mtcnn_onnx._run(session, level)
+        monkeypatch.setattr(mtcnn_onnx, "PNET_STRIP_PIXELS", 40 * width)  # strips of 40 rows
+        strips = mtcnn_onnx._run_pnet(session, level)
+        monkeypatch.undo()
+        for one, parts in zip(whole, strips, strict=True):
+            assert one.shape == parts.shape
+            np.testing.assert_allclose(parts, one, atol=1e-5)
+        for threshold in (0.6, 0.9):  # the same cells pass P-net's threshold
+            np.testing.assert_array_equal(whole[1][..., 1] > threshold, strips[1][..., 1] > threshold)
 
 
 def camera_photo(facenet_engine) -> tuple[bytes, list]:
