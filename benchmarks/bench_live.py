@@ -415,6 +415,8 @@ class Sampler(threading.Thread):
         self.hwm_mb = 0.0  # the bot process's own peak (VmHWM), over every bot process of the run
         self.tree_mb = 0.0  # the largest sampled sum of RSS over the bot and its children
         self.children_mb = 0.0  # the largest sampled RSS of one child process
+        self.started = time.monotonic()
+        self.rises: list[tuple[float, float]] = []  # (s since the start, VmHWM MB) each time the peak rose 10 MB
 
     def run(self) -> None:
         import psutil
@@ -427,6 +429,8 @@ class Sampler(threading.Thread):
                 main = psutil.Process(pid)
                 status = Path(f"/proc/{pid}/status").read_text()
                 hwm = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0)
+                if hwm / 1024 >= (self.rises[-1][1] if self.rises else 0.0) + 10:
+                    self.rises.append((time.monotonic() - self.started, hwm / 1024))
                 self.hwm_mb = max(self.hwm_mb, hwm / 1024)
                 total = main.memory_info().rss
                 for child in main.children(recursive=True):
@@ -720,7 +724,7 @@ async def live(args: argparse.Namespace, event: Event, work: Path) -> dict[str, 
             t = time.monotonic()
             await follow_all(run, args.follow_window, timeout=60 + 30 * len(users))
             follow_s = time.monotonic() - t
-            print(f"  following took {follow_s:.0f} s", flush=True)
+            print(f"  following took {follow_s:.0f} s [t={time.monotonic() - started:.0f} s]", flush=True)
 
             guests = [u for u, (kind, _, _) in users.items() if kind == "guest"]
             later = set(steady_photos[(3 * len(steady_photos)) // 4 :] + burst_photos)
@@ -732,11 +736,17 @@ async def live(args: argparse.Namespace, event: Event, work: Path) -> dict[str, 
             t = time.monotonic()
             await steady(run, steady_photos, bot, args.period, args.write_mbps, unfollowers)
             steady_indexed = await wait_indexed(watch, steady_photos, 600)
-            print(f"  steady phase written in {time.monotonic() - t:.0f} s, indexed: {steady_indexed}", flush=True)
+            print(
+                f"  steady phase written in {time.monotonic() - t:.0f} s, indexed: {steady_indexed} [t={time.monotonic() - started:.0f} s]",
+                flush=True,
+            )
             await wait_quiet(run, 15.0 + interval, 300 + interval)
 
             burst_start = await burst(run, burst_photos)
-            print(f"  burst of {len(burst_photos)} copied in {time.monotonic() - burst_start:.1f} s", flush=True)
+            print(
+                f"  burst of {len(burst_photos)} copied in {time.monotonic() - burst_start:.1f} s [t={time.monotonic() - started:.0f} s]",
+                flush=True,
+            )
             burst_indexed = await wait_indexed(watch, burst_photos, 60 + 15 * len(burst_photos))
             await wait_quiet(run, 20.0 + interval, 600 + interval)
             deliveries = run.scan()
@@ -799,6 +809,9 @@ def report(
     figures["batches"], figures["batches_closer"], figures["shortest_batch_gap_s"] = batches, closer, shortest
     print(f"memory: the bot process's peak (VmHWM, over its restarts) {sampler.hwm_mb:.0f} MB; "
           f"its process tree, largest sampled RSS sum {sampler.tree_mb:.0f} MB (largest child {sampler.children_mb:.0f} MB)")  # fmt: skip
+    print(
+        "  the peak rose (s after the first start: MB): " + ", ".join(f"{t:.0f}: {mb:.0f}" for t, mb in sampler.rises)
+    )
     figures["peak_mb"], figures["tree_peak_mb"] = sampler.hwm_mb, sampler.tree_mb
     return figures
 
@@ -820,6 +833,11 @@ def correctness(run: Run, deliveries: list[Delivery], searched: dict[int, set[st
           f"  (recall difference {g.recall - g.search_recall:+.3f}; goal within 0.01: "
           f"{'met' if abs(g.recall - g.search_recall) <= 0.01 else 'MISSED'})")  # fmt: skip
     print(f"  (guest, photo) pairs delivered but not in the search's answer, or the reverse: {g.differ}")
+    wrong = sorted((d.at, d.user, d.path) for d in deliveries if d.user in truth and d.path not in truth[d.user])
+    for at, user, path in wrong:  # when each wrong photo went, and how large the gallery was then
+        before = sum(1 for t in run.written.values() if t <= at)
+        print(f"    wrong: guest {user} got {path} with {before} photos written; the end search answers it: "
+              f"{path in searched.get(user, set())}")  # fmt: skip
     answered = [u for u in strangers if delivered[u]]
     share = len(answered) / len(strangers) if strangers else float("nan")
     print(f"  strangers who received any photo: {len(answered)}/{len(strangers)} ({share:.1%}; goal <= 5%)")
