@@ -65,6 +65,8 @@ def load(fold: str) -> dict:
         query = queries + vectors[order[:, :m]].sum(1)
         expanded[m] = (query / np.linalg.norm(query, axis=1, keepdims=True)) @ vectors.T
     return {
+        "vectors": vectors,
+        "queries": queries,
         "keys": [tuple(str(k).split("|", 1)) for k in cached["keys"]],
         "valid": valid,
         "similarity": similarity,

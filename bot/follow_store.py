@@ -125,6 +125,14 @@ class FollowInfo:
 
 
 @dataclass(frozen=True)
+class FirstPhotos:
+    """A new follower's first delivery: how many photos were queued, or that the gallery is still too small."""
+
+    queued: int
+    gallery_too_small: bool = False
+
+
+@dataclass(frozen=True)
 class NewDelivery:
     """A photo to add to a follower's outbox."""
 

@@ -136,11 +136,13 @@ class Settings(EngineSettings):
         "purge), unless /unfollow or /forget deleted it first.",
     )
     delivery_min_faces: int = Field(
-        128,
+        512,
         ge=0,
         description="Live events: nothing is delivered until the gallery holds this many faces. The photos "
-        "decision measures each query's cohort level on its neighbours at ranks 64-128; in a smaller gallery that "
-        "level is a default guess, and a photo delivered on it cannot be taken back. 0: from the first photo.",
+        "decision measures each query's cohort level on its neighbours at ranks 64-128; in a smaller gallery those "
+        "ranks reach its lower half, look-alikes pass, and a photo delivered cannot be taken back. Chosen on A-F "
+        "with benchmarks/delivery_floor.py: the smallest gallery whose precision reaches 0.95 (128 faces: 0.90). "
+        "0: from the first photo.",
     )
     delivery_interval_s: float = Field(
         60,

@@ -34,7 +34,7 @@ import numpy as np
 from telegram import InlineKeyboardMarkup, InputMediaPhoto
 from telegram.error import BadRequest, Forbidden, TelegramError
 
-from bot.follow_store import SENT, SKIPPED, Batch, FollowerTemplate, FollowStore, NewDelivery, Outgoing
+from bot.follow_store import SENT, SKIPPED, Batch, FirstPhotos, FollowerTemplate, FollowStore, NewDelivery, Outgoing
 from bot.render import ALBUM_SIZE, chunks
 from bot.runtime import BotRuntime
 from engine import MODEL_NAMES
@@ -210,23 +210,23 @@ class Deliveries:
     def _items(photos: Sequence[PhotoMatch], gallery: str) -> list[NewDelivery]:
         return [NewDelivery(relative_path(p.path, gallery), p.box, p.similarity) for p in photos]
 
-    def first_photos(self, follower: FollowerTemplate) -> int:
+    def first_photos(self, follower: FollowerTemplate) -> FirstPhotos:
         """A new follower's outbox: every photo of their current answer (runs in the worker pool)."""
         searcher = self.rt.engine.searcher(follower.model)
         searcher.store.refresh()  # the newest version: one committed before they followed is not missed
         header = searcher.store.header
         if header is None or searcher.store.count < self.rt.settings.delivery_min_faces:  # matched once there are
-            return 0
+            return FirstPhotos(0, gallery_too_small=True)
         followers = [follower]
         hidden = self._opted_out(follower.model, followers)
         if not followers:
-            return 0
+            return FirstPhotos(0)
         items = self._items(searcher.photos_for(follower.template), header.gallery)
         items = [item for item in items if (item.path, tuple(item.box)) not in hidden]
-        return self.follows.add_deliveries(follower.user_id, follower.chat_id, items)
+        return FirstPhotos(self.follows.add_deliveries(follower.user_id, follower.chat_id, items))
 
-    async def follow_started(self, follower: FollowerTemplate) -> int:
-        """Queue a new follower's first delivery; how many photos."""
+    async def follow_started(self, follower: FollowerTemplate) -> FirstPhotos:
+        """Queue a new follower's first delivery."""
         added = await self.rt.compute(self.first_photos, follower)
         self.kick()
         return added

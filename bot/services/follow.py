@@ -29,7 +29,7 @@ from telegram.error import TelegramError
 
 from bot.admission import Admissions
 from bot.delivery import download
-from bot.follow_store import CONSENT_TEXT_VERSION, FollowerTemplate, FollowInfo, FollowStore
+from bot.follow_store import CONSENT_TEXT_VERSION, FirstPhotos, FollowerTemplate, FollowInfo, FollowStore
 from bot.render import draw_boxes
 from bot.runtime import BotRuntime
 from engine import EngineError
@@ -101,7 +101,7 @@ class Template:
     boxes_photo: bytes | None = None
 
 
-FirstDelivery = Callable[[FollowerTemplate], Awaitable[int]]
+FirstDelivery = Callable[[FollowerTemplate], Awaitable[FirstPhotos]]
 
 
 class FollowService:
@@ -226,12 +226,14 @@ class FollowService:
             rt.settings.follow_ttl_days,
         )
         follower = (await rt.db(self.follows.templates, pending.model, [pending.user_id]))[0]
-        count = await self.first_delivery(follower)
-        now = (
-            f"{count} photo{'s' if count != 1 else ''} of you so far: they are on their way."
-            if count
-            else ("No photo of you yet.")
-        )
+        first = await self.first_delivery(follower)
+        count = first.queued
+        if count:
+            now = f"{count} photo{'s' if count != 1 else ''} of you so far: they are on their way."
+        elif first.gallery_too_small:  # DELIVERY_MIN_FACES: too few faces yet to tell look-alikes apart
+            now = "The gallery is still small: your photos will start coming once it holds enough faces to be sure."
+        else:
+            now = "No photo of you yet."
         await rt.sender.text(
             pending.chat_id,
             f"You're following this event. {now} New photos of you will come as they are taken, for "

@@ -26,6 +26,7 @@ TIMEOUT = 120
 MADONNA_SELFIE = "Madonna/httpcdncdnjustjaredcomwpcontentuploadsheadlinesmadonnatalksparisattackstearsjpg.jpg"
 JERRY_SELFIE = "Jerry_Seinfeld/httpaurorasblogcomwpcontentuploadsjerryseinfeldpublicityshotjpg.jpg"
 STRANGER = USER + 1
+WITNESS = USER + 2  # follows Madonna too: what reaches them shows a match has run
 
 
 def others(person: str, *used: str) -> list[str]:
@@ -95,13 +96,14 @@ def madonna_answer(engine) -> set[str]:
     return {Path(p.path).relative_to(gallery).as_posix() for p in found}
 
 
-async def follow_and_agree(api, user: int, selfie: bytes) -> None:
+async def follow_and_agree(api, user: int, selfie: bytes) -> str:
+    """Follow with `selfie` and agree; the bot's "You're following" answer."""
     since = len(api.calls)
     api.send_photo(user, selfie, caption="/follow")
     prompt = await api.wait_for_text(user, "I keep one face template", since=since, timeout=TIMEOUT)
     assert "not kept" in prompt.text and "/unfollow" in prompt.text
     api.press(user, prompt, "I agree")
-    await api.wait_for_text(user, "You're following", since=since, timeout=TIMEOUT)
+    return (await api.wait_for_text(user, "You're following", since=since, timeout=TIMEOUT)).text
 
 
 async def wait_paths(api, chat_id: int, count: int, since: int = 0) -> list[str]:
@@ -112,7 +114,7 @@ async def wait_paths(api, chat_id: int, count: int, since: int = 0) -> list[str]
 async def test_follow_agree_first_delivery_new_photo_following_unfollow_and_forget(api, event, tmp_path):
     want = madonna_answer(event)
     assert {"day-1/ceremony/IMG_0001.jpg", "day-1/ceremony/IMG_0002.jpg"} <= want
-    async with running_service(api, event, tmp_path, gallery_layout="photos", delivery_interval_s=0) as service:
+    async with running_service(api, event, tmp_path, gallery_layout="photos", delivery_interval_s=0):
         await follow_and_agree(api, USER, sample(MADONNA_SELFIE).read_bytes())
         template = db_rows(tmp_path, "select model, length(template), selfies from followers where user_id = ?", USER)
         assert template == [("facenet", 128 * 4, 1)]
@@ -156,14 +158,15 @@ async def test_follow_agree_first_delivery_new_photo_following_unfollow_and_forg
         await api.wait_for(lambda calls: not db_rows(tmp_path, "select * from followers where user_id = ?", STRANGER))
         await api.wait_for(lambda calls: not db_rows(tmp_path, "select * from consents where user_id = ?", STRANGER))
 
-        # after /unfollow, a new photo of Madonna goes to no one
+        # after /unfollow, a new photo of Madonna goes to her other follower only
+        await follow_and_agree(api, WITNESS, sample(MADONNA_SELFIE).read_bytes())
+        await wait_paths(api, WITNESS, len(want) + 1)
         since = len(api.calls)
         add_photo(Path(event.settings.gallery_dir), "day-3/IMG_0011.jpg", new_madonna(2))
         await asyncio.to_thread(event.build_index, "facenet")
-        await api.wait_for(lambda calls: not service.deliveries.stale(), timeout=TIMEOUT)
-        await asyncio.sleep(1.5)
+        assert await wait_paths(api, WITNESS, 1, since) == ["day-3/IMG_0011.jpg"]
         assert not delivered_paths(api, USER, since)
-        assert not db_rows(tmp_path, "select * from deliveries where path = 'day-3/IMG_0011.jpg'")
+        assert db_rows(tmp_path, "select user_id from deliveries where path = 'day-3/IMG_0011.jpg'") == [(WITNESS,)]
 
 
 async def test_without_agreement_or_a_usable_face_nothing_is_stored(api, event, tmp_path):
@@ -241,7 +244,8 @@ async def test_nothing_is_delivered_until_the_gallery_holds_delivery_min_faces(a
     async with running_service(
         api, event, tmp_path, gallery_layout="photos", delivery_interval_s=0, delivery_min_faces=faces + 1
     ):
-        await follow_and_agree(api, USER, sample(MADONNA_SELFIE).read_bytes())
+        answer = await follow_and_agree(api, USER, sample(MADONNA_SELFIE).read_bytes())
+        assert "gallery is still small" in answer  # not "no photo of you": there are some, not matched yet
         assert not db_rows(tmp_path, "select * from deliveries")  # too few faces for the decision's cohort
         since = len(api.calls)
         add_photo(Path(event.settings.gallery_dir), "day-3/IMG_0009.jpg", new_madonna(1))
