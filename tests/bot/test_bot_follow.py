@@ -10,9 +10,11 @@ John in none (the stranger who follows and must get nothing).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -282,3 +284,61 @@ async def test_a_group_photo_uploaded_into_the_watched_gallery_reaches_its_follo
             assert db_rows(tmp_path, "select count(*) from deliveries where path = 'day-3/IMG_0100.jpg'") == [(1,)]
     finally:
         engine.close()
+
+
+@contextlib.contextmanager
+def database_down(url: str) -> Iterator[None]:
+    """The bot's PostgreSQL database unavailable: new connections refused, the open ones cut; then back."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"), {"name": name}
+            )
+        yield
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        admin.dispose()
+
+
+async def test_a_database_outage_during_delivery_delays_the_photo_and_loses_nothing(
+    api, event, tmp_path, postgres_server, caplog
+):
+    from sqlalchemy import create_engine, text
+
+    from support.postgres_server import fresh_database
+
+    with fresh_database(postgres_server) as url:
+        overrides = {"gallery_layout": "photos", "delivery_interval_s": 0, "database_url": url}
+        async with running_service(api, event, tmp_path, **overrides):
+            await follow_and_agree(api, USER, sample(MADONNA_SELFIE).read_bytes())
+            await wait_paths(api, USER, len(madonna_answer(event)))
+            since = len(api.calls)
+            with database_down(url):
+                add_photo(Path(event.settings.gallery_dir), "day-3/IMG_0012.jpg", new_madonna(3))
+                await asyncio.to_thread(event.build_index, "facenet")
+                # the new photo was matched while the database was down: that failed, and the bot waits
+                await api.wait_for(lambda calls: any("failed; retrying" in r.getMessage() for r in caplog.records))
+                assert not delivered_paths(api, USER, since)
+            assert await wait_paths(api, USER, 1, since) == ["day-3/IMG_0012.jpg"]
+            database = create_engine(url)
+
+            def statuses(calls) -> list[tuple]:
+                with database.connect() as connection:
+                    return [tuple(row) for row in connection.execute(text("SELECT path, status FROM deliveries"))]
+
+            try:  # every row marked sent in the end (marks the outage cut off are made again), each photo sent once
+                rows = await api.wait_for(
+                    lambda calls: all(s == "sent" for _, s in statuses(calls)) and statuses(calls)
+                )
+            finally:
+                database.dispose()
+            assert ("day-3/IMG_0012.jpg", "sent") in rows
+            paths = delivered_paths(api, USER)
+            assert sorted(paths) == sorted({path for path, _ in rows})  # none lost, none repeated
