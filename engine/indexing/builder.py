@@ -193,6 +193,8 @@ class IndexBuilder:
             pending, pending_vectors, pending_images = Changes(), [], 0
 
         done, last_commit = 0, time.monotonic()
+        if progress is not None and diff.todo:  # the total as soon as it is known, before the first chunk's work
+            progress(IndexProgress(done=0, total=len(diff.todo), elapsed_s=time.perf_counter() - started))
         by_path = {item.path: (item, change) for item, change in diff.todo}
         for chunk in self._embedded([item for item, _ in diff.todo], report):
             for result in chunk:

@@ -297,7 +297,7 @@ async def test_reindex_admin_progress_and_non_admin_refused(api, bot, bot_galler
     for number in range(20):  # new photos without faces: the index's faces stay the same for other tests
         path = bot_gallery / "Nobody" / f"gradient{number:02d}.jpg"
         path.parent.mkdir(exist_ok=True)
-        path.write_bytes(encode(gradient_image(200 + number, 150)))
+        path.write_bytes(encode(gradient_image(800 + number, 600)))  # large enough that the run shows its progress
         added.append(path)
     broken = bot_gallery / "Nobody" / "broken.jpg"
     broken.write_bytes(b"not a jpeg")

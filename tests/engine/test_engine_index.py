@@ -33,6 +33,7 @@ def test_incremental_reindex(make_engine, tmp_path):
     assert (report.images, report.added, report.updated, report.removed, report.unchanged) == (9, 9, 0, 0, 0)
     assert (report.skipped, report.no_face, report.faces_indexed, report.embedded_images) == (0, 0, 9, 9)
     assert progress and progress[-1].done == progress[-1].total == 9
+    assert (progress[0].done, progress[0].total) == (0, 9)  # the total is told before the first photo's work
     assert report.images_per_second > 0
     assert set(store.files()) == set(SMALL)
     assert store.people() == {"Ben Afflek": 3, "Jerry Seinfeld": 3, "Madonna": 3}
