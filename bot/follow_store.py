@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 
 FOLLOW = "follow"  # the consent's purpose
 CONSENT_TEXT_VERSION = 1  # bump when what the bot says it keeps changes (bot/services/follow.py CONSENT_TEXT)
-BATCH_ROWS = 200  # outbox rows one claim takes at most (every follower's due rows, oldest first)
+# Outbox rows one claim takes at most, newest first: a claim is sent before the next is taken, so a small one keeps a
+# new photo's wait short while followers' large first deliveries (every photo they were already in) drain behind it.
+BATCH_ROWS = 50
 PENDING, SENDING, SENT, SKIPPED = "pending", "sending", "sent", "skipped"
 
 
@@ -314,7 +316,8 @@ class FollowStore:
                 else:
                     from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
                 statement = insert(Delivery).values(rows).on_conflict_do_nothing(index_elements=["user_id", "path"])
-                return _rowcount(session.execute(statement))
+                # counted by RETURNING: a many-row INSERT's rowcount is -1 on PostgreSQL
+                return len(session.execute(statement.returning(Delivery.id)).all())
         added = 0  # another database: one row at a time, a duplicate fails alone
         for row in rows:
             try:
@@ -328,7 +331,8 @@ class FollowStore:
     def claim_batch(self, interval_s: float, claim_s: float, limit: int = BATCH_ROWS) -> list[Batch]:
         """Take due rows of followers whose last batch is at least `interval_s` old, for `claim_s` seconds, in one
         UPDATE (two replicas never take the same row); the followers' `last_batch_at` moves to now. One batch per
-        follower."""
+        follower, its rows oldest first. The newest rows are taken first: a photo just matched goes out before the
+        rest of someone's first delivery, which follows in the next claims (or after the interval)."""
         now = utcnow()
         token = secrets.token_hex(8)
         interval_cutoff = now - timedelta(seconds=interval_s)
@@ -340,7 +344,7 @@ class FollowStore:
                 Follower.blocked_at.is_(None),
                 or_(Follower.last_batch_at.is_(None), Follower.last_batch_at <= interval_cutoff),
             )
-            .order_by(Delivery.id)
+            .order_by(Delivery.id.desc())
             .limit(limit)
         )
         with self.sessions.begin() as session:
@@ -368,11 +372,22 @@ class FollowStore:
                 batch.items.append(Outgoing(r.id, r.path, (r.x, r.y, r.w, r.h), r.similarity))
             return list(batches.values())
 
-    def still_claimed(self, token: str, ids: Sequence[int]) -> list[int]:
-        """Which of `ids` this claim still holds (an /unfollow meanwhile deleted them)."""
-        with self.sessions() as session:
+    def renew_claim(self, token: str, ids: Sequence[int], claim_s: float) -> list[int]:
+        """Which of `ids` this claim still holds (an /unfollow meanwhile deleted them), each held `claim_s` more
+        seconds: a claim lasts while its sender works through it, and runs out soon after a sender died."""
+        with self.sessions.begin() as session:
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(list(ids)), Delivery.claimed_by == token, Delivery.status == SENDING)
+                .values(claimed_until=utcnow() + timedelta(seconds=claim_s))
+                .execution_options(synchronize_session=False)
+            )
             return list(
-                session.scalars(select(Delivery.id).where(Delivery.id.in_(list(ids)), Delivery.claimed_by == token))
+                session.scalars(
+                    select(Delivery.id).where(
+                        Delivery.id.in_(list(ids)), Delivery.claimed_by == token, Delivery.status == SENDING
+                    )
+                )
             )
 
     def finish(self, token: str, ids: Sequence[int], status: str) -> int:

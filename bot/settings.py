@@ -151,10 +151,10 @@ class Settings(EngineSettings):
         "delivered together. 0: as soon as they are matched.",
     )
     delivery_claim_s: float = Field(
-        120,
+        30,
         ge=1,
-        description="How long a replica's claim on a batch of deliveries holds: a batch whose replica died mid-send "
-        "is sent again after this.",
+        description="How long a replica's claim on a batch of deliveries holds, renewed before each album it sends: "
+        "a batch whose replica died mid-send is sent again after this.",
     )
 
     @field_validator("history_retention_days", mode="before")

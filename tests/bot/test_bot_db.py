@@ -280,3 +280,59 @@ def test_two_replica_processes_migrate_and_write_at_once(database_url):
             assert model is None and k in (1, 2)  # last writer wins, nobody failed
     finally:
         store.close()
+
+
+# ---- the deliveries' outbox (live events) ----------------------------------------------------
+
+
+def _follower(follows, user_id: int) -> None:
+    import numpy as np
+
+    follows.put_follower(user_id, user_id, "facenet", np.ones(128, np.float32), selfies=1, ttl_days=30)
+
+
+def _queue(follows, user_id: int, paths: list[str]) -> None:
+    from bot.follow_store import NewDelivery
+
+    assert follows.add_deliveries(user_id, user_id, [NewDelivery(p, (1, 2, 3, 4), 0.9) for p in paths]) == len(paths)
+
+
+def test_a_claim_takes_the_newest_rows_first_so_a_new_photo_passes_a_first_delivery(store):
+    from bot.follow_store import FollowStore
+
+    follows = FollowStore(store)
+    _follower(follows, 1)
+    _follower(follows, 2)
+    _queue(follows, 1, [f"first/{n:03d}.jpg" for n in range(120)])  # follower 1's first delivery: 120 photos
+    _queue(follows, 2, ["new/IMG_0001.jpg"])  # then a new photo of follower 2
+    _queue(follows, 1, ["new/IMG_0002.jpg"])  # and one of follower 1
+    batches = {b.user_id: b for b in follows.claim_batch(0.0, 30.0, limit=20)}
+    assert [i.path for i in batches[2].items] == ["new/IMG_0001.jpg"]
+    ones = [i.path for i in batches[1].items]
+    assert len(ones) == 19 and "new/IMG_0002.jpg" in ones
+    assert [i.id for i in batches[1].items] == sorted(i.id for i in batches[1].items)  # sent oldest first
+    # the next claims take the rest of the first delivery, newest first, each row once
+    taken = {i.path for b in batches.values() for i in b.items}
+    while claimed := follows.claim_batch(0.0, 30.0, limit=20):
+        for batch in claimed:
+            paths = {i.path for i in batch.items}
+            assert not paths & taken
+            taken |= paths
+    assert len(taken) == 122
+
+
+def test_a_renewed_claim_holds_while_one_not_renewed_runs_out(store):
+    from bot.follow_store import FollowStore
+
+    follows = FollowStore(store)
+    _follower(follows, 1)
+    _queue(follows, 1, ["a.jpg", "b.jpg"])
+    (batch,) = follows.claim_batch(0.0, 0.0)  # a claim that runs out at once ...
+    ids = [i.id for i in batch.items]
+    assert sorted(follows.renew_claim(batch.token, ids, 60.0)) == sorted(ids)  # ... renewed: held for a minute
+    assert follows.claim_batch(0.0, 30.0) == []
+    follows.finish(batch.token, ids[:1], "sent")
+    assert follows.renew_claim(batch.token, ids, 0.0) == ids[1:]  # a row finished is no longer held
+    (again,) = follows.claim_batch(0.0, 30.0)  # renewed for no time: it ran out, another sender takes the row
+    assert [i.path for i in again.items] == ["b.jpg"]
+    assert follows.renew_claim(batch.token, ids, 60.0) == []  # the first sender no longer holds it
