@@ -81,7 +81,12 @@ class EngineSettings(BaseSettings):
         False, description="Index every face of a gallery photo, not only the most prominent."
     )
     detect_batch_size: int = Field(16, ge=1, description="Images per MTCNN batch when indexing.")
-    embed_batch_size: int = Field(32, ge=1, description="Faces per FaceNet batch.")
+    embed_batch_size: int = Field(
+        16,
+        ge=1,
+        description="Faces per FaceNet batch. On ONNX Runtime, 2 cores, 8 to 64 take the same time a face (14.3-14.7 "
+        "ms); 16 adds nothing to the peak of loading the session, 32 adds 42 MB, 64 172 MB (benchmarks/embed_batch.py).",
+    )
     xla: bool = Field(
         True, description="Run query-sized FaceNet batches through XLA (faster on CPU, compiled once per size)."
     )
