@@ -173,7 +173,7 @@ def tensorflow_gpus() -> list:
 
 def test_cpu_when_asked():
     device = probe_device("cpu", cpu_batch_size=32)
-    assert device == DeviceInfo(kind="cpu", name="CPU", cores=cpu_cores(), embed_batch_size=16)
+    assert device == DeviceInfo(kind="cpu", name="CPU", cores=cpu_cores(), embed_batch_size=32)
     assert device.describe() == f"CPU ({cpu_cores()} cores), embedding batches of 32"
     assert device.tf_device == "/CPU:0"
 
@@ -184,7 +184,7 @@ def test_asking_for_a_gpu_without_one_falls_back_to_the_cpu_with_a_log_line(capl
     if tensorflow_gpus():  # a machine with a working CUDA TensorFlow
         assert device.is_gpu and device.embed_batch_size >= 256 and "GPU (" in device.describe()
         return
-    assert device.kind == "cpu" and device.embed_batch_size == 16 and device.reason
+    assert device.kind == "cpu" and device.embed_batch_size == 32 and device.reason
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert warnings[0].getMessage().startswith(f"embedding on the CPU ({cpu_cores()} cores): ")
