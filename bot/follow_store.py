@@ -376,17 +376,13 @@ class FollowStore:
         """Which of `ids` this claim still holds (an /unfollow meanwhile deleted them), each held `claim_s` more
         seconds: a claim lasts while its sender works through it, and runs out soon after a sender died."""
         with self.sessions.begin() as session:
-            session.execute(
-                update(Delivery)
-                .where(Delivery.id.in_(list(ids)), Delivery.claimed_by == token, Delivery.status == SENDING)
-                .values(claimed_until=utcnow() + timedelta(seconds=claim_s))
-                .execution_options(synchronize_session=False)
-            )
             return list(
                 session.scalars(
-                    select(Delivery.id).where(
-                        Delivery.id.in_(list(ids)), Delivery.claimed_by == token, Delivery.status == SENDING
-                    )
+                    update(Delivery)
+                    .where(Delivery.id.in_(list(ids)), Delivery.claimed_by == token, Delivery.status == SENDING)
+                    .values(claimed_until=utcnow() + timedelta(seconds=claim_s))
+                    .returning(Delivery.id)
+                    .execution_options(synchronize_session=False)
                 )
             )
 

@@ -15,8 +15,9 @@ take the same row; at most one batch per follower per DELIVERY_INTERVAL_S), mark
 with their gallery paths as captions, and marks each album's rows sent once Telegram took it. A replica that dies
 mid-send leaves rows 'sending' until its claim runs out (DELIVERY_CLAIM_S, renewed before each album while the
 sender lives); another replica, or this one restarted, sends them then. A claim takes the newest due rows first and
-at most BATCH_ROWS: a photo just matched is not queued behind the rest of other followers' first deliveries. The one window of at-least-once is between Telegram accepting an album and the commit
-that follows it (milliseconds): a crash exactly there sends that album again. A vanished file's row is 'skipped'
+at most BATCH_ROWS: a photo just matched is not queued behind the rest of other followers' first deliveries. The
+one window of at-least-once is between Telegram accepting an album and the commit that follows it (milliseconds): a
+crash exactly there sends that album again. A vanished file's row is 'skipped'
 and the others go; a user who blocked the bot (Forbidden) stops being followed; flood waits are retried by the
 Application's rate limiter and `Sender.send`; a database that fails is retried after a pause, losing nothing.
 """
@@ -283,13 +284,13 @@ class Deliveries:
         if self.optouts is not None and await self.optouts.stops(batch.user_id):  # opted out since it was queued
             await self._finish(batch.token, [item.id for item in batch.items], SKIPPED)
             return 0
-        groups = chunks(batch.items, ALBUM_SIZE)
-        for number, group in enumerate(groups):
+        ids = [item.id for item in batch.items]
+        for group in chunks(batch.items, ALBUM_SIZE):
             marked, missing = await rt.compute(self._prepare, group)
             if missing:
                 await self._finish(batch.token, [item.id for item in missing], SKIPPED)
-            rest = [m.item.id for m in marked] + [item.id for later in groups[number + 1 :] for item in later]
-            live = set(await rt.db(self.follows.renew_claim, batch.token, rest, rt.settings.delivery_claim_s))
+            # the rows not yet sent or skipped, renewed: the claim holds while this sender works through it
+            live = set(await rt.db(self.follows.renew_claim, batch.token, ids, rt.settings.delivery_claim_s))
             marked = [m for m in marked if m.item.id in live]  # an /unfollow meanwhile: not sent
             if not marked:
                 continue

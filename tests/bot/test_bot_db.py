@@ -15,6 +15,7 @@ import textwrap
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -27,6 +28,7 @@ import bot.follow_store  # noqa: F401 - the follow and invite tables are in Base
 import bot.invites  # noqa: F401
 import bot.lookups  # noqa: F401
 from bot.db import Base, HistoryStore, MatchRow, alembic_config, upgrade
+from bot.follow_store import FollowStore, NewDelivery
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Telegram ids outgrow 32 bits: supergroup chats are -100xxxxxxxxxx, user ids pass 2**31.
@@ -286,20 +288,14 @@ def test_two_replica_processes_migrate_and_write_at_once(database_url):
 
 
 def _follower(follows, user_id: int) -> None:
-    import numpy as np
-
     follows.put_follower(user_id, user_id, "facenet", np.ones(128, np.float32), selfies=1, ttl_days=30)
 
 
 def _queue(follows, user_id: int, paths: list[str]) -> None:
-    from bot.follow_store import NewDelivery
-
     assert follows.add_deliveries(user_id, user_id, [NewDelivery(p, (1, 2, 3, 4), 0.9) for p in paths]) == len(paths)
 
 
 def test_a_claim_takes_the_newest_rows_first_so_a_new_photo_passes_a_first_delivery(store):
-    from bot.follow_store import FollowStore
-
     follows = FollowStore(store)
     _follower(follows, 1)
     _follower(follows, 2)
@@ -322,8 +318,6 @@ def test_a_claim_takes_the_newest_rows_first_so_a_new_photo_passes_a_first_deliv
 
 
 def test_a_renewed_claim_holds_while_one_not_renewed_runs_out(store):
-    from bot.follow_store import FollowStore
-
     follows = FollowStore(store)
     _follower(follows, 1)
     _queue(follows, 1, ["a.jpg", "b.jpg"])
