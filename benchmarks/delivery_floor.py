@@ -23,19 +23,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from engine.search.appearances import AppearanceParams  # noqa: E402
-from event_grid import judge, load  # noqa: E402
-
-
-def cohort(ranked: np.ndarray, p: AppearanceParams) -> float:
-    part = ranked[p.cohort_from : p.cohort_from + p.cohort_size]
-    return p.cohort_weight * (float(part.mean()) if len(part) else p.cohort_default)
+from event_grid import cohort_term, judge, load  # noqa: E402
 
 
 def answer(similarity: np.ndarray, vectors: np.ndarray, query: np.ndarray, p: AppearanceParams) -> np.ndarray:
     """Gallery faces (indices into `vectors`) judged the query's person, best first: appearances() in numpy."""
     order = np.argsort(-similarity, kind="stable")
     ranked = similarity[order]
-    level = cohort(ranked, p)
+    level = cohort_term(ranked, p.cohort_weight, p.threshold, p.cohort_past_matches, p.cohort_default)
     if not len(ranked) or ranked[0] - level < max(p.accept, p.threshold):
         return np.empty(0, int)
     confident = int(np.sum(ranked[: p.expand] - level >= p.expand_threshold))
@@ -44,8 +39,8 @@ def answer(similarity: np.ndarray, vectors: np.ndarray, query: np.ndarray, p: Ap
         return chosen[np.argsort(-similarity[chosen], kind="stable")]
     expanded = query + vectors[order[:confident]].sum(0)
     scores = vectors @ (expanded / np.linalg.norm(expanded))
-    level = cohort(-np.sort(-scores), p)
     threshold = p.threshold if p.expanded_threshold is None else p.expanded_threshold
+    level = cohort_term(-np.sort(-scores), p.cohort_weight, threshold, p.cohort_past_matches, p.cohort_default)
     chosen = np.flatnonzero(scores - level >= threshold)
     return chosen[np.argsort(-scores[chosen], kind="stable")]
 

@@ -79,6 +79,25 @@ def load(fold: str) -> dict:
     }
 
 
+def cohort_term(ranked: np.ndarray, weight: float, threshold: float, past: bool = True, default: float = 0.2) -> float:
+    """engine/search/appearances.py's cohort term on one query's similarities sorted best first: the mean of the
+    window at ranks COHORT_FROM.. past the query's own faces (`past`; see _scored there), times `weight`."""
+
+    def level(own: int) -> float:
+        part = ranked[own + COHORT_FROM : own + COHORT_FROM + COHORT_SIZE]
+        return weight * (float(part.mean()) if len(part) else default)
+
+    if not past:
+        return level(0)
+    own = int(np.sum(ranked >= threshold))
+    while True:
+        cohort = level(own)
+        passing = int(np.sum(ranked - cohort >= threshold))
+        if passing >= own:
+            return cohort
+        own = passing
+
+
 def figures(data: dict, t: float, a: float, w: float, k: int, et: float, xt: float) -> tuple[float, float, float]:
     """(precision, recall, strangers clean) as bench_event.py's evaluate computes them."""
     precisions, recalls, clean = [], [], []
@@ -87,13 +106,13 @@ def figures(data: dict, t: float, a: float, w: float, k: int, et: float, xt: flo
             (recalls.append(0.0) if kind == "guest" else clean.append(1.0))
             continue
         ranked = data["sorted"][i]
-        cohort = w * ranked[COHORT_FROM : COHORT_FROM + COHORT_SIZE].mean()
+        cohort = cohort_term(ranked, w, t)
         chosen: np.ndarray = np.empty(0, int)
         if ranked[0] - cohort >= max(a, t):
             confident = int(np.sum(ranked[:k] - cohort >= et))
             if confident:
                 scores = data["expanded"][confident][i]
-                level = w * data["expanded_sorted"][confident][i, COHORT_FROM : COHORT_FROM + COHORT_SIZE].mean()
+                level = cohort_term(data["expanded_sorted"][confident][i], w, xt)
                 chosen = np.flatnonzero(scores - level >= xt)
             else:
                 scores = data["similarity"][i]

@@ -7,9 +7,9 @@ first. The same-person decision for each gallery face is made in three steps, ov
 1. Neighbours, as many as it takes: the store is searched with a growing k (x4 each time) until the last
    similarity falls under what could still pass (a person may be in hundreds of photos).
 2. A cohort-normalised score: each face's similarity minus `cohort_weight` x the query's cohort level, the
-   mean similarity of its neighbours at ranks `cohort_from`..`cohort_from + cohort_size` (faces of other people
-   for all but the most photographed guests). A stranger's selfie is about as close to many faces; a guest's
-   faces stand out of that level. This separates better than the raw similarity, whose level moves with the
+   mean similarity of its neighbours at ranks `cohort_from`..`cohort_from + cohort_size` past the query's own
+   faces (so faces of other people, for the most photographed guests too: see `_scored`). A stranger's selfie is
+   about as close to many faces; a guest's faces stand out of that level. This separates better than the raw similarity, whose level moves with the
    photo (pose, light, resolution), as engine/search/identity.py found for named galleries.
 3. Acceptance: unless the best face's score reaches `accept`, the person is in no photo (a stranger's
    selfie is answered with nothing).
@@ -43,6 +43,7 @@ class AppearanceParams:
     cohort_size: int = 64
     cohort_weight: float = 0.5
     cohort_default: float = 0.2  # assumed when the store holds fewer faces than `cohort_from`
+    cohort_past_matches: bool = True  # the window starts past the faces that pass (see _scored)
     expand: int = 5  # confident faces averaged into the query (0: no expansion)
     expand_threshold: float = 0.6  # score from which a face is confident enough to expand with
     expanded_threshold: float | None = 0.5  # the expanded query's `threshold` (None: the same)
@@ -50,7 +51,8 @@ class AppearanceParams:
 
     def describe(self) -> str:
         return (
-            f"threshold {self.threshold}, accept {self.accept}, cohort ranks {self.cohort_from}+{self.cohort_size} x{self.cohort_weight}, "
+            f"threshold {self.threshold}, accept {self.accept}, cohort ranks {self.cohort_from}+{self.cohort_size} x{self.cohort_weight}"
+            f"{' past the matches' if self.cohort_past_matches else ''}, "
             f"expand {self.expand} from {self.expand_threshold}, then threshold {self.expanded_threshold}"
         )
 
@@ -75,20 +77,45 @@ def neighbours(store: VectorStore, query: np.ndarray, floor: float | None, first
         k = min(total, k * 4)
 
 
-def cohort_level(hits: list[Hit], params: AppearanceParams) -> float:
-    part = hits[params.cohort_from : params.cohort_from + params.cohort_size]
+def cohort_level(hits: list[Hit], params: AppearanceParams, skip: int = 0) -> float:
+    """The mean similarity of the neighbours at ranks `cohort_from`..`cohort_from + cohort_size` past the first
+    `skip` (the query's own faces)."""
+    start = skip + params.cohort_from
+    part = hits[start : start + params.cohort_size]
     return float(np.mean([hit.similarity for hit in part])) if part else params.cohort_default
 
 
 def _scored(
     store: VectorStore, query: np.ndarray, params: AppearanceParams, threshold: float
 ) -> tuple[list[Hit], float]:
-    """The query's neighbours down to what could pass `threshold`, and its cohort term."""
-    hits = neighbours(store, query, None, max(params.first_k, params.cohort_from + params.cohort_size))
-    cohort = params.cohort_weight * cohort_level(hits, params)
-    if hits and hits[-1].similarity >= threshold + cohort and len(hits) < min(store.count, MAX_NEIGHBOURS):
-        hits = neighbours(store, query, threshold + cohort, len(hits) * 4)
-    return hits, cohort
+    """The query's neighbours down to what could pass `threshold`, and its cohort term.
+
+    The cohort window starts past the query's own faces: a guest in more photos than `cohort_from` (the bride of
+    a wedding) would otherwise have their own faces as the cohort, whose level pushes every one of them under the
+    threshold (a live event's guest in 137 of 234 photos was answered with none). How many faces are the query's
+    own is the largest count that holds: at most the faces over `threshold` itself (the cohort level is not
+    negative), the window put past them, its level taken, the faces passing counted, and again while the count
+    falls (each round the window moves up, its level rises, the count can only fall). A stranger's count falls
+    to the few faces (mostly none) that pass a window at the usual ranks."""
+    wanted = max(params.first_k, params.cohort_from + params.cohort_size)
+    if not params.cohort_past_matches:
+        hits = neighbours(store, query, None, wanted)
+        cohort = params.cohort_weight * cohort_level(hits, params)
+        if hits and hits[-1].similarity >= threshold + cohort and len(hits) < min(store.count, MAX_NEIGHBOURS):
+            hits = neighbours(store, query, threshold + cohort, len(hits) * 4)
+        return hits, cohort
+    hits = neighbours(store, query, threshold, wanted)
+    own = sum(1 for hit in hits if hit.similarity >= threshold)
+    if len(hits) < min(store.count, MAX_NEIGHBOURS, own + wanted):
+        hits = neighbours(store, query, None, own + wanted)  # the deepest window's neighbours (the first round's)
+    while True:
+        cohort = params.cohort_weight * cohort_level(hits, params, own)
+        if cohort < 0 and hits and hits[-1].similarity >= threshold + cohort:  # a far window of unlike faces
+            hits = neighbours(store, query, threshold + cohort, len(hits))
+        passing = sum(1 for hit in hits if hit.similarity - cohort >= threshold)
+        if passing >= own:
+            return hits, cohort
+        own = passing
 
 
 def _vector(hit: Hit) -> np.ndarray:

@@ -15,11 +15,12 @@ def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def event_store(tmp_path, appearances_of_guest: int, others: int, seed: int = 0):
-    """A guest in `appearances_of_guest` photos (two of their faces in photo 0), and `others` faces of strangers."""
+def event_store(tmp_path, appearances_of_guest: int, others: int, seed: int = 0, spread: float = 0.35):
+    """A guest in `appearances_of_guest` photos (two of their faces in photo 0), and `others` faces of strangers;
+    `spread` sets how far the guest's faces lie from their selfie (0.35: similarity ~0.94, 1.0: ~0.6-0.8)."""
     rng = np.random.default_rng(seed)
     guest = unit(rng.standard_normal(DIM))
-    guest_faces = unit(guest + 0.35 * unit(rng.standard_normal((appearances_of_guest + 1, DIM))))
+    guest_faces = unit(guest + spread * unit(rng.standard_normal((appearances_of_guest + 1, DIM))))
     other_faces = unit(rng.standard_normal((others, DIM)))
     rows = [FaceRow(f"g/{i:04d}.jpg", "", (10, 10, 50, 50)) for i in range(appearances_of_guest)]
     rows.append(FaceRow("g/0000.jpg", "", (100, 10, 50, 50)))  # a second face of theirs in photo 0 (a mirror)
@@ -42,11 +43,32 @@ def test_a_person_in_more_photos_than_the_first_search_is_found_in_all_each_once
     store.close()
 
 
+def test_a_guest_in_most_photos_is_found_in_all_though_their_faces_fill_the_cohort_window(tmp_path):
+    """The bride: 300 photos, so neighbours 64-128 are all her own faces. The fixed window's level put every face
+    of hers under the threshold; the window past her faces finds them all, and still no one else."""
+    store, guest = event_store(tmp_path, appearances_of_guest=300, others=1500, spread=1.0)
+    want = [f"g/{i:04d}.jpg" for i in range(300)]
+    found = best_per_photo(appearances(store, guest, AppearanceParams()))
+    assert sorted(a.hit.row.path for a in found) == want
+    assert appearances(store, guest, AppearanceParams(cohort_past_matches=False)) == []  # the fixed window
+    store.close()
+
+
+def test_a_guest_in_a_few_photos_gets_the_same_answer_as_with_the_fixed_window(tmp_path):
+    store, guest = event_store(tmp_path, appearances_of_guest=20, others=1500, spread=1.0)
+    past = best_per_photo(appearances(store, guest, AppearanceParams()))
+    fixed = best_per_photo(appearances(store, guest, AppearanceParams(cohort_past_matches=False)))
+    assert [a.hit.row.path for a in past] == [a.hit.row.path for a in fixed]  # best first, both
+    assert sorted(a.hit.row.path for a in past) == [f"g/{i:04d}.jpg" for i in range(20)]
+    store.close()
+
+
 def test_a_stranger_gets_no_photo_and_expansion_keeps_it_so(tmp_path):
     store, _ = event_store(tmp_path, appearances_of_guest=20, others=400)
     stranger = unit(np.random.default_rng(99).standard_normal(DIM))
     for params in (AppearanceParams(expand=0), AppearanceParams(expand=5)):
         assert appearances(store, stranger, params) == []
+    assert appearances(store, stranger, AppearanceParams(threshold=0.0, accept=0.0, expand=0)) != []  # can fail
     store.close()
 
 
