@@ -51,6 +51,21 @@ def test_a_level_made_in_bands_of_rows_is_the_same_resize(monkeypatch):
     np.testing.assert_allclose(banded, whole, atol=1e-6)
 
 
+def test_running_sums_kept_modulo_2_16_give_the_levels_of_exact_sums():
+    """The worst case: every pixel 255, as tall as uint16 sums are used for (3,084 rows), down to a 12-row level,
+    where an output row sums 257 input rows (65,535). A row taller is summed in int32."""
+    for rows in (12 * 257, 12 * 257 + 1):
+        photo = np.full((rows, 13, 3), 255, np.uint8)
+        photo[::7] = 3  # not flat: a wrong sum shows
+        pyramid = AreaPyramid(photo)
+        assert pyramid.row_sums.dtype == (np.uint16 if rows <= 12 * 257 else np.int32)
+        for height, width in ((12, 1), (257, 2), (1000, 5)):
+            reference = AreaPyramid(photo)
+            reference.row_sums = np.zeros(reference.row_sums.shape, np.int64)
+            np.cumsum(reference.pixels, axis=0, out=reference.row_sums[1:])
+            assert np.array_equal(pyramid.level(height, width), reference.level(height, width))
+
+
 def test_p_net_in_strips_gives_every_output_row_of_one_run(facenet_engine, monkeypatch):
     detector = facenet_engine.backends["facenet"].detector
     detector.load()
@@ -70,6 +85,25 @@ def test_p_net_in_strips_gives_every_output_row_of_one_run(facenet_engine, monke
             np.testing.assert_allclose(parts, one, atol=1e-5)
         for threshold in (0.6, 0.9):  # the same cells pass P-net's threshold
             np.testing.assert_array_equal(whole[1][..., 1] > threshold, strips[1][..., 1] > threshold)
+
+
+def test_r_net_and_o_net_in_batches_give_each_patch_s_outputs_of_one_run(facenet_engine):
+    detector = facenet_engine.backends["facenet"].detector
+    detector.load()
+    network = detector._mtcnn
+    if not isinstance(network, OnnxMTCNN):
+        pytest.skip("the Keras runtime runs mtcnn's own networks")
+    photo = read_image(sample(MADONNA), max_bytes=10**8, max_pixels=10**8)[None]
+    boxes = network._pnet(photo, 20)  # P-net's candidates on a real photo: faces, and many that are not
+    assert len(boxes) > 20
+    for session, size in ((network.sessions.rnet, 24), (network.sessions.onet, 48)):
+        patches = mtcnn_onnx.crop_and_resize(photo, boxes, size)
+        whole = mtcnn_onnx._run(session, patches)
+        batched = mtcnn_onnx._run_in_batches(session, patches, 7)  # the last batch short
+        for one, parts in zip(whole, batched, strict=True):
+            assert one.shape == parts.shape == (len(boxes), one.shape[1])
+            np.testing.assert_allclose(parts, one, atol=1e-5)
+        np.testing.assert_array_equal(whole[-1][:, 1] > 0.7, batched[-1][:, 1] > 0.7)  # the same patches pass
 
 
 def camera_photo(facenet_engine) -> tuple[bytes, list]:
