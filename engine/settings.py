@@ -82,10 +82,11 @@ class EngineSettings(BaseSettings):
     )
     detect_batch_size: int = Field(16, ge=1, description="Images per MTCNN batch when indexing.")
     embed_batch_size: int = Field(
-        16,
+        8,
         ge=1,
-        description="Faces per FaceNet batch. On ONNX Runtime, 2 cores, 8 to 64 take the same time a face (14.3-14.7 "
-        "ms); 16 adds nothing to the peak of loading the session, 32 adds 42 MB, 64 172 MB (benchmarks/embed_batch.py).",
+        description="Faces per FaceNet batch. On ONNX Runtime, 2 cores, 8 to 64 take about the same time a face "
+        "(14.3-15.2 ms); an indexing process's peak while embedding is 30 MB lower at 8 than at 16, 32 adds 42 MB to "
+        "the peak of loading the session, 64 172 MB (benchmarks/embed_batch.py).",
     )
     xla: bool = Field(
         True, description="Run query-sized FaceNet batches through XLA (faster on CPU, compiled once per size)."
