@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 import engine.models.mtcnn_onnx as mtcnn_onnx
 from engine.images import decode_image, read_image
@@ -151,3 +151,19 @@ def _whole_photo_crops(image: np.ndarray, faces: list) -> list[np.ndarray]:
 
 def test_the_pyramid_has_a_level_per_scale():
     assert len(scale_pyramid(2048, 1365, 20)) == 13
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_a_large_photo_handed_to_numpy_in_bands_is_pillow_s_decode(orientation):
+    rng = np.random.default_rng(orientation)
+    pixels = rng.integers(0, 256, (1100, 700, 3), dtype=np.uint8)  # > 2 bands, the last one short
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    data = io.BytesIO()
+    image.save(data, "JPEG", quality=90, exif=exif.tobytes())
+    with Image.open(io.BytesIO(data.getvalue())) as opened:
+        want = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+    got = decode_image(data.getvalue(), max_bytes=10**8, max_pixels=10**8)
+    assert got.shape == want.shape == ((1100, 700, 3) if orientation == 1 else (700, 1100, 3))
+    assert np.array_equal(got, want)
