@@ -29,7 +29,7 @@ from engine.backends import BACKENDS, ModelBackend, Region
 from engine.errors import BadInputError, EngineError
 from engine.images import decode_image, read_image
 from engine.runtime.device import DeviceInfo, cpu_cores, default_index_workers, device_scope
-from engine.runtime.onnx import limit_heap_retention
+from engine.runtime.onnx import limit_heap_retention, return_freed_memory
 from engine.runtime.quiet import import_quietly
 from engine.settings import EngineSettings
 
@@ -134,6 +134,7 @@ class Preparer:
 def embed_prepared(backend: ModelBackend, prepared: list[PreparedImage]) -> list[EmbeddedImage]:
     """Embed every region of `prepared` in one call (split into the network's batches)."""
     vectors = backend.embed([region for item in prepared for region in item.regions], query=False)
+    return_freed_memory()  # FaceNet's activations, freed in blocks under the mmap threshold: back to the system
     results, position = [], 0
     for item in prepared:
         faces = []
