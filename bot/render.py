@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 from cachetools import LRUCache
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont
 
 from engine import FaceResult, Match
-from engine.images import open_image
+from engine.images import open_reduced
 
 ALBUM_SIZE = 10  # Telegram's limit of photos per media group
 TEXT_LIMIT = 4096  # Telegram's longest message
@@ -128,9 +128,6 @@ class ThumbnailCache:
             return len(self._items)
 
     def _render(self, path: Path) -> bytes:
-        with open_image(path) as opened:
-            opened.draft("RGB", (self.side, self.side))  # JPEG only: a camera photo decoded at 1/2 to 1/8
-            ImageOps.exif_transpose(opened, in_place=True)
-            image = opened if opened.mode == "RGB" else opened.convert("RGB")
+        with open_reduced(path, (self.side, self.side)) as (image, _):
             image.thumbnail((self.side, self.side), Image.Resampling.LANCZOS)  # in place: a new, small core
             return to_jpeg(image)

@@ -17,6 +17,7 @@ from engine.errors import BadImageError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # the only Pillow plugins uploads reach (JPEG opens MPO)
+BAND_ROWS = 256  # rows of a large photo handed from Pillow to numpy at once
 
 
 def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "image") -> np.ndarray:
@@ -39,9 +40,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "i
             image.seek(0)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            # In place, and no conversion of an RGB photo: each copy of a 24 Mpx photo is 96 MB and ~0.08 s.
-            ImageOps.exif_transpose(image, in_place=True)
-            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            rgb = upright_rgb(image)
             rgb.load()
         array = _pixels(rgb)
         del rgb  # Pillow's copy goes before the caller's next allocation
@@ -50,7 +49,11 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "i
     return array
 
 
-BAND_ROWS = 256  # rows of a large photo handed from Pillow to numpy at once
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """`image` turned as its EXIF orientation says, in place, and in RGB: no copy of a photo that is already RGB
+    (each copy of a 24 Mpx photo is 96 MB and ~0.08 s)."""
+    ImageOps.exif_transpose(image, in_place=True)
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _pixels(rgb: Image.Image) -> np.ndarray:
@@ -95,6 +98,18 @@ def open_image(path: str | Path, name: str | None = None) -> Iterator[Image.Imag
     decompression bomb raises BadImageError, also when Pillow fails on it inside the block (decoding is lazy)."""
     with image_errors(str(path) if name is None else name), Image.open(path, formats=PHOTO_FORMATS) as image:
         yield image
+
+
+@contextmanager
+def open_reduced(path: str | Path, size: tuple[int, int]) -> Iterator[tuple[Image.Image, float]]:
+    """A gallery file (open_image) upright in RGB, a JPEG decoded at 1/2, 1/4 or 1/8 of its size when that is still
+    at least `size`, with the scale of its pixels to the file's (a stored box times it is a box of the image). Use
+    the image inside the block: it is closed with the file."""
+    with open_image(path) as opened:
+        width = opened.size[0]
+        opened.draft("RGB", size)  # JPEG only
+        scale = opened.size[0] / width
+        yield upright_rgb(opened), scale
 
 
 def read_image(path: Path, *, max_bytes: int, max_pixels: int, name: str | None = None) -> np.ndarray:

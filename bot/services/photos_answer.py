@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, Message
 from telegram.error import BadRequest, TelegramError
 
@@ -31,7 +31,7 @@ from bot.render import split_text as split_text  # where the tests and older cal
 from bot.runtime import BotRuntime
 from engine import EngineError
 from engine.errors import BadImageError
-from engine.images import open_image
+from engine.images import open_reduced
 from engine.runtime.onnx import return_freed_memory
 from engine.types import FaceResult, PersonRef, SearchResult
 
@@ -232,18 +232,13 @@ def caption(face: FaceAppearances, number: int, photo: ShownPhoto, public: Calla
 def mark_face(path: str | Path, box: Box, side: int = MARKED_SIDE) -> bytes:
     """The gallery photo (upright, longest side at most `side`) with a rectangle around the face at `box`
     (the engine's box, in the upright photo's pixels), as JPEG. Large JPEGs are decoded at a reduced scale."""
-    with open_image(path) as opened:  # BadImageError: gone, or no image of the gallery's formats
-        width = opened.size[0]
-        opened.draft("RGB", (side, side))  # JPEG only: decoded at 1/2, 1/4 or 1/8 when that is still >= side
-        scale = opened.size[0] / width
-        ImageOps.exif_transpose(opened, in_place=True)  # no copy of the decoded photo (two were 23 MB a camera photo)
-        rgb = opened if opened.mode == "RGB" else opened.convert("RGB")
-        fit = min(1.0, side / max(rgb.size))
+    # BadImageError: gone, or no image of the gallery's formats
+    with open_reduced(path, (side, side)) as (photo, scale):
+        fit = min(1.0, side / max(photo.size))
         if fit < 1.0:
-            image = rgb.resize((round(rgb.width * fit), round(rgb.height * fit)), Image.Resampling.LANCZOS)
+            image = photo.resize((round(photo.width * fit), round(photo.height * fit)), Image.Resampling.LANCZOS)
         else:
-            image = rgb.copy()  # the file's image is closed with it
-        del rgb
+            image = photo.copy()  # the file's image is closed with it
     scale *= fit
     x, y, w, h = (v * scale for v in box)
     line = max(3, round(max(image.size) / 200))

@@ -9,8 +9,9 @@ first. The same-person decision for each gallery face is made in three steps, ov
 2. A cohort-normalised score: each face's similarity minus `cohort_weight` x the query's cohort level, the
    mean similarity of its neighbours at ranks `cohort_from`..`cohort_from + cohort_size` past the query's own
    faces (so faces of other people, for the most photographed guests too: see `_scored`). A stranger's selfie is
-   about as close to many faces; a guest's faces stand out of that level. This separates better than the raw similarity, whose level moves with the
-   photo (pose, light, resolution), as engine/search/identity.py found for named galleries.
+   about as close to many faces; a guest's faces stand out of that level. This separates better than the raw
+   similarity, whose level moves with the photo (pose, light, resolution), as engine/search/identity.py found for
+   named galleries.
 3. Acceptance: unless the best face's score reaches `accept`, the person is in no photo (a stranger's
    selfie is answered with nothing).
 4. Average query expansion: the `expand` best faces scoring at least `expand_threshold` are averaged into the
